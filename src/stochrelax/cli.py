@@ -1,0 +1,161 @@
+"""Command-line interface: ``stochrelax train | evaluate | data info``.
+
+Every command validates its inputs before doing any work and reports a bad input
+as one line on stderr with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from stochrelax import __version__
+from stochrelax.config import ConfigError, load_config
+from stochrelax.data import DataError, data_info, load_fashion_mnist
+from stochrelax.runs import RunDirError
+from stochrelax.train import TrainingDiverged
+
+__all__ = ["main", "build_parser", "resolve_device"]
+
+USER_ERRORS = (ConfigError, DataError, RunDirError, TrainingDiverged, ValueError)
+
+
+def _cuda() -> torch.device:
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return torch.device("cuda")
+
+
+DEVICES: dict[str, Callable[[], torch.device]] = {
+    "auto": lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+    "cpu": lambda: torch.device("cpu"),
+    "cuda": _cuda,
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU."""
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; valid: {', '.join(DEVICES)}")
+    return DEVICES[name]()
+
+
+def _train(args: argparse.Namespace) -> None:
+    from stochrelax.train import train_run
+
+    overrides = {
+        "train": {key: value for key, value in (("epochs", args.epochs), ("seed", args.seed)) if value is not None},
+        "data": {key: value for key, value in (("train_limit", args.train_limit), ("test_limit", args.test_limit))
+                 if value is not None},
+    }
+    config = load_config(args.config, overrides)
+    device = resolve_device(args.device)
+    out = args.out or Path("runs") / f"{Path(args.config).stem}-seed{config.train.seed}"
+    data = load_fashion_mnist(args.data_dir)
+    print(f"training {args.config} on {device} -> {out}", flush=True)
+    summary = train_run(config, data, out, device=device, overwrite=args.overwrite, progress=not args.no_progress,
+                        on_epoch=lambda metrics: print(metrics.summary_line(config.train.epochs), flush=True))
+    print(f"done: test accuracy {summary['test_accuracy']:.2%} after {summary['epochs']} epochs "
+          f"({summary['seconds_per_epoch']:.1f}s per epoch); run saved in {out}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from stochrelax.evaluate import evaluate_run
+
+    device = resolve_device(args.device)
+    data = load_fashion_mnist(args.data_dir).limit(test_limit=args.test_limit)
+    for run_dir in args.run_dirs:
+        result = evaluate_run(run_dir, data, samples=args.samples, device=device, seed=args.seed)
+        print(f"{run_dir}: test accuracy {result.accuracy:.2%}  NLL {result.nll:.4f}  "
+              f"(K={result.samples} noise samples, {result.examples} images)")
+
+
+def _data_info(args: argparse.Namespace) -> None:
+    info = data_info(args.data_dir)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"source: {info['source']}")
+    for entry in info["files"]:
+        print(f"  {entry['name']}: {entry['bytes_compressed']:,} bytes, sha256 {entry['sha256'][:16]}… "
+              f"{'OK' if entry['ok'] else 'MISMATCH'}")
+    print(f"train: {info['train']:,} images   test: {info['test']:,} images")
+    print(f"train pixel mean {info['pixel_mean']:.4f}  std {info['pixel_std']:.4f}  (in [0, 1] units)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stochrelax",
+        description="Stochastic neurons (noise in pre-activations), trained on Fashion-MNIST, "
+                    "and their adversarial robustness.")
+    parser.add_argument("--version", action="version", version=f"stochrelax {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data-dir", type=Path, default=None,
+                         help="directory with the four Fashion-MNIST .gz files (default: $STOCHRELAX_DATA, "
+                              "/usr/share/datasets/fashion-mnist, then a download into the cache)")
+        sub.add_argument("--device", default="auto", choices=list(DEVICES),
+                         help="where to compute (default: auto = CUDA when present)")
+
+    train = commands.add_parser("train", help="train a network from a YAML config and write a run directory",
+                                description="Train a network from a YAML config and write a run directory.")
+    train.add_argument("config", type=Path, help="YAML config, e.g. configs/relu_deterministic.yaml")
+    train.add_argument("--out", type=Path, default=None, help="run directory (default: runs/CONFIG-seedS)")
+    train.add_argument("--epochs", type=_positive_int, default=None, help="override train.epochs")
+    train.add_argument("--seed", type=int, default=None, help="override train.seed")
+    train.add_argument("--train-limit", type=_positive_int, default=None, help="use the first N training images")
+    train.add_argument("--test-limit", type=_positive_int, default=None, help="use the first N test images")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="test accuracy of finished runs",
+                                   description="Test accuracy and NLL of finished runs, averaging K noise samples.")
+    evaluate.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--samples", type=_positive_int, default=1,
+                          help="K softmax samples averaged per prediction (default 1, the thesis setting)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
+    evaluate.add_argument("--test-limit", type=_positive_int, default=None, help="use the first N test images")
+    common(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+    data = commands.add_parser("data", help="dataset commands", description="Dataset commands.")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    info = data_commands.add_parser("info", help="where Fashion-MNIST was found, checksums, sizes, pixel stats",
+                                    description="Where Fashion-MNIST was found, checksums, sizes and pixel stats.")
+    info.add_argument("--data-dir", type=Path, default=None, help="directory with the four .gz files")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(handler=_data_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stochrelax`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except USER_ERRORS as error:
+        print(f"stochrelax: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stochrelax: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

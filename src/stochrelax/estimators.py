@@ -1,0 +1,154 @@
+"""Gradient estimators for sign units y = sign(a − ξ) with values ±1 (thesis 2.4).
+
+For additive noise ξ with CDF F and density p, y is a ±1 Bernoulli variable with
+P(y = +1) = F(a), so E[y] = 2F(a) − 1 and dE[y]/da = 2p(a). (Thesis eq. 2.8 writes
+E[y] = F(a), which holds for {0, 1} outputs, not ±1.)
+
+Every estimator takes the pre-activation ``a``, the binary sample ``y`` computed in
+the forward pass and the noise distribution, and returns ``(output, log_prob)``:
+the output carries the sample's *value* and the estimator's *gradient*; ``log_prob``
+is the per-example log-likelihood log p(y | a) that the score-function estimator
+needs (``None`` for the others).
+
+- ``"ste"``: straight-through estimator of thesis eq. 2.8/2.9 done right: the forward
+  value is the sample, the backward pass is the gradient of E[y], 2p(a). Logistic
+  noise gives the tanh proxy, uniform noise hard-tanh, Gaussian the erf.
+  For a single layer this is exactly d/dθ E[y]; through several layers it is biased.
+- ``"classic_ste"``: the classic deterministic estimator for sign networks (Bengio et
+  al. 2013, with the saturation of Hubara et al. 2016): gradient 1 where |a| ≤ 1, 0
+  elsewhere. Equal to ``"ste"`` with uniform noise of half-width 1.
+- ``"score"``: score function / REINFORCE (Williams 1992; thesis 2.4.2) for whole
+  networks of sign units. The output carries no gradient; all gradient signal for
+  the parameters before a sign unit comes from ``(L − b)·∇ log p(y | a)``, see
+  :func:`score_function_surrogate`. Unbiased for any baseline b that does not depend
+  on the current noise draw.
+
+With no noise (noise off, or a deterministic sign unit), ``"ste"`` and ``"score"``
+keep the forward value sign(a) and back-propagate through 2p(a), the same smooth
+proxy (BPDA, Athalye et al. 2018): there is no randomness to score.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from stochrelax.noise import Noise
+
+__all__ = [
+    "ESTIMATORS",
+    "binarize",
+    "straight_through",
+    "classic_straight_through",
+    "score_function",
+    "score_function_surrogate",
+    "MovingAverageBaseline",
+]
+
+# (pre_activation, sample, noise, noisy) -> (output, per-example log p(y | a) or None)
+EstimatorFn = Callable[[torch.Tensor, torch.Tensor, Noise | None, bool], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def binarize(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) with values ±1 (sign(0) = +1, so that P(y = +1) = P(ξ ≤ a) = F(a))."""
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+def _with_gradient_of(value: torch.Tensor, proxy: torch.Tensor) -> torch.Tensor:
+    """Returns ``value`` in the forward pass and back-propagates through ``proxy``."""
+    return value.detach() + (proxy - proxy.detach())
+
+
+def _expected_sign(pre_activation: torch.Tensor, noise: Noise) -> torch.Tensor:
+    """E[sign(a − ξ)] = 2F(a) − 1; its derivative is 2p(a)."""
+    return 2.0 * noise.cdf(pre_activation) - 1.0
+
+
+def straight_through(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None,
+                     noisy: bool = True) -> tuple[torch.Tensor, None]:
+    """Sample value forward, gradient of E[y] = 2F(a) − 1 backward (thesis eq. 2.8)."""
+    if noise is None:
+        raise ValueError("estimator 'ste' differentiates E[sign(a - ξ)] and needs a noise distribution; "
+                         "use 'classic_ste' for a deterministic sign unit")
+    return _with_gradient_of(sample, _expected_sign(pre_activation, noise)), None
+
+
+def classic_straight_through(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None = None,
+                             noisy: bool = True) -> tuple[torch.Tensor, None]:
+    """Sample value forward, gradient of hard-tanh(a) backward (1 where |a| ≤ 1)."""
+    return _with_gradient_of(sample, pre_activation.clamp(-1.0, 1.0)), None
+
+
+def score_function(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None,
+                   noisy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample value without gradient, plus per-example log p(y | a) = Σ_units log F(±a).
+
+    Returns:
+        The detached sample and the log-likelihood of shape (B,), summed over all
+        non-batch dimensions. Without noise (``noisy=False``) there is nothing to
+        score: the sign is returned with the 2p(a) proxy gradient and ``None``.
+    """
+    if noise is None:
+        raise ValueError("estimator 'score' scores the noise draw and needs a noise distribution; "
+                         "use 'classic_ste' for a deterministic sign unit")
+    if not noisy:
+        return straight_through(pre_activation, sample, noise)
+    log_prob = torch.where(sample > 0, noise.log_cdf(pre_activation), noise.log_sf(pre_activation))
+    return sample.detach(), log_prob.flatten(1).sum(dim=1)  # (B,)
+
+
+ESTIMATORS: dict[str, EstimatorFn] = {
+    "ste": straight_through,
+    "classic_ste": classic_straight_through,
+    "score": score_function,
+}
+
+
+def score_function_surrogate(loss: torch.Tensor, log_prob: torch.Tensor | None, baseline: float = 0.0) -> torch.Tensor:
+    """Surrogate objective whose gradient is the score-function estimate of ∇E[L].
+
+    ``L + (L − b)·log p(y)``, averaged over the batch, with ``L − b`` held constant
+    (Schulman et al. 2015, "Gradient estimation using stochastic computation graphs").
+    Its value equals the mean loss only when b = L; use it for backward, report ``loss``.
+
+    Args:
+        loss: per-example loss (B,); its pathwise gradient reaches the parameters after
+            the last sign unit.
+        log_prob: per-example Σ log p(y | a) over every score-function unit (B,), or
+            ``None`` when the network has none (then this is just the mean loss).
+        baseline: variance-reducing constant b; must not depend on this noise draw.
+    """
+    if log_prob is None:
+        return loss.mean()
+    advantage = (loss - baseline).detach()
+    return (loss + advantage * log_prob).mean()
+
+
+class MovingAverageBaseline:
+    """Baseline b for the score function: exponential moving average of past mean losses.
+
+    Only losses of *previous* batches enter b, so b is independent of the current
+    noise draw and the estimator stays unbiased; subtracting it removes the large
+    common offset of L and cuts the variance.
+
+    Args:
+        decay: weight of the old average at each update.
+    """
+
+    def __init__(self, decay: float = 0.9) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"baseline decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.value = 0.0
+        self._initialised = False
+
+    def update(self, batch_mean_loss: float) -> None:
+        """Folds the mean loss of the batch just used into the average."""
+        if self._initialised:
+            self.value = self.decay * self.value + (1.0 - self.decay) * batch_mean_loss
+        else:
+            self.value, self._initialised = batch_mean_loss, True
+
+    def __repr__(self) -> str:
+        return f"MovingAverageBaseline(decay={self.decay}, value={self.value:.4f})"

@@ -1,0 +1,198 @@
+"""Stochastic activations: noise injected into pre-activations (thesis eqs. 2.2–2.4, 4.2).
+
+``stochastic_activation`` is the pure function; :class:`StochasticActivation` is the
+thin ``nn.Module`` to drop into any network. For a pre-activation ``a``:
+
+- additive:        y = f(a − ξ)   (thesis eq. 2.3)
+- multiplicative:  y = f(a · ξ)   (thesis eq. 2.4)
+
+with f = ReLU or sign (±1) and ξ drawn fresh, independently per unit, at *every*
+forward pass — in training and evaluation alike, because the network is a stochastic
+predictor. ``noise_enabled = False`` gives the deterministic counterpart f(a).
+
+ReLU units use the ordinary pathwise gradient. Sign units need an estimator
+(:mod:`stochrelax.estimators`). Sign with multiplicative noise is refused: sign(a·ξ)
+= sign(a)·sign(ξ) has a distribution that does not depend on |a|, so no estimator
+gets a learning signal.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+from stochrelax.estimators import ESTIMATORS, binarize
+from stochrelax.noise import NOISES, Noise, make_noise
+
+__all__ = [
+    "ACTIVATIONS",
+    "MODES",
+    "DEFAULT_NOISE_MEAN",
+    "check_activation_args",
+    "stochastic_activation",
+    "StochasticActivation",
+    "noise_disabled",
+]
+
+MODES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "additive": lambda pre_activation, noise: pre_activation - noise,
+    "multiplicative": lambda pre_activation, noise: pre_activation * noise,
+}
+
+# Noise mean that leaves E[a ∘ ξ] = a; the thesis used 0 for both, which can still be set.
+DEFAULT_NOISE_MEAN = {"additive": 0.0, "multiplicative": 1.0}
+
+
+def _relu(pre_activation: torch.Tensor, perturbed: torch.Tensor, noise: Noise | None, estimator: str | None,
+          noisy: bool) -> tuple[torch.Tensor, None]:
+    return torch.relu(perturbed), None
+
+
+def _sign(pre_activation: torch.Tensor, perturbed: torch.Tensor, noise: Noise | None, estimator: str | None,
+          noisy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return ESTIMATORS[estimator](pre_activation, binarize(perturbed), noise, noisy)
+
+
+# (pre_activation, perturbed pre-activation, noise, estimator, noisy) -> (output, log p(y | a) or None)
+ACTIVATIONS = {"relu": _relu, "sign": _sign}
+
+
+def _valid(name: str, value: object, options) -> None:
+    if value not in options:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(str, options))}")
+
+
+def check_activation_args(activation: str, noise: str | None, mode: str, std: float | None,
+                          mean: float | None, estimator: str | None) -> str | None:
+    """Validates a stochastic-activation specification; returns the estimator to use.
+
+    The default estimator of a sign unit is ``"ste"`` with noise and ``"classic_ste"``
+    without; ReLU units take none.
+
+    Raises:
+        ValueError: with a one-line message naming the offending argument.
+    """
+    _valid("activation", activation, ACTIVATIONS)
+    _valid("mode", mode, MODES)
+    if noise is None:
+        if std is not None or mean is not None:
+            raise ValueError("noise std/mean given without a noise distribution; "
+                             f"set noise to one of {', '.join(NOISES)}")
+    else:
+        _valid("noise", noise, NOISES)
+        if std is None or not std > 0:
+            raise ValueError(f"noise std must be > 0, got {std}")
+    if activation == "relu":
+        if estimator is not None:
+            raise ValueError(f"estimator {estimator!r} given for a relu unit; relu units use the ordinary "
+                             "pathwise gradient, so leave estimator unset")
+        return None
+    if noise is not None and mode == "multiplicative":
+        raise ValueError("sign with multiplicative noise is degenerate: sign(a*ξ) = sign(a)*sign(ξ) does not "
+                         "depend on |a|, so no estimator has a learning signal; use mode 'additive'")
+    if estimator is None:
+        return "ste" if noise is not None else "classic_ste"
+    _valid("estimator", estimator, ESTIMATORS)
+    if noise is None and estimator != "classic_ste":
+        raise ValueError(f"estimator {estimator!r} needs noise; a deterministic sign unit uses 'classic_ste'")
+    return estimator
+
+
+def stochastic_activation(pre_activation: torch.Tensor, activation: str, noise: Noise | None = None,
+                          mode: str = "additive", estimator: str | None = None,
+                          noisy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Applies f(a − ξ) or f(a · ξ) with a fresh noise draw.
+
+    Args:
+        pre_activation: any shape, batch first.
+        activation: ``"relu"`` or ``"sign"``.
+        noise: the distribution of ξ, or ``None`` for a deterministic unit.
+        mode: ``"additive"`` or ``"multiplicative"``.
+        estimator: gradient estimator of a sign unit (see :mod:`stochrelax.estimators`).
+        noisy: draw noise; ``False`` gives the deterministic counterpart f(a).
+
+    Returns:
+        The activation (same shape as the input) and, for score-function sign units,
+        the per-example log p(y | a) of shape (B,); otherwise ``None``.
+    """
+    draw = noise is not None and noisy
+    perturbed = pre_activation
+    if draw:
+        xi = noise.sample(pre_activation.shape, device=pre_activation.device, dtype=pre_activation.dtype)
+        perturbed = MODES[mode](pre_activation, xi)
+    return ACTIVATIONS[activation](pre_activation, perturbed, noise, estimator, draw)
+
+
+class StochasticActivation(nn.Module):
+    """ReLU or sign unit with noise injected into its pre-activation.
+
+    Args:
+        activation: ``"relu"`` or ``"sign"`` (outputs ±1).
+        noise: ``"gaussian"``, ``"logistic"``, ``"uniform"``, or ``None`` for a deterministic unit.
+        mode: ``"additive"`` (f(a − ξ)) or ``"multiplicative"`` (f(a · ξ)).
+        std: standard deviation of ξ.
+        mean: mean of ξ; default 0 for additive and 1 for multiplicative noise.
+        estimator: for sign units, ``"ste"`` (default with noise), ``"classic_ste"``
+            (default without) or ``"score"``; must be ``None`` for ReLU.
+
+    Attributes:
+        noise_enabled: set ``False`` for the deterministic counterpart f(a).
+        last_log_prob: per-example log p(y | a) of the last forward pass of a
+            score-function unit, (B,); ``None`` otherwise.
+
+    Example:
+        >>> layer = StochasticActivation("sign", "logistic", "additive", std=0.05, estimator="ste")
+        >>> layer(torch.randn(8, 16)).unique()
+        tensor([-1.,  1.])
+    """
+
+    def __init__(self, activation: str, noise: str | None = None, mode: str = "additive",
+                 std: float | None = None, mean: float | None = None, estimator: str | None = None) -> None:
+        super().__init__()
+        self.estimator = check_activation_args(activation, noise, mode, std, mean, estimator)
+        self.activation = activation
+        self.mode = mode
+        self.noise = None if noise is None else make_noise(noise, DEFAULT_NOISE_MEAN[mode] if mean is None else mean, std)
+        self.noise_name = noise
+        self.noise_enabled = True
+        self.last_log_prob: torch.Tensor | None = None
+
+    @property
+    def is_stochastic(self) -> bool:
+        """Whether this unit currently draws noise."""
+        return self.noise is not None and self.noise_enabled
+
+    def forward(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        output, self.last_log_prob = stochastic_activation(
+            pre_activation, self.activation, self.noise, self.mode, self.estimator, self.noise_enabled)
+        return output
+
+    def extra_repr(self) -> str:
+        parts = [self.activation]
+        if self.noise is not None:
+            parts += [f"noise={self.noise_name}(mean={self.noise.mean:g}, std={self.noise.std:g})", f"mode={self.mode}"]
+        if self.estimator is not None:
+            parts.append(f"estimator={self.estimator}")
+        if self.noise is not None and not self.noise_enabled:
+            parts.append("noise_enabled=False")
+        return ", ".join(parts)
+
+
+@contextmanager
+def noise_disabled(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block every :class:`StochasticActivation` in ``module`` is deterministic.
+
+    The previous per-layer settings are restored on exit.
+    """
+    layers = [m for m in module.modules() if isinstance(m, StochasticActivation)]
+    previous = [layer.noise_enabled for layer in layers]
+    for layer in layers:
+        layer.noise_enabled = False
+    try:
+        yield module
+    finally:
+        for layer, enabled in zip(layers, previous):
+            layer.noise_enabled = enabled

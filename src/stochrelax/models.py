@@ -1,0 +1,204 @@
+"""The thesis network (Fig. 5.2) and helpers to use it as a stochastic predictor.
+
+A network is a list of blocks Conv2d → optional BatchNorm2d → activation. The
+activation is a :class:`~stochrelax.layers.StochasticActivation` (deterministic when
+it has no noise); the stride-2 "weighted pooling" convolutions and the final
+classifier convolution have no activation and no BatchNorm. The first layer
+normalises pixels, so inputs — and attack budgets — stay in [0, 1] pixel units.
+
+A stochastic network defines a predictive distribution p(y | x) = E_ξ softmax(f(x, ξ)),
+estimated with K noise draws by :func:`predictive_log_prob`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import torch
+import torch.nn as nn
+
+from stochrelax.layers import StochasticActivation
+
+if TYPE_CHECKING:
+    from stochrelax.config import ModelConfig
+
+__all__ = ["ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock", "AllConvNet", "build_model",
+           "is_stochastic", "collect_log_prob", "sample_logits", "predictive_log_prob", "evaluating"]
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One convolution of an all-convolutional network (no padding)."""
+
+    out_channels: int
+    kernel_size: int
+    stride: int
+    activation: bool  # False for the stride-2 "weighted pooling" convolutions and the classifier
+
+
+# Thesis Fig. 5.2 on 1×28×28 inputs; spatial size after each block in the comment.
+THESIS_ALLCONV = (
+    ConvSpec(6, 3, 1, True),    # block1: 26×26
+    ConvSpec(12, 3, 1, True),   # block2: 24×24
+    ConvSpec(12, 2, 2, False),  # block3: 12×12, weighted pooling
+    ConvSpec(24, 3, 1, True),   # block4: 10×10
+    ConvSpec(48, 3, 1, True),   # block5: 8×8
+    ConvSpec(48, 2, 2, False),  # block6: 4×4, weighted pooling
+    ConvSpec(96, 3, 1, True),   # block7: 2×2
+    ConvSpec(96, 2, 2, False),  # block8: 1×1, weighted pooling (the thesis' t-SNE features)
+    ConvSpec(50, 1, 1, True),   # block9: 1×1
+    ConvSpec(10, 1, 1, False),  # block10: 1×1, class scores
+)
+
+ARCHITECTURES: dict[str, tuple[ConvSpec, ...]] = {"thesis_allconv": THESIS_ALLCONV}
+
+
+class Normalize(nn.Module):
+    """(x − mean) / std, so that the model takes raw [0, 1] pixels."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.mean, self.std = float(mean), float(std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean:g}, std={self.std:g}"
+
+
+class ConvBlock(nn.Module):
+    """Conv2d → optional BatchNorm2d → optional activation."""
+
+    def __init__(self, in_channels: int, spec: ConvSpec, batch_norm: bool, activation: StochasticActivation | None):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, spec.out_channels, spec.kernel_size, spec.stride)
+        self.norm = nn.BatchNorm2d(spec.out_channels) if batch_norm and activation is not None else nn.Identity()
+        self.act = activation if activation is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class AllConvNet(nn.Module):
+    """All-convolutional classifier; blocks are named ``block1`` … ``blockN``.
+
+    Args:
+        specs: the convolutions, in order; the last one gives the class scores at 1×1.
+        make_activation: builds a fresh activation module for each block that has one.
+        batch_norm: put BatchNorm2d before every activation.
+        input_mean: pixel mean subtracted by the first layer.
+        input_std: pixel std divided by the first layer.
+        in_channels: channels of the input images.
+    """
+
+    def __init__(self, specs: Iterable[ConvSpec], make_activation, batch_norm: bool = True,
+                 input_mean: float = 0.5, input_std: float = 0.5, in_channels: int = 1) -> None:
+        super().__init__()
+        self.normalize = Normalize(input_mean, input_std)
+        blocks = OrderedDict()
+        for index, spec in enumerate(specs, start=1):
+            activation = make_activation() if spec.activation else None
+            blocks[f"block{index}"] = ConvBlock(in_channels, spec, batch_norm, activation)
+            in_channels = spec.out_channels
+        self.blocks = nn.Sequential(blocks)
+
+    @property
+    def block_names(self) -> list[str]:
+        return list(self.blocks._modules)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class scores (B, classes) for pixel images (B, C, H, W) in [0, 1]."""
+        scores = self.blocks(self.normalize(images))  # (B, classes, 1, 1)
+        return scores.flatten(1)  # (B, classes)
+
+    def forward_features(self, images: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Outputs of the named blocks (after their activation), e.g. ``{"block8": (B, 96, 1, 1)}``.
+
+        Raises:
+            KeyError: for an unknown block name (the message lists the valid ones).
+        """
+        wanted = set(names)
+        unknown = wanted.difference(self.block_names)
+        if unknown:
+            raise KeyError(f"unknown block(s) {sorted(unknown)}; valid: {', '.join(self.block_names)}")
+        features, x = {}, self.normalize(images)
+        for name, block in self.blocks.named_children():
+            x = block(x)
+            if name in wanted:
+                features[name] = x
+                if len(features) == len(wanted):
+                    break
+        return features
+
+
+def build_model(config: "ModelConfig") -> AllConvNet:
+    """Builds the network described by a :class:`~stochrelax.config.ModelConfig`."""
+    act = config.activation
+
+    def make_activation() -> StochasticActivation:
+        return StochasticActivation(act.kind, act.noise, act.mode, act.std, act.mean, act.estimator)
+
+    return AllConvNet(ARCHITECTURES[config.architecture], make_activation, config.batch_norm,
+                      config.input_mean, config.input_std)
+
+
+def _activations(model: nn.Module) -> Iterator[StochasticActivation]:
+    return (m for m in model.modules() if isinstance(m, StochasticActivation))
+
+
+def is_stochastic(model: nn.Module) -> bool:
+    """Whether any unit of ``model`` currently draws noise."""
+    return any(layer.is_stochastic for layer in _activations(model))
+
+
+def collect_log_prob(model: nn.Module) -> torch.Tensor | None:
+    """Σ log p(y | a) over the score-function units of the last forward pass, per example.
+
+    Returns:
+        (B,) for the batch of that pass, or ``None`` if the model has no such units.
+    """
+    log_probs = [layer.last_log_prob for layer in _activations(model) if layer.last_log_prob is not None]
+    return torch.stack(log_probs).sum(dim=0) if log_probs else None
+
+
+def sample_logits(model: nn.Module, images: torch.Tensor, samples: int) -> torch.Tensor:
+    """Class scores under ``samples`` independent noise draws, in one batched forward pass.
+
+    Returns:
+        (K, B, classes); K = 1 for a model without active noise, whatever ``samples`` is.
+    """
+    draws = samples if is_stochastic(model) else 1
+    repeated = images.repeat(draws, *([1] * (images.dim() - 1)))  # (K·B, C, H, W)
+    return model(repeated).view(draws, images.shape[0], -1)  # (K, B, classes)
+
+
+def predictive_log_prob(logits: torch.Tensor) -> torch.Tensor:
+    """log of the predictive distribution, log (1/K) Σ_k softmax(z_k), by log-sum-exp.
+
+    Args:
+        logits: (K, B, classes) class scores of K noise draws.
+
+    Returns:
+        (B, classes) log-probabilities.
+    """
+    return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=0) - math.log(logits.shape[0])
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` within the block; every submodule's previous mode is restored on exit.
+
+    Noise stays on: a stochastic network is a stochastic predictor in evaluation too.
+    """
+    previous = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in previous:
+            module.training = training

@@ -1,0 +1,131 @@
+"""Run directories: what a training run leaves on disk, and how to read it back.
+
+A run directory holds
+
+- ``config.yaml``       the resolved config (every field), enough to repeat the run;
+- ``metrics.jsonl``     one JSON object per epoch (losses, accuracies, seconds);
+- ``model.safetensors`` the final weights (never pickle);
+- ``summary.json``      written last: its presence marks a finished run.
+
+Every file is written to a temporary name and renamed, so a crash never leaves a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from stochrelax.config import RunConfig, dump_config, load_config
+from stochrelax.models import AllConvNet, build_model
+
+__all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "WEIGHTS_FILE", "SUMMARY_FILE",
+           "create_run_dir", "write_config", "append_metrics", "save_weights", "write_summary",
+           "read_metrics", "load_run"]
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+WEIGHTS_FILE = "model.safetensors"
+SUMMARY_FILE = "summary.json"
+
+
+class RunDirError(Exception):
+    """A run directory that cannot be created or read; the message says what to do."""
+
+
+def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(descriptor)
+    try:
+        if tensors is not None:
+            save_file(tensors, temporary)
+        else:
+            Path(temporary).write_text(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """Creates an empty run directory.
+
+    An existing non-empty directory is replaced only with ``overwrite`` and only if it
+    is a stochrelax run directory (it has a ``config.yaml``), so a mistyped ``--out``
+    never deletes unrelated files.
+
+    Raises:
+        RunDirError: if the directory exists and may not be replaced.
+    """
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise RunDirError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
+        if not (path / CONFIG_FILE).is_file():
+            raise RunDirError(f"{path} is not a stochrelax run directory (no {CONFIG_FILE}); refusing to delete it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_config(run_dir: Path, config: RunConfig) -> None:
+    _write_atomically(run_dir / CONFIG_FILE, dump_config(config))
+
+
+def append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """Appends one epoch's metrics as a JSON line (a whole line per write)."""
+    with open(run_dir / METRICS_FILE, "a") as stream:
+        stream.write(json.dumps(metrics) + "\n")
+
+
+def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    _write_atomically(run_dir / WEIGHTS_FILE, tensors=tensors)
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    _write_atomically(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+@dataclass
+class Run:
+    """A finished run read back from disk."""
+
+    path: Path
+    config: RunConfig
+    model: AllConvNet  # weights loaded, on the CPU, in training mode as after construction
+    summary: dict[str, Any]
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Reads a finished run directory: config, weights (safetensors) and summary.
+
+    Raises:
+        RunDirError: if the directory is missing, unfinished or its files do not match.
+    """
+    path = Path(run_dir)
+    if not (path / CONFIG_FILE).is_file():
+        raise RunDirError(f"{path} is not a stochrelax run directory (no {CONFIG_FILE})")
+    if not (path / SUMMARY_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise RunDirError(f"{path} is an unfinished run (no {SUMMARY_FILE} or {WEIGHTS_FILE}); train it again")
+    config = load_config(path / CONFIG_FILE)
+    model = build_model(config.model)
+    try:
+        model.load_state_dict(load_file(path / WEIGHTS_FILE))
+    except (RuntimeError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise RunDirError(f"{path / WEIGHTS_FILE} does not match {CONFIG_FILE}: {first_line}") from None
+    return Run(path, config, model, json.loads((path / SUMMARY_FILE).read_text()))

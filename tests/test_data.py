@@ -1,0 +1,442 @@
+"""Tests for stochrelax.data: loading, look-up order, integrity, download, batching.
+
+Downloads are served by a loopback HTTP server from copies of the real files;
+nothing here touches the internet.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.server
+import shutil
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from stochrelax import data
+
+REAL_DIR = data.SYSTEM_DIR
+FILE_NAMES = [name for name, _ in data.SPLIT_FILES.values()]
+UNREACHABLE_URL = "http://127.0.0.1:9/"  # discard port: any attempt to download fails fast
+
+needs_real_data = pytest.mark.skipif(
+    not all((REAL_DIR / name).is_file() for name in FILE_NAMES),
+    reason=f"Fashion-MNIST not installed in {REAL_DIR} (Debian package dataset-fashion-mnist)",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keeps the caller's STOCHRELAX_DATA and cache out of every test."""
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture(scope="module")
+def real_dataset() -> data.FashionMNIST:
+    return data.load_fashion_mnist(REAL_DIR)
+
+
+@pytest.fixture
+def copied_dir(tmp_path: Path) -> Path:
+    """A private copy of the four real files that a test may damage."""
+    directory = tmp_path / "copy"
+    directory.mkdir()
+    for name in FILE_NAMES:
+        shutil.copy(REAL_DIR / name, directory / name)
+    return directory
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Keeps request logs out of the test output."""
+
+
+@pytest.fixture
+def serve_directory(request: pytest.FixtureRequest):
+    """Returns a function that serves a directory over loopback HTTP and gives its URL."""
+
+    def serve(directory: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+        request.addfinalizer(stop)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    return serve
+
+
+def make_placeholder_dir(path: Path, *, without: str | None = None) -> Path:
+    """A directory with (empty) files of the expected names; enough for look-up."""
+    path.mkdir(parents=True)
+    for name in FILE_NAMES:
+        if name != without:
+            (path / name).touch()
+    return path
+
+
+def tamper(path: Path) -> None:
+    """Flips one bit of a file's decompressed bytes and writes it back as valid gzip."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[-1] ^= 1
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+def idx_bytes(magic: int, shape: tuple[int, ...], payload: bytes) -> bytes:
+    return struct.pack(f">I{len(shape)}I", magic, *shape) + payload
+
+
+def assert_one_line(error: pytest.ExceptionInfo[data.DataError]) -> None:
+    assert "\n" not in str(error.value)
+
+
+# --- the real data ------------------------------------------------------------
+
+
+@needs_real_data
+def test_real_data_has_expected_shapes_types_and_classes(real_dataset: data.FashionMNIST) -> None:
+    assert real_dataset.source == REAL_DIR
+    assert real_dataset.train_images.shape == (60000, 1, 28, 28)
+    assert real_dataset.test_images.shape == (10000, 1, 28, 28)
+    assert real_dataset.train_images.dtype == torch.uint8
+    assert real_dataset.test_images.dtype == torch.uint8
+    assert real_dataset.train_labels.shape == (60000,)
+    assert real_dataset.test_labels.shape == (10000,)
+    assert real_dataset.train_labels.dtype == torch.int64
+    assert real_dataset.test_labels.dtype == torch.int64
+    assert len(data.CLASS_NAMES) == 10
+    for labels in (real_dataset.train_labels, real_dataset.test_labels):
+        assert labels.min().item() == 0
+        assert labels.max().item() == 9
+    assert real_dataset.train_labels.bincount().tolist() == [6000] * 10
+    assert real_dataset.test_labels.bincount().tolist() == [1000] * 10
+
+
+@needs_real_data
+def test_real_training_pixel_stats(real_dataset: data.FashionMNIST) -> None:
+    mean, std = data.pixel_stats(real_dataset.train_images)
+    assert mean == pytest.approx(0.2860, abs=1e-3)
+    assert std == pytest.approx(0.3530, abs=1e-3)
+
+
+@needs_real_data
+def test_limit_keeps_the_first_examples(real_dataset: data.FashionMNIST) -> None:
+    limited = real_dataset.limit(train_limit=100, test_limit=7)
+    assert torch.equal(limited.train_images, real_dataset.train_images[:100])
+    assert torch.equal(limited.train_labels, real_dataset.train_labels[:100])
+    assert torch.equal(limited.test_images, real_dataset.test_images[:7])
+    assert torch.equal(limited.test_labels, real_dataset.test_labels[:7])
+    assert limited.source == real_dataset.source
+    only_train = real_dataset.limit(train_limit=5)
+    assert only_train.train_labels.shape == (5,)
+    assert only_train.test_labels.shape == (10000,)
+
+
+@needs_real_data
+@pytest.mark.parametrize("limits", [{"train_limit": 0}, {"test_limit": -3}])
+def test_limit_rejects_counts_below_one(real_dataset: data.FashionMNIST, limits: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(limits))):
+        real_dataset.limit(**limits)
+
+
+@needs_real_data
+def test_data_info_summarises_the_verified_files() -> None:
+    info = data.data_info(REAL_DIR)
+    assert info["source"] == str(REAL_DIR)
+    assert [entry["name"] for entry in info["files"]] == FILE_NAMES
+    assert all(entry["ok"] for entry in info["files"])
+    assert [entry["sha256"] for entry in info["files"]] == [
+        sha256 for _, sha256 in data.SPLIT_FILES.values()
+    ]
+    assert info["files"][0]["bytes_compressed"] == (REAL_DIR / FILE_NAMES[0]).stat().st_size
+    assert (info["train"], info["test"]) == (60000, 10000)
+    assert info["pixel_mean"] == pytest.approx(0.2860, abs=1e-3)
+    assert info["pixel_std"] == pytest.approx(0.3530, abs=1e-3)
+
+
+# --- look-up order --------------------------------------------------------------
+
+
+@pytest.fixture
+def three_candidates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, Path]:
+    """Complete explicit, environment and system directories, the latter two active."""
+    explicit = make_placeholder_dir(tmp_path / "explicit")
+    from_env = make_placeholder_dir(tmp_path / "env")
+    system = make_placeholder_dir(tmp_path / "system")
+    monkeypatch.setenv(data.ENV_VAR, str(from_env))
+    monkeypatch.setattr(data, "SYSTEM_DIR", system)
+    return explicit, from_env, system
+
+
+def test_explicit_dir_wins_over_env_and_system(three_candidates: tuple[Path, Path, Path]) -> None:
+    explicit, _, _ = three_candidates
+    assert data.resolve_data_dir(explicit, download_url=UNREACHABLE_URL) == explicit
+    assert data.resolve_data_dir(str(explicit), download_url=UNREACHABLE_URL) == explicit
+
+
+def test_env_wins_over_system(three_candidates: tuple[Path, Path, Path]) -> None:
+    _, from_env, _ = three_candidates
+    assert data.resolve_data_dir(download_url=UNREACHABLE_URL) == from_env
+
+
+def test_system_dir_is_used_when_nothing_is_named(
+    three_candidates: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _, _, system = three_candidates
+    monkeypatch.setenv(data.ENV_VAR, "")  # empty counts as unset
+    resolved = data.resolve_data_dir(cache_dir=tmp_path / "cache", download_url=UNREACHABLE_URL)
+    assert resolved == system
+    assert not (tmp_path / "cache").exists()
+
+
+def test_explicit_dir_missing_a_file_raises_without_fallback(
+    three_candidates: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    incomplete = make_placeholder_dir(tmp_path / "incomplete", without=FILE_NAMES[1])
+    with pytest.raises(data.DataError, match=FILE_NAMES[1]) as error:
+        data.resolve_data_dir(incomplete, download_url=UNREACHABLE_URL)
+    assert str(incomplete) in str(error.value)
+    assert "data_dir" in str(error.value)
+    assert_one_line(error)
+
+
+def test_env_dir_missing_a_file_raises_without_fallback(
+    three_candidates: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    incomplete = make_placeholder_dir(tmp_path / "incomplete", without=FILE_NAMES[2])
+    monkeypatch.setenv(data.ENV_VAR, str(incomplete))
+    with pytest.raises(data.DataError, match=data.ENV_VAR) as error:
+        data.resolve_data_dir(download_url=UNREACHABLE_URL)
+    assert FILE_NAMES[2] in str(error.value)
+    assert_one_line(error)
+
+
+def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.default_cache_dir() == tmp_path / "xdg" / "stochrelax" / "fashion-mnist"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.default_cache_dir() == tmp_path / "home" / ".cache" / "stochrelax" / "fashion-mnist"
+
+
+# --- integrity ------------------------------------------------------------------
+
+
+@needs_real_data
+def test_a_copy_of_the_real_files_loads_from_where_it_is(copied_dir: Path) -> None:
+    dataset = data.load_fashion_mnist(copied_dir)
+    assert dataset.source == copied_dir
+    assert dataset.test_labels.shape == (10000,)
+
+
+@needs_real_data
+def test_tampered_file_fails_its_checksum(copied_dir: Path) -> None:
+    tamper(copied_dir / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(data.DataError, match="t10k-labels") as error:
+        data.load_fashion_mnist(copied_dir)
+    assert "checksum" in str(error.value)
+    assert_one_line(error)
+
+
+@needs_real_data
+def test_truncated_gzip_is_reported(copied_dir: Path) -> None:
+    path = copied_dir / "train-labels-idx1-ubyte.gz"
+    compressed = path.read_bytes()
+    path.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(data.DataError, match="train-labels") as error:
+        data.load_fashion_mnist(copied_dir)
+    assert "truncated" in str(error.value)
+    assert_one_line(error)
+
+
+@needs_real_data
+def test_file_that_is_not_gzip_is_reported(copied_dir: Path) -> None:
+    (copied_dir / "train-images-idx3-ubyte.gz").write_bytes(b"<html>Not Found</html>\n")
+    with pytest.raises(data.DataError, match="train-images") as error:
+        data.load_fashion_mnist(copied_dir)
+    assert "not a gzip file" in str(error.value)
+    assert_one_line(error)
+
+
+@needs_real_data
+def test_deleted_file_is_named(copied_dir: Path) -> None:
+    (copied_dir / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz") as error:
+        data.load_fashion_mnist(copied_dir)
+    assert_one_line(error)
+
+
+# --- read_idx -------------------------------------------------------------------
+
+
+def test_read_idx_parses_labels() -> None:
+    labels = data.read_idx(idx_bytes(2049, (4,), bytes([3, 0, 9, 1])))
+    assert labels.dtype == torch.uint8
+    assert labels.tolist() == [3, 0, 9, 1]
+
+
+def test_read_idx_parses_images() -> None:
+    images = data.read_idx(idx_bytes(2051, (2, 3, 4), bytes(range(24))))
+    assert images.dtype == torch.uint8
+    assert torch.equal(images, torch.arange(24, dtype=torch.uint8).reshape(2, 3, 4))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(idx_bytes(2050, (3,), bytes(3)), id="bad-magic"),
+        pytest.param(idx_bytes(2049, (3,), bytes(2)), id="too-little-data"),
+        pytest.param(idx_bytes(2051, (2, 2, 2), bytes(9)), id="too-much-data"),
+        pytest.param(struct.pack(">II", 2051, 2), id="header-cut-short"),
+        pytest.param(b"\x00\x00", id="no-header"),
+    ],
+)
+def test_read_idx_rejects_malformed_bytes(raw: bytes) -> None:
+    with pytest.raises(data.DataError, match="my-file") as error:
+        data.read_idx(raw, "my-file")
+    assert_one_line(error)
+
+
+# --- download -------------------------------------------------------------------
+
+
+@pytest.fixture
+def mirror_dir(tmp_path: Path) -> Path:
+    """A directory to serve, holding copies of the real .gz files."""
+    directory = tmp_path / "mirror"
+    directory.mkdir()
+    for name in FILE_NAMES:
+        shutil.copy(REAL_DIR / name, directory / name)
+    return directory
+
+
+@needs_real_data
+def test_download_then_load(mirror_dir: Path, serve_directory, tmp_path: Path, capsys) -> None:
+    cache = tmp_path / "cache"
+    data.download_fashion_mnist(cache, serve_directory(mirror_dir))
+    assert sorted(path.name for path in cache.iterdir()) == sorted(FILE_NAMES)
+    notice = capsys.readouterr().err
+    assert notice.count("\n") == 1 and "downloading" in notice
+
+    dataset = data.load_fashion_mnist(cache)
+    assert dataset.source == cache
+    assert dataset.train_images.shape == (60000, 1, 28, 28)
+
+    data.download_fashion_mnist(cache, UNREACHABLE_URL)  # complete: nothing to fetch
+    assert capsys.readouterr().err == ""
+
+
+@needs_real_data
+def test_download_of_tampered_file_leaves_nothing_behind(
+    mirror_dir: Path, serve_directory, tmp_path: Path
+) -> None:
+    tampered_name = "train-labels-idx1-ubyte.gz"
+    tamper(mirror_dir / tampered_name)
+    cache = tmp_path / "cache"
+    with pytest.raises(data.DataError, match=tampered_name) as error:
+        data.download_fashion_mnist(cache, serve_directory(mirror_dir))
+    assert "checksum" in str(error.value)
+    assert "http://127.0.0.1" in str(error.value)
+    assert_one_line(error)
+    left = {path.name for path in cache.iterdir()}
+    assert tampered_name not in left
+    assert left <= set(FILE_NAMES)  # in particular, no temporary files
+
+
+def test_download_of_missing_file_names_the_url(serve_directory, tmp_path: Path) -> None:
+    empty_mirror = tmp_path / "empty-mirror"
+    empty_mirror.mkdir()
+    url = serve_directory(empty_mirror)
+    cache = tmp_path / "cache"
+    with pytest.raises(data.DataError, match=f"{url}{FILE_NAMES[0]}") as error:
+        data.download_fashion_mnist(cache, url)
+    assert_one_line(error)
+    assert list(cache.iterdir()) == []
+
+
+@needs_real_data
+def test_resolve_downloads_into_the_cache_when_nothing_else_is_there(
+    mirror_dir: Path, serve_directory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty_system = tmp_path / "empty-system"
+    empty_system.mkdir()
+    monkeypatch.setattr(data, "SYSTEM_DIR", empty_system)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    url = serve_directory(mirror_dir)
+
+    assert data.resolve_data_dir(cache_dir=cache, download_url=url) == cache
+    assert sorted(path.name for path in cache.iterdir()) == sorted(FILE_NAMES)
+    assert data.load_fashion_mnist(cache_dir=cache, download_url=UNREACHABLE_URL).source == cache
+
+
+# --- batching and statistics ----------------------------------------------------
+
+
+def tagged_examples(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose every pixel equals the example's index, labelled with that index."""
+    index = torch.arange(count)
+    images = index.to(torch.uint8).reshape(count, 1, 1, 1).expand(count, 1, 28, 28).contiguous()
+    return images, index
+
+
+def test_batches_cover_every_example_once_with_a_partial_last_batch() -> None:
+    images, labels = tagged_examples(23)
+    generator = torch.Generator().manual_seed(0)
+    epoch = list(data.batches(images, labels, 5, shuffle=True, generator=generator))
+    assert [batch_labels.shape[0] for _, batch_labels in epoch] == [5, 5, 5, 5, 3]
+    seen = torch.cat([batch_labels for _, batch_labels in epoch])
+    assert sorted(seen.tolist()) == list(range(23))
+    assert not torch.equal(seen, labels)
+    for batch_images, batch_labels in epoch:
+        assert batch_images.dtype == torch.float32
+        assert batch_images.shape[1:] == (1, 28, 28)
+        assert batch_labels.dtype == torch.int64
+        assert 0.0 <= batch_images.min().item() and batch_images.max().item() <= 1.0
+        expected = (batch_labels.float() / 255).reshape(-1, 1, 1, 1).expand_as(batch_images)
+        assert torch.equal(batch_images, expected)
+
+
+def test_batches_shuffle_is_reproducible_from_the_seed() -> None:
+    images, labels = tagged_examples(50)
+
+    def order(seed: int) -> list[int]:
+        generator = torch.Generator().manual_seed(seed)
+        epoch = data.batches(images, labels, 8, shuffle=True, generator=generator)
+        return torch.cat([batch_labels for _, batch_labels in epoch]).tolist()
+
+    assert order(1) == order(1)
+    assert order(1) != order(2)
+
+
+def test_batches_without_shuffle_keep_the_stored_order() -> None:
+    images, labels = tagged_examples(10)
+    epoch = list(data.batches(images, labels, 4, shuffle=False))
+    assert torch.equal(torch.cat([batch_labels for _, batch_labels in epoch]), labels)
+    assert epoch[0][0].max().item() == pytest.approx(3 / 255)
+
+
+def test_batches_reject_a_batch_size_below_one() -> None:
+    images, labels = tagged_examples(3)
+    with pytest.raises(ValueError, match="batch_size"):
+        next(data.batches(images, labels, 0, shuffle=False))
+
+
+def test_pixel_stats_matches_a_direct_float64_computation() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3000, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    pixels = images.to(torch.float64) / 255
+    mean, std = data.pixel_stats(images)
+    assert mean == pytest.approx(pixels.mean().item(), abs=1e-12)
+    assert std == pytest.approx(pixels.std(correction=0).item(), abs=1e-12)
