@@ -19,15 +19,8 @@ import torch
 
 from stochrelax import data
 
-REAL_DIR = data.SYSTEM_DIR
 FILE_NAMES = [name for name, _ in data.SPLIT_FILES.values()]
 UNREACHABLE_URL = "http://127.0.0.1:9/"  # discard port: any attempt to download fails fast
-
-needs_real_data = pytest.mark.skipif(
-    not all((REAL_DIR / name).is_file() for name in FILE_NAMES),
-    reason=f"Fashion-MNIST not installed in {REAL_DIR} (Debian package dataset-fashion-mnist)",
-)
-
 
 @pytest.fixture(autouse=True)
 def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -36,18 +29,13 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
-@pytest.fixture(scope="module")
-def real_dataset() -> data.FashionMNIST:
-    return data.load_fashion_mnist(REAL_DIR)
-
-
 @pytest.fixture
-def copied_dir(tmp_path: Path) -> Path:
+def copied_dir(tmp_path: Path, real_data_dir: Path) -> Path:
     """A private copy of the four real files that a test may damage."""
     directory = tmp_path / "copy"
     directory.mkdir()
     for name in FILE_NAMES:
-        shutil.copy(REAL_DIR / name, directory / name)
+        shutil.copy(real_data_dir / name, directory / name)
     return directory
 
 
@@ -104,62 +92,58 @@ def assert_one_line(error: pytest.ExceptionInfo[data.DataError]) -> None:
 # --- the real data ------------------------------------------------------------
 
 
-@needs_real_data
-def test_real_data_has_expected_shapes_types_and_classes(real_dataset: data.FashionMNIST) -> None:
-    assert real_dataset.source == REAL_DIR
-    assert real_dataset.train_images.shape == (60000, 1, 28, 28)
-    assert real_dataset.test_images.shape == (10000, 1, 28, 28)
-    assert real_dataset.train_images.dtype == torch.uint8
-    assert real_dataset.test_images.dtype == torch.uint8
-    assert real_dataset.train_labels.shape == (60000,)
-    assert real_dataset.test_labels.shape == (10000,)
-    assert real_dataset.train_labels.dtype == torch.int64
-    assert real_dataset.test_labels.dtype == torch.int64
+def test_real_data_has_expected_shapes_types_and_classes(fashion_mnist: data.FashionMNIST,
+                                                         real_data_dir: Path) -> None:
+    assert fashion_mnist.source == real_data_dir
+    assert fashion_mnist.train_images.shape == (60000, 1, 28, 28)
+    assert fashion_mnist.test_images.shape == (10000, 1, 28, 28)
+    assert fashion_mnist.train_images.dtype == torch.uint8
+    assert fashion_mnist.test_images.dtype == torch.uint8
+    assert fashion_mnist.train_labels.shape == (60000,)
+    assert fashion_mnist.test_labels.shape == (10000,)
+    assert fashion_mnist.train_labels.dtype == torch.int64
+    assert fashion_mnist.test_labels.dtype == torch.int64
     assert len(data.CLASS_NAMES) == 10
-    for labels in (real_dataset.train_labels, real_dataset.test_labels):
+    for labels in (fashion_mnist.train_labels, fashion_mnist.test_labels):
         assert labels.min().item() == 0
         assert labels.max().item() == 9
-    assert real_dataset.train_labels.bincount().tolist() == [6000] * 10
-    assert real_dataset.test_labels.bincount().tolist() == [1000] * 10
+    assert fashion_mnist.train_labels.bincount().tolist() == [6000] * 10
+    assert fashion_mnist.test_labels.bincount().tolist() == [1000] * 10
 
 
-@needs_real_data
-def test_real_training_pixel_stats(real_dataset: data.FashionMNIST) -> None:
-    mean, std = data.pixel_stats(real_dataset.train_images)
+def test_real_training_pixel_stats(fashion_mnist: data.FashionMNIST) -> None:
+    mean, std = data.pixel_stats(fashion_mnist.train_images)
     assert mean == pytest.approx(0.2860, abs=1e-3)
     assert std == pytest.approx(0.3530, abs=1e-3)
 
 
-@needs_real_data
-def test_limit_keeps_the_first_examples(real_dataset: data.FashionMNIST) -> None:
-    limited = real_dataset.limit(train_limit=100, test_limit=7)
-    assert torch.equal(limited.train_images, real_dataset.train_images[:100])
-    assert torch.equal(limited.train_labels, real_dataset.train_labels[:100])
-    assert torch.equal(limited.test_images, real_dataset.test_images[:7])
-    assert torch.equal(limited.test_labels, real_dataset.test_labels[:7])
-    assert limited.source == real_dataset.source
-    only_train = real_dataset.limit(train_limit=5)
+def test_limit_keeps_the_first_examples(fashion_mnist: data.FashionMNIST) -> None:
+    limited = fashion_mnist.limit(train_limit=100, test_limit=7)
+    assert torch.equal(limited.train_images, fashion_mnist.train_images[:100])
+    assert torch.equal(limited.train_labels, fashion_mnist.train_labels[:100])
+    assert torch.equal(limited.test_images, fashion_mnist.test_images[:7])
+    assert torch.equal(limited.test_labels, fashion_mnist.test_labels[:7])
+    assert limited.source == fashion_mnist.source
+    only_train = fashion_mnist.limit(train_limit=5)
     assert only_train.train_labels.shape == (5,)
     assert only_train.test_labels.shape == (10000,)
 
 
-@needs_real_data
 @pytest.mark.parametrize("limits", [{"train_limit": 0}, {"test_limit": -3}])
-def test_limit_rejects_counts_below_one(real_dataset: data.FashionMNIST, limits: dict) -> None:
+def test_limit_rejects_counts_below_one(fashion_mnist: data.FashionMNIST, limits: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(limits))):
-        real_dataset.limit(**limits)
+        fashion_mnist.limit(**limits)
 
 
-@needs_real_data
-def test_data_info_summarises_the_verified_files() -> None:
-    info = data.data_info(REAL_DIR)
-    assert info["source"] == str(REAL_DIR)
+def test_data_info_summarises_the_verified_files(real_data_dir: Path) -> None:
+    info = data.data_info(real_data_dir)
+    assert info["source"] == str(real_data_dir)
     assert [entry["name"] for entry in info["files"]] == FILE_NAMES
     assert all(entry["ok"] for entry in info["files"])
     assert [entry["sha256"] for entry in info["files"]] == [
         sha256 for _, sha256 in data.SPLIT_FILES.values()
     ]
-    assert info["files"][0]["bytes_compressed"] == (REAL_DIR / FILE_NAMES[0]).stat().st_size
+    assert info["files"][0]["bytes_compressed"] == (real_data_dir / FILE_NAMES[0]).stat().st_size
     assert (info["train"], info["test"]) == (60000, 10000)
     assert info["pixel_mean"] == pytest.approx(0.2860, abs=1e-3)
     assert info["pixel_std"] == pytest.approx(0.3530, abs=1e-3)
@@ -233,14 +217,12 @@ def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path
 # --- integrity ------------------------------------------------------------------
 
 
-@needs_real_data
 def test_a_copy_of_the_real_files_loads_from_where_it_is(copied_dir: Path) -> None:
     dataset = data.load_fashion_mnist(copied_dir)
     assert dataset.source == copied_dir
     assert dataset.test_labels.shape == (10000,)
 
 
-@needs_real_data
 def test_tampered_file_fails_its_checksum(copied_dir: Path) -> None:
     tamper(copied_dir / "t10k-labels-idx1-ubyte.gz")
     with pytest.raises(data.DataError, match="t10k-labels") as error:
@@ -249,7 +231,6 @@ def test_tampered_file_fails_its_checksum(copied_dir: Path) -> None:
     assert_one_line(error)
 
 
-@needs_real_data
 def test_truncated_gzip_is_reported(copied_dir: Path) -> None:
     path = copied_dir / "train-labels-idx1-ubyte.gz"
     compressed = path.read_bytes()
@@ -260,7 +241,6 @@ def test_truncated_gzip_is_reported(copied_dir: Path) -> None:
     assert_one_line(error)
 
 
-@needs_real_data
 def test_file_that_is_not_gzip_is_reported(copied_dir: Path) -> None:
     (copied_dir / "train-images-idx3-ubyte.gz").write_bytes(b"<html>Not Found</html>\n")
     with pytest.raises(data.DataError, match="train-images") as error:
@@ -269,7 +249,6 @@ def test_file_that_is_not_gzip_is_reported(copied_dir: Path) -> None:
     assert_one_line(error)
 
 
-@needs_real_data
 def test_deleted_file_is_named(copied_dir: Path) -> None:
     (copied_dir / "t10k-images-idx3-ubyte.gz").unlink()
     with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz") as error:
@@ -312,16 +291,15 @@ def test_read_idx_rejects_malformed_bytes(raw: bytes) -> None:
 
 
 @pytest.fixture
-def mirror_dir(tmp_path: Path) -> Path:
+def mirror_dir(tmp_path: Path, real_data_dir: Path) -> Path:
     """A directory to serve, holding copies of the real .gz files."""
     directory = tmp_path / "mirror"
     directory.mkdir()
     for name in FILE_NAMES:
-        shutil.copy(REAL_DIR / name, directory / name)
+        shutil.copy(real_data_dir / name, directory / name)
     return directory
 
 
-@needs_real_data
 def test_download_then_load(mirror_dir: Path, serve_directory, tmp_path: Path, capsys) -> None:
     cache = tmp_path / "cache"
     data.download_fashion_mnist(cache, serve_directory(mirror_dir))
@@ -337,7 +315,6 @@ def test_download_then_load(mirror_dir: Path, serve_directory, tmp_path: Path, c
     assert capsys.readouterr().err == ""
 
 
-@needs_real_data
 def test_download_of_tampered_file_leaves_nothing_behind(
     mirror_dir: Path, serve_directory, tmp_path: Path
 ) -> None:
@@ -365,7 +342,6 @@ def test_download_of_missing_file_names_the_url(serve_directory, tmp_path: Path)
     assert list(cache.iterdir()) == []
 
 
-@needs_real_data
 def test_resolve_downloads_into_the_cache_when_nothing_else_is_there(
     mirror_dir: Path, serve_directory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,104 @@
+"""The thesis network and the predictive-distribution helpers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from stochrelax.config import parse_config
+from stochrelax.layers import StochasticActivation, noise_disabled
+from stochrelax.models import (ARCHITECTURES, build_model, collect_log_prob, evaluating, is_stochastic,
+                               predictive_log_prob, sample_logits)
+from stochrelax.rng import seeded
+
+
+def thesis_model(**activation) -> nn.Module:
+    with seeded(0):
+        return build_model(parse_config({"model": {"activation": activation}}).model)
+
+
+def test_thesis_architecture_matches_figure_5_2() -> None:
+    model = thesis_model()
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convolutions] == [
+        (6, 3, 1), (12, 3, 1), (12, 2, 2), (24, 3, 1), (48, 3, 1), (48, 2, 2), (96, 3, 1), (96, 2, 2),
+        (50, 1, 1), (10, 1, 1)]
+    # An activation (with BatchNorm before it) after every convolution but the stride-2 ones and the last.
+    blocks = dict(model.blocks.named_children())
+    with_activation = [name for name, block in blocks.items() if isinstance(block.act, StochasticActivation)]
+    assert with_activation == ["block1", "block2", "block4", "block5", "block7", "block9"]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 6
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_batch_norm_can_be_switched_off() -> None:
+    with seeded(0):
+        model = build_model(parse_config({"model": {"batch_norm": False}}).model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_first_layer_normalises_pixels() -> None:
+    model = thesis_model()
+    images = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(model.normalize(images), (images - 0.5) / 0.5)
+
+
+def test_forward_features_returns_named_blocks() -> None:
+    model = thesis_model().eval()
+    images = torch.rand(4, 1, 28, 28)
+    features = model.forward_features(images, ["block2", "block8"])
+    assert features["block2"].shape == (4, 12, 24, 24)
+    assert features["block8"].shape == (4, 96, 1, 1)
+    logits = model.forward_features(images, ["block10"])["block10"].flatten(1)
+    torch.testing.assert_close(logits, model(images))
+    with pytest.raises(KeyError, match="block1, block2"):
+        model.forward_features(images, ["block99"])
+
+
+def test_sample_logits_repeats_only_stochastic_models() -> None:
+    images = torch.rand(5, 1, 28, 28)
+    stochastic = thesis_model(noise="gaussian", std=0.5).eval()
+    logits = sample_logits(stochastic, images, samples=3)
+    assert logits.shape == (3, 5, 10)
+    assert not torch.allclose(logits[0], logits[1])
+    assert sample_logits(thesis_model().eval(), images, samples=3).shape == (1, 5, 10)
+    with noise_disabled(stochastic):
+        assert not is_stochastic(stochastic)
+        assert sample_logits(stochastic, images, samples=3).shape == (1, 5, 10)
+    assert is_stochastic(stochastic)
+
+
+def test_predictive_log_prob_is_the_log_of_the_mean_softmax() -> None:
+    logits = torch.randn(4, 6, 10, dtype=torch.float64) * 30  # large scores: naive softmax would underflow
+    expected = torch.log(torch.softmax(logits, dim=-1).mean(dim=0))
+    torch.testing.assert_close(predictive_log_prob(logits), expected)
+    torch.testing.assert_close(predictive_log_prob(logits[:1]), torch.log_softmax(logits[0], dim=-1))
+    very_confident = torch.tensor([[[0.0, -2000.0]], [[-2000.0, 0.0]]], dtype=torch.float64)  # (K=2, B=1, 2)
+    torch.testing.assert_close(predictive_log_prob(very_confident), torch.full((1, 2), math.log(0.5),
+                                                                                dtype=torch.float64))
+
+
+def test_collect_log_prob_sums_score_units_per_example() -> None:
+    model = thesis_model(kind="sign", noise="logistic", std=0.5, estimator="score")
+    model(torch.rand(3, 1, 28, 28))
+    per_layer = [m.last_log_prob for m in model.modules() if isinstance(m, StochasticActivation)]
+    assert len(per_layer) == 6
+    torch.testing.assert_close(collect_log_prob(model), torch.stack(per_layer).sum(0))
+    assert collect_log_prob(thesis_model()) is None
+
+
+def test_evaluating_restores_every_submodule_mode() -> None:
+    model = thesis_model().train()
+    model.blocks.block1.eval()
+    with evaluating(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and not model.blocks.block1.training and model.blocks.block2.training
+
+
+def test_architectures_registry_is_what_the_config_accepts() -> None:
+    assert set(ARCHITECTURES) == {"thesis_allconv"}
+    with pytest.raises(ValueError, match="thesis_allconv"):
+        parse_config({"model": {"architecture": "resnet"}})
