@@ -17,17 +17,21 @@ import torch
 from stochrelax import __version__
 from stochrelax.config import ConfigError, load_config
 from stochrelax.data import DataError, data_info, load_fashion_mnist
-from stochrelax.runs import RunDirError
+from stochrelax.runs import RunDirError, check_run_dir, load_run
 from stochrelax.train import TrainingDiverged
 
 __all__ = ["main", "build_parser", "resolve_device"]
 
-USER_ERRORS = (ConfigError, DataError, RunDirError, TrainingDiverged, ValueError)
+class UsageError(Exception):
+    """A command-line value that cannot be used."""
+
+
+USER_ERRORS = (UsageError, ConfigError, DataError, RunDirError, TrainingDiverged)
 
 
 def _cuda() -> torch.device:
     if not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
+        raise UsageError("--device cuda: no CUDA device is available; use --device cpu or auto")
     return torch.device("cuda")
 
 
@@ -41,7 +45,7 @@ DEVICES: dict[str, Callable[[], torch.device]] = {
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when present, else CPU."""
     if name not in DEVICES:
-        raise ValueError(f"unknown device {name!r}; valid: {', '.join(DEVICES)}")
+        raise UsageError(f"unknown device {name!r}; valid: {', '.join(DEVICES)}")
     return DEVICES[name]()
 
 
@@ -56,6 +60,7 @@ def _train(args: argparse.Namespace) -> None:
     config = load_config(args.config, overrides)
     device = resolve_device(args.device)
     out = args.out or Path("runs") / f"{Path(args.config).stem}-seed{config.train.seed}"
+    check_run_dir(out, args.overwrite)
     data = load_fashion_mnist(args.data_dir)
     print(f"training {args.config} on {device} -> {out}", flush=True)
     summary = train_run(config, data, out, device=device, overwrite=args.overwrite, progress=not args.no_progress,
@@ -68,10 +73,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     from stochrelax.evaluate import evaluate_run
 
     device = resolve_device(args.device)
+    finished_runs = [load_run(run_dir) for run_dir in args.run_dirs]
     data = load_fashion_mnist(args.data_dir).limit(test_limit=args.test_limit)
-    for run_dir in args.run_dirs:
-        result = evaluate_run(run_dir, data, samples=args.samples, device=device, seed=args.seed)
-        print(f"{run_dir}: test accuracy {result.accuracy:.2%}  NLL {result.nll:.4f}  "
+    for run in finished_runs:
+        result = evaluate_run(run, data, samples=args.samples, device=device, seed=args.seed)
+        print(f"{run.path}: test accuracy {result.accuracy:.2%}  NLL {result.nll:.4f}  "
               f"(K={result.samples} noise samples, {result.examples} images)")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stochrelax.estimators import ESTIMATORS
 from stochrelax.layers import ACTIVATIONS, MODES, check_activation_args
@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ActivationConfig(_Section):
@@ -71,11 +71,12 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(default=1000, ge=1)
     seed: int = Field(default=0, ge=0)
 
-    @model_validator(mode="after")
-    def _betas_in_range(self) -> "TrainConfig":
-        if not all(0.0 <= beta < 1.0 for beta in self.betas):
-            raise ValueError(f"Adam betas must lie in [0, 1), got {list(self.betas)}")
-        return self
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in betas):
+            raise ValueError(f"Adam betas must lie in [0, 1), got {list(betas)}")
+        return betas
 
 
 class DataConfig(_Section):
@@ -94,12 +95,13 @@ class RunConfig(_Section):
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Nested overrides on top of ``base``; a non-mapping where ``base`` has a section stays, to fail validation."""
     merged = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
+        if not isinstance(value, dict):
             merged[key] = value
+        elif isinstance(merged.get(key, {}), dict):
+            merged[key] = _merge(merged.get(key, {}), value)
     return merged
 
 

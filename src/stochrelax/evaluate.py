@@ -8,15 +8,14 @@ loss is its negative log-likelihood. K = 1 is the thesis setting (one noisy pass
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from stochrelax.data import FashionMNIST, batches
-from stochrelax.models import evaluating, predictive_log_prob, sample_logits
+from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
-from stochrelax.runs import load_run
+from stochrelax.runs import Run
 
 __all__ = ["Evaluation", "evaluate_model", "evaluate_run"]
 
@@ -27,7 +26,7 @@ class Evaluation:
 
     accuracy: float
     nll: float
-    samples: int  # K noise draws averaged per prediction
+    samples: int  # K noise draws averaged per prediction (1 for a model without active noise)
     examples: int
 
     def as_dict(self) -> dict:
@@ -56,21 +55,21 @@ def evaluate_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
             nll_sum += F.nll_loss(log_prob, batch_labels, reduction="sum").double()
             correct += (log_prob.argmax(dim=1) == batch_labels).sum()
     examples = labels.shape[0]
-    return Evaluation(correct.item() / examples, nll_sum.item() / examples, samples, examples)
+    effective_samples = samples if is_stochastic(model) else 1
+    return Evaluation(correct.item() / examples, nll_sum.item() / examples, effective_samples, examples)
 
 
-def evaluate_run(run_dir: str | Path, data: FashionMNIST, samples: int = 1, device: torch.device | str = "cpu",
+def evaluate_run(run: Run, data: FashionMNIST, samples: int = 1, device: torch.device | str = "cpu",
                  seed: int = 0) -> Evaluation:
-    """Loads a finished run and evaluates it on the test split of ``data``.
+    """Evaluates a finished run on the test split of ``data``.
 
     Args:
-        run_dir: a directory written by :func:`stochrelax.train.train_run`.
+        run: a run read by :func:`stochrelax.runs.load_run`; its model is moved to ``device``.
         data: Fashion-MNIST (its ``limit`` already applied if wanted).
         samples: K, softmax samples averaged per prediction.
         device: where to evaluate.
         seed: seed of the noise draws, so that repeated evaluations agree.
     """
-    run = load_run(run_dir)
     model = run.model.to(device)
     with seeded(seed, device):
         return evaluate_model(model, data.test_images.to(device), data.test_labels.to(device), samples,

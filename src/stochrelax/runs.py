@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from stochrelax.config import RunConfig, dump_config, load_config
 from stochrelax.models import AllConvNet, build_model
 
 __all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "WEIGHTS_FILE", "SUMMARY_FILE",
-           "create_run_dir", "write_config", "append_metrics", "save_weights", "write_summary",
+           "check_run_dir", "create_run_dir", "write_config", "append_metrics", "save_weights", "write_summary",
            "read_metrics", "load_run"]
 
 CONFIG_FILE = "config.yaml"
@@ -55,22 +56,30 @@ def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, to
         raise
 
 
-def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
-    """Creates an empty run directory.
+def check_run_dir(path: str | Path, overwrite: bool = False) -> bool:
+    """Checks that a run may be written to ``path``; returns whether an old run must be removed first.
 
-    An existing non-empty directory is replaced only with ``overwrite`` and only if it
-    is a stochrelax run directory (it has a ``config.yaml``), so a mistyped ``--out``
+    An existing non-empty directory may be replaced only with ``overwrite`` and only if
+    it is a stochrelax run directory (it has a ``config.yaml``), so a mistyped ``--out``
     never deletes unrelated files.
 
     Raises:
         RunDirError: if the directory exists and may not be replaced.
     """
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        if not overwrite:
-            raise RunDirError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
-        if not (path / CONFIG_FILE).is_file():
-            raise RunDirError(f"{path} is not a stochrelax run directory (no {CONFIG_FILE}); refusing to delete it")
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return False
+    if not overwrite:
+        raise RunDirError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
+    if not (path / CONFIG_FILE).is_file():
+        raise RunDirError(f"{path} is not a stochrelax run directory (no {CONFIG_FILE}); refusing to delete it")
+    return True
+
+
+def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """Creates an empty run directory (see :func:`check_run_dir` for when it may replace one)."""
+    path = Path(path)
+    if check_run_dir(path, overwrite):
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -125,7 +134,7 @@ def load_run(run_dir: str | Path) -> Run:
     model = build_model(config.model)
     try:
         model.load_state_dict(load_file(path / WEIGHTS_FILE))
-    except (RuntimeError, OSError) as error:
+    except (RuntimeError, OSError, SafetensorError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise RunDirError(f"{path / WEIGHTS_FILE} does not match {CONFIG_FILE}: {first_line}") from None
     return Run(path, config, model, json.loads((path / SUMMARY_FILE).read_text()))

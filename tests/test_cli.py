@@ -1,0 +1,189 @@
+"""Tests of the ``stochrelax`` command line (:mod:`stochrelax.cli`), run in-process through ``main``.
+
+A bad input must give exit status 2 and exactly one line on stderr starting
+``stochrelax: error:``, before any run directory is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from stochrelax import runs
+from stochrelax.cli import main
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "relu_deterministic.yaml"
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of ``stochrelax ARGV`` (usable in module-scoped fixtures)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = main(argv)
+    return status, stdout.getvalue(), stderr.getvalue()
+
+
+def assert_one_line_error(status: int, stderr: str, *fragments: str) -> str:
+    assert status == 2
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("stochrelax: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def train_args(config: Path, out: Path, data_dir: Path, *extra: str, device: str = "cpu") -> list[str]:
+    return ["train", str(config), "--out", str(out), "--data-dir", str(data_dir), "--device", device,
+            "--no-progress", *extra]
+
+
+# --- train and evaluate ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(real_data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    status, stdout, stderr = run_main(train_args(CONFIG, out, real_data_dir, "--epochs", "1", "--train-limit",
+                                                 "1000", "--test-limit", "500"))
+    return out, status, stdout, stderr
+
+
+def test_train_succeeds_and_prints_epoch_and_done_lines(trained):
+    out, status, stdout, stderr = trained
+    assert (status, stderr) == (0, "")
+    lines = stdout.splitlines()
+    assert lines[0] == f"training {CONFIG} on cpu -> {out}"
+    assert re.fullmatch(r"epoch 1/1  train loss \d+\.\d{4} acc \d+\.\d\d%  test loss \d+\.\d{4} acc \d+\.\d\d%  "
+                        r"\d+\.\ds \(\+\d+\.\ds eval\)", lines[1])
+    assert re.fullmatch(rf"done: test accuracy \d+\.\d\d% after 1 epochs \(\d+\.\ds per epoch\); "
+                        rf"run saved in {re.escape(str(out))}", lines[2])
+    assert len(lines) == 3
+
+
+def test_train_records_command_line_overrides_in_the_run_config(trained):
+    out = trained[0]
+    recorded = yaml.safe_load((out / runs.CONFIG_FILE).read_text())
+    assert recorded["train"]["epochs"] == 1
+    assert recorded["data"] == {"train_limit": 1000, "test_limit": 500}
+    assert recorded["train"]["lr"] == 0.001 and recorded["train"]["seed"] == 0  # from the file and the default
+    summary = runs.load_run(out).summary
+    assert (summary["train_examples"], summary["test_examples"]) == (1000, 500)
+
+
+def test_evaluate_prints_the_accuracy_of_the_run(trained, real_data_dir, capsys):
+    out = trained[0]
+    status = main(["evaluate", str(out), "--samples", "2", "--test-limit", "500", "--data-dir", str(real_data_dir),
+                   "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert (status, captured.err) == (0, "")
+    accuracy = f"{runs.load_run(out).summary['test_accuracy']:.2%}"  # deterministic: the same 500 images
+    assert re.fullmatch(rf"{re.escape(str(out))}: test accuracy {re.escape(accuracy)}  NLL \d+\.\d{{4}}  "
+                        r"\(K=1 noise samples, 500 images\)\n", captured.out)
+
+
+def test_train_with_an_existing_out_needs_overwrite(real_data_dir, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("keep me")
+    status = main(train_args(CONFIG, tmp_path, real_data_dir, "--epochs", "1"))
+    assert_one_line_error(status, capsys.readouterr().err, str(tmp_path), "--overwrite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# --- data info ---------------------------------------------------------------------------------
+
+def test_data_info_verifies_all_four_files_and_prints_pixel_stats(real_data_dir, capsys):
+    assert main(["data", "info", "--data-dir", str(real_data_dir)]) == 0
+    out = capsys.readouterr().out
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        assert re.search(rf"^  {re.escape(name)}: [\d,]+ bytes, sha256 [0-9a-f]{{16}}… OK$", out, re.MULTILINE)
+    assert "train: 60,000 images   test: 10,000 images" in out
+    assert "train pixel mean 0.2860  std 0.3530" in out
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+def test_bad_config_key_is_a_one_line_error_and_creates_no_run(real_data_dir, tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  epochz: 3\n")
+    out = tmp_path / "run"
+    status = main(train_args(config, out, real_data_dir))
+    assert_one_line_error(status, capsys.readouterr().err, str(config), "train.epochz: unknown key", "epochs")
+    assert not out.exists()
+
+
+def test_missing_config_file_is_a_one_line_error(real_data_dir, tmp_path, capsys):
+    config = tmp_path / "missing.yaml"
+    status = main(train_args(config, tmp_path / "run", real_data_dir))
+    assert_one_line_error(status, capsys.readouterr().err, f"{config}: config file not found")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("contents", ["missing", "empty", "other_files"])
+def test_evaluate_on_a_directory_that_is_not_a_run_is_a_one_line_error(real_data_dir, tmp_path, capsys, contents):
+    path = tmp_path / "somewhere"
+    if contents != "missing":
+        path.mkdir()
+    if contents == "other_files":
+        (path / "notes.txt").write_text("hello")
+    status = main(["evaluate", str(path), "--data-dir", str(real_data_dir), "--device", "cpu"])
+    assert_one_line_error(status, capsys.readouterr().err, str(path), "not a stochrelax run directory")
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "data info"])
+def test_empty_data_dir_is_a_one_line_error_naming_a_missing_file(command, trained, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = {
+        "train": train_args(CONFIG, tmp_path / "run", empty),
+        "evaluate": ["evaluate", str(trained[0]), "--data-dir", str(empty), "--device", "cpu"],
+        "data info": ["data", "info", "--data-dir", str(empty)],
+    }[command]
+    line = assert_one_line_error(main(argv), capsys.readouterr().err, str(empty), "is missing from")
+    assert re.search(r"(train|t10k)-(images-idx3|labels-idx1)-ubyte\.gz is missing", line)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error when CUDA is absent")
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_device_cuda_without_cuda_is_a_one_line_error(command, real_data_dir, tmp_path, capsys):
+    argv = {
+        "train": train_args(CONFIG, tmp_path / "run", real_data_dir, device="cuda"),
+        "evaluate": ["evaluate", str(tmp_path), "--data-dir", str(real_data_dir), "--device", "cuda"],
+    }[command]
+    assert_one_line_error(main(argv), capsys.readouterr().err, "--device cuda", "no CUDA device")
+    assert not (tmp_path / "run").exists()
+
+
+# --- help --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "mentions"), [
+    ([], ["train", "evaluate", "data", "--version"]),
+    (["train"], ["config", "--out", "--epochs", "--seed", "--train-limit", "--test-limit", "--overwrite",
+                 "--no-progress", "--data-dir", "--device"]),
+    (["evaluate"], ["RUN_DIR", "--samples", "--seed", "--test-limit", "--data-dir", "--device"]),
+    (["data", "info"], ["--data-dir", "--json"]),
+], ids=["top_level", "train", "evaluate", "data_info"])
+def test_help_exits_zero_and_lists_the_arguments(argv, mentions, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: stochrelax {' '.join(argv)}".rstrip())
+    for mention in mentions:
+        assert mention in out
+
+
+def test_installed_console_script_runs():
+    script = Path(sys.executable).parent / "stochrelax"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: stochrelax")
+    assert "train" in result.stdout and "evaluate" in result.stdout

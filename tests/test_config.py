@@ -1,0 +1,247 @@
+"""Tests of :mod:`stochrelax.config`: the shipped configs, YAML round trips, overrides and errors.
+
+Every rejected config must raise :class:`~stochrelax.config.ConfigError` with a
+one-line message that names the offending (dotted) key and, where there is a fixed
+set of choices, lists them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stochrelax.config import ConfigError, RunConfig, dump_config, load_config, parse_config
+from stochrelax.layers import StochasticActivation
+from stochrelax.models import build_model
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+# name -> (kind, noise, mode, std, resolved estimator)
+SHIPPED = {
+    "relu_deterministic": ("relu", None, "additive", None, None),
+    "sign_deterministic": ("sign", None, "additive", None, "classic_ste"),
+    "relu_logistic_additive": ("relu", "logistic", "additive", 0.05, None),
+    "sign_logistic_ste": ("sign", "logistic", "additive", 0.05, "ste"),
+    "sign_logistic_score": ("sign", "logistic", "additive", 0.05, "score"),
+}
+
+THESIS_MULTIPLICATIVE_RELU = {"model": {"activation": {"kind": "relu", "noise": "gaussian",
+                                                       "mode": "multiplicative", "std": 0.1, "mean": 0.0}}}
+
+
+def config_error(raw, overrides=None) -> str:
+    """The message of the ConfigError that ``parse_config`` must raise; checks it is one line."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, overrides)
+    message = str(caught.value)
+    assert "\n" not in message, f"message is not one line: {message!r}"
+    return message
+
+
+# --- shipped configs ---------------------------------------------------------------------------
+
+def test_every_shipped_config_is_covered_by_these_tests():
+    assert {path.stem for path in CONFIG_DIR.glob("*.yaml")} == set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_config_has_the_activation_its_name_says(name):
+    kind, noise, mode, std, estimator = SHIPPED[name]
+    activation = load_config(CONFIG_DIR / f"{name}.yaml").model.activation
+    assert (activation.kind, activation.noise, activation.mode, activation.estimator) == (kind, noise, mode, estimator)
+    if std is None:
+        assert activation.std is None
+    else:
+        assert activation.std == pytest.approx(std)
+    assert activation.mean is None  # the default: 0 for additive noise
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_config_uses_the_thesis_protocol(name):
+    config = load_config(CONFIG_DIR / f"{name}.yaml")
+    assert config.model.architecture == "thesis_allconv"
+    assert config.model.batch_norm is True
+    assert (config.train.batch_size, config.train.lr) == (64, pytest.approx(1e-3))
+    assert config.data.train_limit is None and config.data.test_limit is None
+
+
+@pytest.mark.parametrize(("noise", "expected"), [(None, "classic_ste"), ("logistic", "ste")])
+def test_sign_estimator_defaults_to_ste_with_noise_and_classic_ste_without(noise, expected):
+    activation = {"kind": "sign", "noise": noise} | ({"std": 0.05} if noise else {})
+    assert parse_config({"model": {"activation": activation}}).model.activation.estimator == expected
+
+
+# --- round trips and the thesis' multiplicative noise ------------------------------------------
+
+ROUND_TRIP_CASES = {name: yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text()) for name in sorted(SHIPPED)}
+ROUND_TRIP_CASES["multiplicative_mean_0"] = THESIS_MULTIPLICATIVE_RELU
+ROUND_TRIP_CASES["limits_and_betas"] = {"train": {"betas": [0.5, 0.9], "seed": 7},
+                                        "data": {"train_limit": 100, "test_limit": 10}}
+
+
+@pytest.mark.parametrize("raw", list(ROUND_TRIP_CASES.values()), ids=list(ROUND_TRIP_CASES))
+def test_dumped_config_parses_back_to_an_equal_config(raw):
+    config = parse_config(raw)
+    assert parse_config(yaml.safe_load(dump_config(config))) == config
+
+
+def test_dumped_config_writes_every_field_out(tmp_path):
+    config = parse_config({})
+    text = dump_config(config)
+    for field in ("architecture", "input_std", "estimator", "betas", "eval_batch_size", "seed", "test_limit"):
+        assert f"{field}:" in text
+    (tmp_path / "resolved.yaml").write_text(text)
+    assert load_config(tmp_path / "resolved.yaml") == config
+
+
+def test_relu_with_multiplicative_noise_of_mean_zero_is_expressible():
+    config = parse_config(THESIS_MULTIPLICATIVE_RELU)
+    activation = config.model.activation
+    assert (activation.mode, activation.mean, activation.std) == ("multiplicative", 0.0, pytest.approx(0.1))
+    units = [m for m in build_model(config.model).modules() if isinstance(m, StochasticActivation)]
+    assert units and all(unit.noise.mean == 0.0 for unit in units)
+
+
+def test_multiplicative_noise_mean_defaults_to_one_in_the_model():
+    raw = {"model": {"activation": {"noise": "gaussian", "mode": "multiplicative", "std": 0.1}}}
+    units = [m for m in build_model(parse_config(raw).model).modules() if isinstance(m, StochasticActivation)]
+    assert units and all(unit.noise.mean == 1.0 for unit in units)
+
+
+def test_empty_file_gives_the_default_config(tmp_path):
+    (tmp_path / "empty.yaml").write_text("# only a comment\n")
+    assert load_config(tmp_path / "empty.yaml") == RunConfig()
+
+
+# --- overrides ---------------------------------------------------------------------------------
+
+def test_override_replaces_only_the_keys_it_names():
+    raw = {"train": {"epochs": 10, "lr": 0.01}, "data": {"train_limit": 500}}
+    config = parse_config(raw, {"train": {"epochs": 3}})
+    assert (config.train.epochs, config.train.lr, config.data.train_limit) == (3, pytest.approx(0.01), 500)
+
+
+def test_override_does_not_modify_the_callers_mapping():
+    raw = {"train": {"epochs": 10}}
+    parse_config(raw, {"train": {"epochs": 3}})
+    assert raw == {"train": {"epochs": 10}}
+
+
+def test_load_config_applies_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochs: 10\n")
+    config = load_config(path, {"train": {"epochs": 1}, "data": {"test_limit": 50}})
+    assert (config.train.epochs, config.data.test_limit) == (1, 50)
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"data": {"train_limit": -5}}, "data.train_limit"),
+    ({"train": {"epoch": 3}}, "train.epoch"),
+])
+def test_overrides_are_validated_like_the_file(overrides, key):
+    assert f"config: {key}:" in config_error({"train": {"epochs": 10}}, overrides)
+
+
+def test_invalid_section_in_the_file_is_rejected_even_when_overridden():
+    assert "config: train:" in config_error({"train": 5}, {"train": {"epochs": 3}})
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+ERROR_CASES = {
+    # id: (raw config, dotted key named in the message, fragments the message must contain)
+    "unknown_top_level_key": ({"modle": {}}, "modle", ["unknown key", "allowed keys: model, train, data"]),
+    "unknown_activation_key": ({"model": {"activation": {"bogus": 1}}}, "model.activation.bogus",
+                               ["unknown key", "allowed keys: kind, noise, mode, std, mean, estimator"]),
+    "unknown_train_key": ({"train": {"epoch": 3}}, "train.epoch", ["unknown key", "epochs", "batch_size", "seed"]),
+    "string_for_int": ({"train": {"epochs": "3"}}, "train.epochs", ["valid integer", "'3'"]),
+    "float_for_int": ({"train": {"epochs": 2.5}}, "train.epochs", ["valid integer", "2.5"]),
+    "bool_for_int": ({"train": {"batch_size": True}}, "train.batch_size", ["valid integer"]),
+    "string_for_bool": ({"model": {"batch_norm": "yes"}}, "model.batch_norm", ["valid boolean"]),
+    "string_for_float": ({"train": {"lr": "1e-3"}}, "train.lr", ["valid number", "'1e-3'"]),
+    "negative_std": ({"model": {"activation": {"noise": "gaussian", "std": -0.1}}}, "model.activation.std",
+                     ["greater than 0", "-0.1"]),
+    "unknown_noise": ({"model": {"activation": {"noise": "cauchy", "std": 0.1}}}, "model.activation.noise",
+                      ["'gaussian'", "'logistic'", "'uniform'", "'cauchy'"]),
+    "unknown_activation": ({"model": {"activation": {"kind": "tanh"}}}, "model.activation.kind",
+                           ["'relu'", "'sign'"]),
+    "unknown_estimator": ({"model": {"activation": {"kind": "sign", "estimator": "magic"}}},
+                          "model.activation.estimator", ["'ste'", "'classic_ste'", "'score'", "'magic'"]),
+    "estimator_for_relu": ({"model": {"activation": {"kind": "relu", "noise": "logistic", "std": 0.05,
+                                                     "estimator": "ste"}}},
+                           "model.activation", ["estimator 'ste'", "relu", "leave estimator unset"]),
+    "score_without_noise": ({"model": {"activation": {"kind": "sign", "estimator": "score"}}},
+                            "model.activation", ["'score' needs noise"]),
+    "sign_multiplicative": ({"model": {"activation": {"kind": "sign", "noise": "logistic", "std": 0.05,
+                                                      "mode": "multiplicative"}}},
+                            "model.activation", ["degenerate", "does not depend on |a|", "additive"]),
+    "std_without_noise": ({"model": {"activation": {"std": 0.05}}}, "model.activation",
+                          ["std", "without a noise distribution", "gaussian, logistic, uniform"]),
+    "noise_without_std": ({"model": {"activation": {"noise": "gaussian"}}}, "model.activation",
+                          ["std must be > 0"]),
+    "beta_of_one": ({"train": {"betas": [0.9, 1.0]}}, "train.betas", ["Adam betas", "[0, 1)"]),
+    "negative_beta": ({"train": {"betas": [-0.1, 0.999]}}, "train.betas", ["Adam betas", "[0, 1)"]),
+    "one_beta": ({"train": {"betas": [0.9]}}, "train.betas.1", ["Field required"]),
+    "zero_epochs": ({"train": {"epochs": 0}}, "train.epochs", ["greater than or equal to 1", "(got 0)"]),
+    "zero_train_limit": ({"data": {"train_limit": 0}}, "data.train_limit", ["greater than or equal to 1"]),
+    "decay_of_one": ({"train": {"score_baseline_decay": 1.0}}, "train.score_baseline_decay", ["less than 1"]),
+    "section_not_a_mapping": ({"train": None}, "train", ["valid dictionary"]),
+}
+
+
+@pytest.mark.parametrize(("raw", "key", "fragments"), list(ERROR_CASES.values()), ids=list(ERROR_CASES))
+def test_invalid_config_raises_one_line_error_naming_the_key(raw, key, fragments):
+    message = config_error(raw)
+    assert message.startswith(f"config: {key}: "), message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_every_offending_key_is_named_in_the_one_line():
+    message = config_error({"train": {"epochs": 0, "lr": -1.0}, "data": {"bogus": 1}})
+    for key in ("train.epochs", "train.lr", "data.bogus"):
+        assert f"{key}:" in message
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(("raw", "key"), [
+    ({"train": {"lr": math.inf}}, "train.lr"),
+    ({"model": {"input_mean": math.nan}}, "model.input_mean"),
+    ({"model": {"activation": {"noise": "gaussian", "std": math.inf}}}, "model.activation.std"),
+])
+def test_non_finite_numbers_are_rejected(raw, key):
+    assert f"config: {key}:" in config_error(raw)
+
+
+# --- file errors -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "fragments"), [
+    ("model: [unclosed\n  kind: relu\n", ["not valid YAML", "line"]),
+    ("- model\n- train\n", ["expected a mapping with sections model, train, data", "got list"]),
+    ("just a string\n", ["expected a mapping", "got str"]),
+    ("train:\n  epochs: 0\n", ["train.epochs:", "greater than or equal to 1"]),
+], ids=["invalid_yaml", "top_level_list", "top_level_string", "invalid_value"])
+def test_bad_config_file_raises_one_line_error_naming_the_file(tmp_path, text, fragments):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_missing_config_file_raises_config_error_naming_the_path(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="config file not found") as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: config file not found"

@@ -1,0 +1,181 @@
+"""Tests of :mod:`stochrelax.train` (and :func:`stochrelax.evaluate.evaluate_model`) on real Fashion-MNIST.
+
+Runs are one epoch on a few thousand images: enough for a deterministic ReLU network
+to be far above chance, and for the stochastic configs to show a finite loss.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from stochrelax import runs
+from stochrelax.config import RunConfig, TrainConfig, load_config, parse_config
+from stochrelax.evaluate import evaluate_model, evaluate_run
+from stochrelax.models import build_model
+from stochrelax.train import EpochMetrics, TrainingDiverged, fit, train_run
+
+pytestmark = pytest.mark.slow
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "train_seconds", "eval_seconds"}
+
+
+def shipped(name: str, **train_overrides) -> RunConfig:
+    return load_config(CONFIG_DIR / f"{name}.yaml", {"train": {"epochs": 1, **train_overrides}})
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / runs.WEIGHTS_FILE)
+
+
+# --- end to end: deterministic ReLU ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def relu_run(fashion_mnist, tmp_path_factory):
+    """relu_deterministic, 1 epoch on the first 6000 training and 1000 test images."""
+    config = load_config(CONFIG_DIR / "relu_deterministic.yaml",
+                         {"train": {"epochs": 1}, "data": {"train_limit": 6000, "test_limit": 1000}})
+    run_dir = tmp_path_factory.mktemp("train") / "relu"
+    reported: list[EpochMetrics] = []
+    summary = train_run(config, fashion_mnist, run_dir, progress=False, on_epoch=reported.append)
+    return config, run_dir, summary, reported
+
+
+def test_one_epoch_of_relu_network_is_far_above_chance(relu_run):
+    _, _, summary, _ = relu_run
+    assert summary["test_accuracy"] > 0.6
+    assert summary["train_accuracy"] > 0.3
+    assert (summary["epochs"], summary["train_examples"], summary["test_examples"]) == (1, 6000, 1000)
+
+
+def test_run_directory_holds_exactly_the_documented_files(relu_run):
+    _, run_dir, _, _ = relu_run
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        [runs.CONFIG_FILE, runs.METRICS_FILE, runs.WEIGHTS_FILE, runs.SUMMARY_FILE])
+
+
+def test_run_directory_records_config_metrics_and_summary(relu_run):
+    config, run_dir, summary, reported = relu_run
+    metrics = runs.read_metrics(run_dir)
+    assert len(metrics) == 1 and set(metrics[0]) == METRIC_KEYS
+    assert [metrics[0]] == [m.as_dict() for m in reported]
+    assert metrics[0]["epoch"] == 1
+    assert metrics[0]["test_accuracy"] == summary["test_accuracy"]
+    run = runs.load_run(run_dir)
+    assert run.config == config
+    assert run.summary == summary
+
+
+def test_evaluate_run_reproduces_the_summary_of_a_deterministic_run(relu_run, fashion_mnist):
+    _, run_dir, summary, _ = relu_run
+    result = evaluate_run(runs.load_run(run_dir), fashion_mnist.limit(test_limit=1000), samples=1)
+    assert result.examples == 1000
+    assert result.accuracy == summary["test_accuracy"]
+    assert result.nll == pytest.approx(summary["test_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["from_train_mode", "from_eval_mode"])
+def test_evaluate_model_matches_cross_entropy_and_argmax(relu_run, fashion_mnist, training):
+    _, run_dir, _, _ = relu_run
+    model = runs.load_run(run_dir).model
+    images, labels = fashion_mnist.test_images[:1000], fashion_mnist.test_labels[:1000]
+    with torch.no_grad():
+        logits = model.eval()(images.float() / 255)
+    expected_nll = F.cross_entropy(logits, labels).item()
+    expected_accuracy = (logits.argmax(dim=1) == labels).sum().item() / 1000
+    model.train(training)
+    result = evaluate_model(model, images, labels, samples=1, batch_size=300)
+    assert result.accuracy == expected_accuracy
+    assert result.nll == pytest.approx(expected_nll, rel=1e-5)
+    assert (result.samples, result.examples) == (1, 1000)
+    assert all(module.training is training for module in model.modules())
+
+
+def test_evaluate_model_rejects_zero_samples(fashion_mnist):
+    model = build_model(parse_config({}).model)
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        evaluate_model(model, fashion_mnist.test_images[:10], fashion_mnist.test_labels[:10], samples=0)
+
+
+# --- stochastic configs ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["relu_logistic_additive", "sign_logistic_ste", "sign_logistic_score"])
+def test_stochastic_config_trains_with_two_noise_samples_and_finite_loss(name, fashion_mnist, tmp_path):
+    config = shipped(name, train_samples=2, eval_samples=2)
+    summary = train_run(config, fashion_mnist.limit(2000, 500), tmp_path / name, progress=False)
+    (metrics,) = runs.read_metrics(tmp_path / name)
+    assert math.isfinite(metrics["train_loss"]) and metrics["train_loss"] > 0
+    assert math.isfinite(metrics["test_loss"]) and metrics["test_loss"] > 0
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["train_examples"] == 2000
+    assert all(torch.isfinite(tensor.float()).all() for tensor in weights(tmp_path / name).values())
+
+
+# --- seeding -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seeded_runs(fashion_mnist, tmp_path_factory):
+    """Weights and metrics of the stochastic ReLU network trained with seeds 0, 0 and 1."""
+    data = fashion_mnist.limit(512, 128)
+    results = []
+    for index, seed in enumerate((0, 0, 1)):
+        run_dir = tmp_path_factory.mktemp("seeds") / f"run{index}"
+        train_run(shipped("relu_logistic_additive", seed=seed), data, run_dir, progress=False)
+        results.append((weights(run_dir), runs.read_metrics(run_dir)[0]))
+    return results
+
+
+def test_same_seed_gives_identical_weights_and_losses(seeded_runs):
+    (first, first_metrics), (second, second_metrics), _ = seeded_runs
+    assert list(first) == list(second)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        assert first_metrics[key] == second_metrics[key]
+
+
+def test_different_seed_gives_different_weights(seeded_runs):
+    (first, _), _, (other, _) = seeded_runs
+    assert not torch.equal(first["blocks.block1.conv.weight"], other["blocks.block1.conv.weight"])
+
+
+def test_train_run_leaves_the_callers_random_state_unchanged(fashion_mnist, tmp_path):
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    train_run(shipped("relu_logistic_additive"), fashion_mnist.limit(128, 64), tmp_path / "run", progress=False)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_train_run_refuses_an_existing_directory_before_training(fashion_mnist, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(runs.RunDirError, match="already exists"):
+        train_run(shipped("relu_deterministic"), fashion_mnist, tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# --- fit ---------------------------------------------------------------------------------------
+
+def test_fit_reports_every_epoch_in_order(fashion_mnist):
+    model = build_model(parse_config({}).model)
+    reported: list[EpochMetrics] = []
+    history = fit(model, fashion_mnist.limit(256, 64), TrainConfig(epochs=2, batch_size=64),
+                  on_epoch=reported.append)
+    assert [m.epoch for m in history] == [1, 2]
+    assert reported == history
+    assert all(math.isfinite(m.train_loss) and 0 <= m.test_accuracy <= 1 for m in history)
+
+
+def test_fit_raises_training_diverged_on_a_non_finite_loss(fashion_mnist):
+    model = build_model(parse_config({}).model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(math.nan)
+    reported: list[EpochMetrics] = []
+    with pytest.raises(TrainingDiverged, match=r"training loss became nan in epoch 1; lower train.lr"):
+        fit(model, fashion_mnist.limit(64, 32), TrainConfig(epochs=2, batch_size=32), on_epoch=reported.append)
+    assert reported == []
