@@ -29,14 +29,17 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
-@pytest.fixture
-def copied_dir(tmp_path: Path, real_data_dir: Path) -> Path:
-    """A private copy of the four real files that a test may damage."""
-    directory = tmp_path / "copy"
+def copy_real_files(real_data_dir: Path, directory: Path) -> Path:
     directory.mkdir()
     for name in FILE_NAMES:
         shutil.copy(real_data_dir / name, directory / name)
     return directory
+
+
+@pytest.fixture
+def copied_dir(tmp_path: Path, real_data_dir: Path) -> Path:
+    """A private copy of the four real files that a test may damage."""
+    return copy_real_files(real_data_dir, tmp_path / "copy")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -293,11 +296,7 @@ def test_read_idx_rejects_malformed_bytes(raw: bytes) -> None:
 @pytest.fixture
 def mirror_dir(tmp_path: Path, real_data_dir: Path) -> Path:
     """A directory to serve, holding copies of the real .gz files."""
-    directory = tmp_path / "mirror"
-    directory.mkdir()
-    for name in FILE_NAMES:
-        shutil.copy(real_data_dir / name, directory / name)
-    return directory
+    return copy_real_files(real_data_dir, tmp_path / "mirror")
 
 
 def test_download_then_load(mirror_dir: Path, serve_directory, tmp_path: Path, capsys) -> None:

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--data-dir", type=Path, default=None,
+        sub.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                          help="directory with the four Fashion-MNIST .gz files (default: $STOCHRELAX_DATA, "
                               "/usr/share/datasets/fashion-mnist, then a download into the cache)")
         sub.add_argument("--device", default="auto", choices=list(DEVICES),
@@ -119,11 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a network from a YAML config and write a run directory",
                                 description="Train a network from a YAML config and write a run directory.")
     train.add_argument("config", type=Path, help="YAML config, e.g. configs/relu_deterministic.yaml")
-    train.add_argument("--out", type=Path, default=None, help="run directory (default: runs/CONFIG-seedS)")
-    train.add_argument("--epochs", type=_positive_int, default=None, help="override train.epochs")
-    train.add_argument("--seed", type=int, default=None, help="override train.seed")
-    train.add_argument("--train-limit", type=_positive_int, default=None, help="use the first N training images")
-    train.add_argument("--test-limit", type=_positive_int, default=None, help="use the first N test images")
+    train.add_argument("--out", type=Path, default=None, metavar="DIR", help="run directory (default: runs/CONFIG-seedS)")
+    train.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="override train.epochs")
+    train.add_argument("--seed", type=int, default=None, metavar="S", help="override train.seed")
+    train.add_argument("--train-limit", type=_positive_int, default=None, metavar="N", help="use the first N training images")
+    train.add_argument("--test-limit", type=_positive_int, default=None, metavar="N", help="use the first N test images")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     common(train)
@@ -132,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="test accuracy of finished runs",
                                    description="Test accuracy and NLL of finished runs, averaging K noise samples.")
     evaluate.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    evaluate.add_argument("--samples", type=_positive_int, default=1,
+    evaluate.add_argument("--samples", type=_positive_int, default=1, metavar="K",
                           help="K softmax samples averaged per prediction (default 1, the thesis setting)")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
-    evaluate.add_argument("--test-limit", type=_positive_int, default=None, help="use the first N test images")
+    evaluate.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the noise draws")
+    evaluate.add_argument("--test-limit", type=_positive_int, default=None, metavar="N", help="use the first N test images")
     common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     info = data_commands.add_parser("info", help="where Fashion-MNIST was found, checksums, sizes, pixel stats",
                                     description="Where Fashion-MNIST was found, checksums, sizes and pixel stats.")
-    info.add_argument("--data-dir", type=Path, default=None, help="directory with the four .gz files")
+    info.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="directory with the four .gz files")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(handler=_data_info)
     return parser
