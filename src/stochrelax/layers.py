@@ -35,6 +35,7 @@ __all__ = [
     "stochastic_activation",
     "StochasticActivation",
     "noise_disabled",
+    "straight_through_gradients",
 ]
 
 MODES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -196,3 +197,22 @@ def noise_disabled(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for layer, enabled in zip(layers, previous):
             layer.noise_enabled = enabled
+
+
+@contextmanager
+def straight_through_gradients(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, score-function sign units back-propagate through the 2p(a) proxy.
+
+    Sign units have zero gradient almost everywhere, and score-function units pass none
+    at all; a gradient attack on them differentiates through the smooth straight-through
+    proxy instead (BPDA, Athalye et al. 2018), whatever estimator trained them. Units
+    already using a straight-through estimator are unchanged; settings are restored on exit.
+    """
+    layers = [m for m in module.modules() if isinstance(m, StochasticActivation) and m.estimator == "score"]
+    for layer in layers:
+        layer.estimator = "ste"
+    try:
+        yield module
+    finally:
+        for layer in layers:
+            layer.estimator = "score"

@@ -1,0 +1,135 @@
+"""Pieces every attack composes: losses, the EOT gradient, projection and random start.
+
+Threat model: L∞ perturbations of images in [0, 1] pixel space (the model normalises
+internally), so ``eps`` is in pixel units (thesis range 0…0.3).
+
+Expectation over Transformation (Athalye, Carlini, Wagner 2018, "Obfuscated gradients
+give a false sense of security", https://arxiv.org/abs/1802.00420): for a stochastic
+network the attacker follows ∇x E_ξ[L(f(x, ξ), y)], estimated by the mean over K
+independent noise draws. The K draws run as one batched forward/backward pass of
+K·B rows (split into chunks only when that exceeds ``max_rows``), not a Python loop.
+
+Sign units have zero gradient almost everywhere; :func:`expected_gradient`
+differentiates through their straight-through proxy (BPDA), whatever estimator
+trained them (:func:`stochrelax.layers.straight_through_gradients`).
+
+Attacks never switch the model between train and eval mode and never touch its
+parameter gradients: the caller chooses the mode (evaluation uses eval mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from stochrelax.layers import straight_through_gradients
+
+__all__ = ["Attack", "LossFn", "LOSSES", "GradientEstimate", "cross_entropy_loss", "dlr_loss",
+           "targeted_cross_entropy_loss", "expected_gradient", "project_linf",
+           "random_start", "check_eps", "check_images"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (N, C), labels (N,)) -> loss to maximise (N,)
+
+
+class Attack(Protocol):
+    """An attack maps clean images and their labels to adversarial images of the same shape."""
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy; maximising it pushes away from ``labels``."""
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def targeted_cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Negative cross-entropy to ``targets``; maximising it pulls towards the target class."""
+    return -F.cross_entropy(logits, targets, reduction="none")
+
+
+def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Difference of Logits Ratio (Croce & Hein 2020, eq. 4): −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3).
+
+    Invariant to shifting and rescaling the logits, so it does not saturate like
+    cross-entropy on overconfident models. Needs at least 3 classes.
+    """
+    sorted_logits, _ = logits.sort(dim=1, descending=True)  # (N, C)
+    true_logit = logits.gather(1, labels[:, None]).squeeze(1)  # (N,)
+    top_is_true = sorted_logits[:, 0] == true_logit
+    best_other = torch.where(top_is_true, sorted_logits[:, 1], sorted_logits[:, 0])
+    return -(true_logit - best_other) / (sorted_logits[:, 0] - sorted_logits[:, 2] + 1e-12)
+
+
+LOSSES: dict[str, LossFn] = {"ce": cross_entropy_loss, "dlr": dlr_loss}
+
+
+@dataclass(frozen=True)
+class GradientEstimate:
+    """∇x of the expected loss at one point, with the values seen on the way."""
+
+    gradient: torch.Tensor  # (B, C, H, W), mean over the K draws
+    loss: torch.Tensor  # (B,), mean over the K draws
+    logits: torch.Tensor  # (K, B, classes), detached
+
+
+def _chunks(draws: int, batch: int, max_rows: int) -> list[int]:
+    per_chunk = max(1, max_rows // max(batch, 1))
+    return [min(per_chunk, draws - start) for start in range(0, draws, per_chunk)]
+
+
+def expected_gradient(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn,
+                      eot_samples: int = 1, max_rows: int = 16384) -> GradientEstimate:
+    """EOT gradient ∇x (1/K) Σ_k L(f(x, ξ_k), y) with K = ``eot_samples`` noise draws.
+
+    Args:
+        model: classifier on [0, 1] pixels; its parameters' ``.grad`` are left untouched.
+        images: (B, C, H, W) points at which to differentiate.
+        labels: (B,) labels (or targets) passed to ``loss_fn``.
+        loss_fn: per-example loss to maximise.
+        eot_samples: K; 1 is a plain gradient.
+        max_rows: most rows per forward pass; K·B rows are split over passes above it.
+    """
+    if eot_samples < 1:
+        raise ValueError(f"eot_samples must be >= 1, got {eot_samples}")
+    gradients, losses, logits = [], [], []
+    with torch.enable_grad(), straight_through_gradients(model):
+        for draws in _chunks(eot_samples, images.shape[0], max_rows):
+            repeated = images.detach().repeat(draws, 1, 1, 1).requires_grad_(True)  # (k·B, C, H, W)
+            chunk_logits = model(repeated)  # (k·B, classes)
+            chunk_loss = loss_fn(chunk_logits, labels.repeat(draws))  # (k·B,)
+            (gradient,) = torch.autograd.grad(chunk_loss.sum(), repeated)
+            gradients.append(gradient.view(draws, *images.shape).sum(dim=0))
+            losses.append(chunk_loss.detach().view(draws, -1).sum(dim=0))
+            logits.append(chunk_logits.detach().view(draws, images.shape[0], -1))
+    return GradientEstimate(sum(gradients) / eot_samples, sum(losses) / eot_samples, torch.cat(logits))
+
+
+def project_linf(candidate: torch.Tensor, images: torch.Tensor, eps: float) -> torch.Tensor:
+    """Nearest point to ``candidate`` in the L∞ ball of radius ``eps`` around ``images`` ∩ [0, 1]."""
+    return torch.minimum(torch.maximum(candidate, images - eps), images + eps).clamp(0.0, 1.0)
+
+
+def random_start(images: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A uniform random point of the eps-ball around ``images``, clipped to [0, 1] (Madry et al. 2018)."""
+    noise = torch.rand(images.shape, generator=generator, dtype=images.dtype).to(images.device)
+    return (images + (2.0 * noise - 1.0) * eps).clamp(0.0, 1.0)
+
+
+def check_eps(eps: float) -> float:
+    """Returns ``eps`` as a float if it is a finite budget ≥ 0, else raises ValueError."""
+    eps = float(eps)
+    if not (eps >= 0.0 and eps != float("inf")):
+        raise ValueError(f"eps must be a finite L-inf budget >= 0 in pixel units, got {eps}")
+    return eps
+
+
+def check_images(images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raises ValueError unless ``images`` is a (B, C, H, W) batch in [0, 1] with (B,) labels."""
+    if images.dim() != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(f"expected images (B, C, H, W) and labels (B,), got {tuple(images.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError("images must be in [0, 1] pixel space (normalisation belongs inside the model)")
