@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Fashion-MNIST, loaded once per session.
+"""Shared fixtures: the real Fashion-MNIST and small trained networks, made once per session.
 
 Tests that need the real files fail (never skip) when they are missing, with the
 command that installs them: a skipped integrity test would hide a broken setup.
@@ -7,12 +7,17 @@ command that installs them: a skipped integrity test would hide a broken setup.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from stochrelax import data
+from stochrelax.config import parse_config
+from stochrelax.models import build_model
+from stochrelax.rng import seeded
+from stochrelax.train import fit
 
 # Read at import time, before any test's monkeypatching of the environment.
 REAL_DATA_DIR = Path(os.environ.get(data.ENV_VAR) or data.SYSTEM_DIR)
@@ -41,3 +46,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# --- small trained thesis networks to attack ------------------------------------------------
+
+@dataclass
+class Victim:
+    model: torch.nn.Module  # in eval mode
+    images: torch.Tensor  # (200, 1, 28, 28) float test images in [0, 1]
+    labels: torch.Tensor  # (200,)
+
+
+def _trained(fashion_mnist: data.FashionMNIST, activation: dict) -> Victim:
+    config = parse_config({"model": {"activation": activation}, "train": {"epochs": 1}})
+    subset = fashion_mnist.limit(train_limit=4000, test_limit=200)
+    with seeded(0):
+        model = build_model(config.model)
+        fit(model, subset, config.train)
+    return Victim(model.eval(), subset.test_images.float() / 255, subset.test_labels)
+
+
+@pytest.fixture(scope="session")
+def relu_victim(fashion_mnist: data.FashionMNIST) -> Victim:
+    """Deterministic thesis ReLU network, ~80% test accuracy."""
+    return _trained(fashion_mnist, {"kind": "relu"})
+
+
+@pytest.fixture(scope="session")
+def stochastic_victim(fashion_mnist: data.FashionMNIST) -> Victim:
+    """Thesis ReLU network with additive logistic noise of std 0.5 (strong, so EOT matters)."""
+    return _trained(fashion_mnist, {"kind": "relu", "noise": "logistic", "std": 0.5})
+
+
+@pytest.fixture(scope="session")
+def sign_score_victim(fashion_mnist: data.FashionMNIST) -> Victim:
+    """Sign network trained with the score function: no pathwise gradient, attacks need BPDA."""
+    return _trained(fashion_mnist, {"kind": "sign", "noise": "logistic", "std": 0.5, "estimator": "score"})

@@ -26,7 +26,12 @@ SHIPPED = {
     "relu_logistic_additive": ("relu", "logistic", "additive", 0.05, None),
     "sign_logistic_ste": ("sign", "logistic", "additive", 0.05, "ste"),
     "sign_logistic_score": ("sign", "logistic", "additive", 0.05, "score"),
+    "relu_adversarial_fgsm": ("relu", None, "additive", None, None),
+    "relu_adversarial_pgd": ("relu", None, "additive", None, None),
 }
+
+# name -> (method, eps) of adversarial training; the others train on clean data
+ADVERSARIAL = {"relu_adversarial_fgsm": ("fgsm_mixture", 0.07), "relu_adversarial_pgd": ("pgd", 0.1)}
 
 THESIS_MULTIPLICATIVE_RELU = {"model": {"activation": {"kind": "relu", "noise": "gaussian",
                                                        "mode": "multiplicative", "std": 0.1, "mean": 0.0}}}
@@ -66,6 +71,27 @@ def test_shipped_config_uses_the_thesis_protocol(name):
     assert config.model.batch_norm is True
     assert (config.train.batch_size, config.train.lr) == (64, pytest.approx(1e-3))
     assert config.data.train_limit is None and config.data.test_limit is None
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_config_trains_adversarially_only_when_its_name_says(name):
+    adversarial = load_config(CONFIG_DIR / f"{name}.yaml").train.adversarial
+    method, eps = ADVERSARIAL.get(name, (None, 0.07))
+    assert (adversarial.method, adversarial.eps) == (method, pytest.approx(eps))
+
+
+def test_thesis_adversarial_baseline_regenerates_every_20_epochs():
+    adversarial = load_config(CONFIG_DIR / "relu_adversarial_fgsm.yaml").train.adversarial
+    assert adversarial.regenerate_every == 20
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"train": {"adversarial": {"method": "trades"}}}, "'fgsm_mixture' or 'pgd'"),
+    ({"train": {"adversarial": {"eps": 1.5}}}, "train.adversarial.eps"),
+    ({"train": {"adversarial": {"regenerate_every": 0}}}, "train.adversarial.regenerate_every"),
+])
+def test_invalid_adversarial_training_is_rejected(raw, message):
+    assert message in config_error(raw)
 
 
 @pytest.mark.parametrize(("noise", "expected"), [(None, "classic_ste"), ("logistic", "ste")])

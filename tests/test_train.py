@@ -179,3 +179,51 @@ def test_fit_raises_training_diverged_on_a_non_finite_loss(fashion_mnist):
     with pytest.raises(TrainingDiverged, match=r"training loss became nan in epoch 1; lower train.lr"):
         fit(model, fashion_mnist.limit(64, 32), TrainConfig(epochs=2, batch_size=32), on_epoch=reported.append)
     assert reported == []
+
+
+# --- adversarial training ----------------------------------------------------------------------
+
+def test_fgsm_mixture_adds_an_fgsm_copy_rebuilt_every_few_epochs(relu_victim):
+    from stochrelax.train import FGSMMixture
+
+    images = (relu_victim.images[:50] * 255).round().to(torch.uint8)
+    labels = relu_victim.labels[:50]
+    strategy = FGSMMixture(eps=0.07, regenerate_every=2)
+    assert strategy.epoch_data(relu_victim.model, images, labels, epoch=1) == (images, labels)  # clean warm-up
+    first_images, first_labels = strategy.epoch_data(relu_victim.model, images, labels, epoch=2)
+    clean, adversarial = first_images[:50], first_images[50:]
+    assert first_images.shape == (100, 1, 28, 28) and torch.equal(first_labels, torch.cat([labels, labels]))
+    assert torch.equal(clean, images.float() / 255)
+    assert (adversarial - clean).abs().max().item() == pytest.approx(0.07, abs=1e-6)
+    assert torch.equal(strategy.epoch_data(relu_victim.model, images, labels, epoch=3)[0][50:], adversarial)
+    rebuilt = strategy.epoch_data(relu_victim.model, images, labels, epoch=4)[0][50:]  # 4 = 2 + 2: rebuilt
+    assert rebuilt is not adversarial and torch.equal(rebuilt, adversarial)
+
+
+def test_pgd_training_perturbs_each_batch_inside_the_ball_and_keeps_the_mode(relu_victim):
+    from stochrelax.train import PGDTraining
+
+    model = relu_victim.model.train()
+    try:
+        perturbed = PGDTraining(eps=0.1, steps=3).perturb(model, relu_victim.images[:16], relu_victim.labels[:16])
+        assert model.training
+    finally:
+        model.eval()
+    difference = (perturbed - relu_victim.images[:16]).abs()
+    assert 0 < difference.max().item() <= 0.1 + 1e-6 and perturbed.min() >= 0 and perturbed.max() <= 1
+
+
+def test_pgd_adversarial_training_buys_robustness(fashion_mnist, tmp_path):
+    """PGD training (2 epochs on 4000 images, PGD-3 at eps 0.1) resists FGSM at eps 0.07 far better
+    than clean training (measured: 67% vs 25% accuracy on 300 test images)."""
+    from stochrelax.evaluate import attack_model
+
+    accuracies = {}
+    for method in (None, "pgd"):
+        config = parse_config({"train": {"epochs": 2, "adversarial": {"method": method, "eps": 0.1, "pgd_steps": 3}},
+                               "data": {"train_limit": 4000, "test_limit": 300}})
+        train_run(config, fashion_mnist, tmp_path / str(method))
+        model = runs.load_run(tmp_path / str(method)).model
+        test = fashion_mnist.limit(test_limit=300)
+        accuracies[method] = attack_model(model, "fgsm", 0.07, test.test_images, test.test_labels).accuracy
+    assert accuracies["pgd"] > accuracies[None] + 0.25, accuracies

@@ -1,4 +1,4 @@
-"""Command-line interface: ``stochrelax train | evaluate | data info``.
+"""Command-line interface: ``stochrelax train | evaluate | attack | data info``.
 
 Every command validates its inputs before doing any work and reports a bad input
 as one line on stderr with a non-zero exit status.
@@ -15,10 +15,12 @@ from typing import Callable
 import torch
 
 from stochrelax import __version__
+from stochrelax.attacks import ATTACKS
 from stochrelax.config import ConfigError, load_config
 from stochrelax.data import DataError, data_info, load_fashion_mnist
+from stochrelax.evaluate import DEFAULT_BUDGETS, THESIS_ATTACKS, attack_run, evaluate_run
 from stochrelax.runs import RunDirError, check_run_dir, load_run
-from stochrelax.train import TrainingDiverged
+from stochrelax.train import TrainingDiverged, train_run
 
 __all__ = ["main", "build_parser", "resolve_device"]
 
@@ -50,8 +52,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from stochrelax.train import train_run
-
     overrides = {
         "train": {key: value for key, value in (("epochs", args.epochs), ("seed", args.seed)) if value is not None},
         "data": {key: value for key, value in (("train_limit", args.train_limit), ("test_limit", args.test_limit))
@@ -70,8 +70,6 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from stochrelax.evaluate import evaluate_run
-
     device = resolve_device(args.device)
     finished_runs = [load_run(run_dir) for run_dir in args.run_dirs]
     data = load_fashion_mnist(args.data_dir).limit(test_limit=args.test_limit)
@@ -79,6 +77,54 @@ def _evaluate(args: argparse.Namespace) -> None:
         result = evaluate_run(run, data, samples=args.samples, device=device, seed=args.seed)
         print(f"{run.path}: test accuracy {result.accuracy:.2%}  NLL {result.nll:.4f}  "
               f"(K={result.samples} noise samples, {result.examples} images)")
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _attack_names(text: str) -> tuple[str, ...]:
+    names = tuple(ATTACKS) if text == "all" else tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in ATTACKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown attack(s) {', '.join(unknown) or text!r}; "
+                                         f"valid: {', '.join(ATTACKS)}, all")
+    return names
+
+
+def format_attack_table(rows: list) -> str:
+    """The robustness rows as an aligned text table."""
+    header = (f"{'attack':9} {'budget':>9} {'EOT':>4} {'accuracy':>9} {'single draw':>14} {'success':>8} "
+              f"{'L-inf':>6} {'L2':>6} {'seconds':>8}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        single = f"{row.accuracy_single_draw:.1%}" + (f"±{row.accuracy_single_draw_std:.1%}"
+                                                       if row.prediction_samples > 1 else "")
+        lines.append(f"{row.attack:9} {row.budget_name + '=' + format(row.budget, 'g'):>9} {row.eot_samples:>4} "
+                     f"{row.accuracy:>9.1%} {single:>14} {row.success_rate:>8.1%} {row.mean_linf:>6.3f} "
+                     f"{row.mean_l2:>6.2f} {row.seconds:>8.1f}")
+    return "\n".join(lines)
+
+
+def _attack(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    run = load_run(args.run_dir)
+    data = load_fashion_mnist(args.data_dir).limit(test_limit=args.limit)
+    budgets = {name: values for name, values in (("eps", args.eps), ("p", args.p)) if values is not None}
+    settings = {"pgd": {"steps": args.pgd_steps}, "apgd-ce": {"steps": args.apgd_steps},
+                "apgd-dlr": {"steps": args.apgd_steps}, "square": {"queries": args.square_queries}}
+    report = attack_run(run, data, attacks=args.attack, budgets=budgets, eot_samples=args.eot,
+                        prediction_samples=args.samples, batch_size=args.batch_size, settings=settings,
+                        device=device, seed=args.seed, check_convergence=not args.no_convergence_check,
+                        progress=not args.no_progress)
+    print(f"{run.path}: clean accuracy {report.clean_accuracy:.1%} on {data.test_labels.shape[0]} test images")
+    print(format_attack_table(report.rows))
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    print(f"table written to {run.path / 'attacks.csv'} and attacks.json")
 
 
 def _data_info(args: argparse.Namespace) -> None:
@@ -138,6 +184,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--test-limit", type=_positive_int, default=None, metavar="N", help="use the first N test images")
     common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
+
+    attack = commands.add_parser(
+        "attack", help="attack a finished run and write its robustness table",
+        description="Attack a finished run on the test set, write attacks.csv and attacks.json in the run "
+                    "directory, and warn about signs of gradient masking. Stochastic models are attacked "
+                    "twice per gradient attack: with one noise draw and with --eot draws (EOT).")
+    attack.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    attack.add_argument("--attack", type=_attack_names, default=THESIS_ATTACKS, metavar="NAMES",
+                        help=f"comma-separated names from {', '.join(ATTACKS)}, or all "
+                             f"(default: the thesis' {','.join(THESIS_ATTACKS)})")
+    attack.add_argument("--eps", type=_float_list, default=None, metavar="LIST",
+                        help=f"L-inf budgets in pixels (default {','.join(map(str, DEFAULT_BUDGETS['eps']))})")
+    attack.add_argument("--p", type=_float_list, default=None, metavar="LIST",
+                        help=f"missing-feature ratios (default {','.join(map(str, DEFAULT_BUDGETS['p']))})")
+    attack.add_argument("--eot", type=_positive_int, default=16, metavar="K",
+                        help="noise draws per attack gradient of the EOT variant (default 16)")
+    attack.add_argument("--samples", type=_positive_int, default=16, metavar="K",
+                        help="softmax samples of the averaged predictor judging each result (default 16)")
+    attack.add_argument("--limit", type=_positive_int, default=1000, metavar="N",
+                        help="attack the first N test images (default 1000; 10000 is the whole test set)")
+    attack.add_argument("--batch-size", type=_positive_int, default=500, metavar="B")
+    attack.add_argument("--pgd-steps", type=_positive_int, default=20, metavar="N", help="default 20")
+    attack.add_argument("--apgd-steps", type=_positive_int, default=100, metavar="N", help="default 100")
+    attack.add_argument("--square-queries", type=_positive_int, default=5000, metavar="N", help="default 5000")
+    attack.add_argument("--seed", type=int, default=0, metavar="S", help="seed of noise, random starts, masks")
+    attack.add_argument("--no-convergence-check", action="store_true",
+                        help="skip the probe that reruns PGD with twice the steps and EOT samples")
+    attack.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common(attack)
+    attack.set_defaults(handler=_attack)
 
     data = commands.add_parser("data", help="dataset commands", description="Dataset commands.")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

@@ -20,7 +20,8 @@ from stochrelax.layers import ACTIVATIONS, MODES, check_activation_args
 from stochrelax.models import ARCHITECTURES
 from stochrelax.noise import NOISES
 
-__all__ = ["ConfigError", "ActivationConfig", "ModelConfig", "TrainConfig", "DataConfig", "RunConfig",
+__all__ = ["ConfigError", "ActivationConfig", "ModelConfig", "AdversarialConfig", "TrainConfig", "DataConfig",
+           "RunConfig",
            "load_config", "parse_config", "dump_config"]
 
 
@@ -58,6 +59,16 @@ class ModelConfig(_Section):
     activation: ActivationConfig = ActivationConfig()
 
 
+class AdversarialConfig(_Section):
+    """Adversarial training (thesis 5.3 baseline, or Madry et al.'s PGD training); none by default."""
+
+    method: Optional[Literal["fgsm_mixture", "pgd"]] = None  # None: clean training
+    eps: float = Field(default=0.07, ge=0, le=1)  # L∞ budget in pixels (thesis: FGSM, 0.07)
+    regenerate_every: int = Field(default=20, ge=1)  # fgsm_mixture: epochs between rebuilding the FGSM set
+    pgd_steps: int = Field(default=10, ge=1)  # pgd: attack iterations per batch
+    pgd_step_size: Optional[float] = Field(default=None, gt=0)  # pgd: None means 2.5·eps/steps
+
+
 class TrainConfig(_Section):
     """Optimisation protocol (thesis 5.2: Adam, 100 epochs, batch 64)."""
 
@@ -70,6 +81,7 @@ class TrainConfig(_Section):
     score_baseline_decay: float = Field(default=0.9, ge=0, lt=1)  # EMA baseline of the score estimator
     eval_batch_size: int = Field(default=1000, ge=1)
     seed: int = Field(default=0, ge=0)
+    adversarial: AdversarialConfig = AdversarialConfig()
 
     @field_validator("betas")
     @classmethod

@@ -454,6 +454,13 @@ def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
     return mean / 255.0, math.sqrt(variance) / 255.0
 
 
+_TO_PIXELS = {
+    torch.uint8: lambda images: images.to(torch.float32).div_(255.0),
+    torch.float32: lambda images: images,
+}
+"""Stored dtype -> conversion of a batch to float32 pixels in [0, 1]."""
+
+
 def batches(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -469,7 +476,8 @@ def batches(
     number of examples.
 
     Args:
-        images: ``uint8`` images ``(N, 1, 28, 28)``, on any device.
+        images: ``uint8`` images ``(N, 1, 28, 28)`` as stored, or ``float32`` pixels
+            already in ``[0, 1]`` (e.g. adversarial images), on any device.
         labels: Class indices ``(N,)`` on the same device as ``images``.
         batch_size: Examples per batch.
         shuffle: Visit the examples in a random order (drawn from a CPU
@@ -482,7 +490,10 @@ def batches(
 
     Raises:
         ValueError: If ``batch_size`` is smaller than 1 or the counts differ.
+        TypeError: If ``images`` are neither ``uint8`` nor ``float32``.
     """
+    if images.dtype not in _TO_PIXELS:
+        raise TypeError(f"batches() takes uint8 images as stored or float32 pixels in [0, 1], got {images.dtype}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     count = images.shape[0]
@@ -490,7 +501,7 @@ def batches(
         raise ValueError(f"{count} images but {labels.shape[0]} labels")
     order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
     for index in order.to(images.device).split(batch_size):
-        yield images[index].to(torch.float32).div_(255.0), labels[index].long()
+        yield _TO_PIXELS[images.dtype](images[index]), labels[index].long()
 
 
 def data_info(data_dir: str | Path | None = None) -> dict:

@@ -5,7 +5,9 @@ A run directory holds
 - ``config.yaml``       the resolved config (every field), enough to repeat the run;
 - ``metrics.jsonl``     one JSON object per epoch (losses, accuracies, seconds);
 - ``model.safetensors`` the final weights (never pickle);
-- ``summary.json``      written last: its presence marks a finished run.
+- ``summary.json``      written last: its presence marks a finished run;
+- ``attacks.json``, ``attacks.csv``  the robustness table of ``stochrelax attack``
+  (rows merge across invocations; the JSON also holds the diagnostics).
 
 Every file is written to a temporary name and renamed, so a crash never leaves a
 half-written file.
@@ -13,6 +15,8 @@ half-written file.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -30,12 +34,14 @@ from stochrelax.models import AllConvNet, build_model
 
 __all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "WEIGHTS_FILE", "SUMMARY_FILE",
            "check_run_dir", "create_run_dir", "write_config", "append_metrics", "save_weights", "write_summary",
-           "read_metrics", "load_run"]
+           "read_metrics", "load_run", "ATTACKS_JSON", "ATTACKS_CSV", "write_attack_table", "read_attack_table"]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 WEIGHTS_FILE = "model.safetensors"
 SUMMARY_FILE = "summary.json"
+ATTACKS_JSON = "attacks.json"
+ATTACKS_CSV = "attacks.csv"
 
 
 class RunDirError(Exception):
@@ -138,3 +144,22 @@ def load_run(run_dir: str | Path) -> Run:
         first_line = str(error).strip().splitlines()[0]
         raise RunDirError(f"{path / WEIGHTS_FILE} does not match {CONFIG_FILE}: {first_line}") from None
     return Run(path, config, model, json.loads((path / SUMMARY_FILE).read_text()))
+
+
+def write_attack_table(run_dir: str | Path, report: dict[str, Any]) -> None:
+    """Writes a robustness report: all of it as JSON, its ``rows`` as CSV."""
+    run_dir = Path(run_dir)
+    rows = report["rows"]
+    table = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    _write_atomically(run_dir / ATTACKS_CSV, table.getvalue())
+    _write_atomically(run_dir / ATTACKS_JSON, json.dumps(report, indent=2) + "\n")
+
+
+def read_attack_table(run_dir: str | Path) -> dict[str, Any] | None:
+    """The robustness report of a run, or ``None`` if it was never attacked."""
+    path = Path(run_dir) / ATTACKS_JSON
+    return json.loads(path.read_text()) if path.is_file() else None

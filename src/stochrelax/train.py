@@ -6,6 +6,19 @@ it equals cross-entropy of one noisy pass), computed with log-sum-exp. Sign unit
 trained with the score-function estimator add (L − b)·∇ log p(y) with a moving-
 average baseline b (:mod:`stochrelax.estimators`).
 
+Adversarial training (``train.adversarial.method``) is a strategy that may change the
+data of each epoch and each batch (:data:`ADVERSARIAL_TRAINING`):
+
+- ``fgsm_mixture`` (thesis 5.3): train on the clean set together with an FGSM(eps) copy
+  of it, rebuilt from the current model every ``regenerate_every`` epochs. The thesis
+  does not say where the first copy comes from; an untrained network's FGSM examples are
+  just sign noise, so epoch 1 trains on clean data and the copy is built at the start of
+  epochs 2, 2 + regenerate_every, …;
+- ``pgd`` (Madry et al. 2018): replace every batch by PGD adversarial examples.
+
+Adversarial examples are generated in eval mode (BatchNorm running statistics, noise on,
+one noise draw), so the attack does not update BatchNorm statistics.
+
 :func:`fit` is the loop over tensors; :func:`train_run` wraps it with a run
 directory, seeding and data loading.
 """
@@ -28,11 +41,13 @@ from stochrelax.config import RunConfig, TrainConfig
 from stochrelax.data import FashionMNIST, batches
 from stochrelax.estimators import MovingAverageBaseline, score_function_surrogate
 from stochrelax.evaluate import evaluate_model
-from stochrelax.models import build_model, collect_log_prob, predictive_log_prob, sample_logits
+from stochrelax.models import build_model, collect_log_prob, evaluating, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
 from stochrelax import runs
+from stochrelax.attacks import FGSM, PGD
 
-__all__ = ["EpochMetrics", "TrainingDiverged", "fit", "train_run"]
+__all__ = ["EpochMetrics", "TrainingDiverged", "CleanTraining", "FGSMMixture", "PGDTraining",
+           "ADVERSARIAL_TRAINING", "fit", "train_run"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,15 +73,72 @@ class EpochMetrics:
                 f"{self.train_seconds:.1f}s (+{self.eval_seconds:.1f}s eval)")
 
 
+class CleanTraining:
+    """No adversarial examples: every epoch sees the training set as it is."""
+
+    def epoch_data(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                   epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images (uint8 as stored or float pixels) and labels of epoch ``epoch`` (from 1)."""
+        return images, labels
+
+    def perturb(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The pixels actually trained on for one batch."""
+        return images
+
+
+class FGSMMixture(CleanTraining):
+    """Thesis 5.3: clean set ∪ FGSM(eps) set, rebuilt from the current model every ``regenerate_every`` epochs.
+
+    Epoch 1 is clean (there is no trained model to attack yet); the FGSM set is built at
+    the start of epochs 2, 2 + regenerate_every, … . Mixed epochs have twice as many
+    examples as the clean set.
+    """
+
+    def __init__(self, eps: float, regenerate_every: int, batch_size: int = 1000) -> None:
+        self.eps, self.regenerate_every, self.batch_size = eps, regenerate_every, batch_size
+        self.adversarial: torch.Tensor | None = None  # (N, 1, 28, 28) float pixels
+
+    def epoch_data(self, model, images, labels, epoch):
+        if epoch == 1:
+            return images, labels
+        if self.adversarial is None or (epoch - 2) % self.regenerate_every == 0:
+            with evaluating(model):
+                attack = FGSM(model, self.eps)
+                self.adversarial = torch.cat([attack(x, y) for x, y in batches(images, labels, self.batch_size,
+                                                                                  shuffle=False)])
+        clean = images.to(torch.float32) / 255.0
+        return torch.cat([clean, self.adversarial]), torch.cat([labels, labels])
+
+
+class PGDTraining(CleanTraining):
+    """Madry et al. 2018: every batch is replaced by its PGD adversarial examples (random start)."""
+
+    def __init__(self, eps: float, steps: int, step_size: float | None = None) -> None:
+        self.eps, self.steps, self.step_size = eps, steps, step_size
+
+    def perturb(self, model, images, labels):
+        with evaluating(model):
+            return PGD(model, self.eps, self.steps, self.step_size)(images, labels)
+
+
+ADVERSARIAL_TRAINING = {
+    None: lambda config, train: CleanTraining(),
+    "fgsm_mixture": lambda config, train: FGSMMixture(config.eps, config.regenerate_every, train.eval_batch_size),
+    "pgd": lambda config, train: PGDTraining(config.eps, config.pgd_steps, config.pgd_step_size),
+}
+
+
 def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                  labels: torch.Tensor, config: TrainConfig, order: torch.Generator,
-                 baseline: MovingAverageBaseline, description: str, progress: bool) -> tuple[float, float]:
+                 baseline: MovingAverageBaseline, strategy: CleanTraining, description: str,
+                 progress: bool) -> tuple[float, float]:
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     steps = math.ceil(images.shape[0] / config.batch_size)
     for batch_images, batch_labels in tqdm(batches(images, labels, config.batch_size, shuffle=True, generator=order),
                                            total=steps, desc=description, leave=False, disable=not progress):
+        batch_images = strategy.perturb(model, batch_images, batch_labels)
         logits = sample_logits(model, batch_images, config.train_samples)  # (K, B, classes)
         draws, batch = logits.shape[:2]
         log_prob = predictive_log_prob(logits)  # (B, classes)
@@ -103,11 +175,13 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
     order = torch.Generator().manual_seed(config.seed)
     baseline = MovingAverageBaseline(config.score_baseline_decay)
+    strategy = ADVERSARIAL_TRAINING[config.adversarial.method](config.adversarial, config)
     history = []
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
-        train_loss, train_accuracy = _train_epoch(model, optimizer, train_images, train_labels, config, order,
-                                                  baseline, f"epoch {epoch}/{config.epochs}", progress)
+        epoch_images, epoch_labels = strategy.epoch_data(model, train_images, train_labels, epoch)
+        train_loss, train_accuracy = _train_epoch(model, optimizer, epoch_images, epoch_labels, config, order,
+                                                  baseline, strategy, f"epoch {epoch}/{config.epochs}", progress)
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}; "
                                    "lower train.lr or the noise std")

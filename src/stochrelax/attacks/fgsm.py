@@ -110,7 +110,10 @@ class IterativeFGSM:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_images(images, labels)
-        targets = self.targets(images, labels)
+        return self.toward(images, self.targets(images, labels))
+
+    def toward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Adversarial images pulled towards the given (B,) target classes."""
         adversarial = images.clone()
         for _ in range(self.steps):
             gradient = expected_gradient(self.model, adversarial, targets, targeted_cross_entropy_loss,
