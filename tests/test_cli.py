@@ -162,15 +162,43 @@ def test_device_cuda_without_cuda_is_a_one_line_error(command, real_data_dir, tm
     assert not (tmp_path / "run").exists()
 
 
+# --- attack ------------------------------------------------------------------------------------
+
+def test_attack_prints_the_table_and_writes_it_to_the_run(trained, real_data_dir, capsys):
+    out = trained[0]
+    status = main(["attack", str(out), "--attack", "fgsm,missing", "--eps", "0,0.1", "--p", "0.2", "--limit", "50",
+                   "--no-convergence-check", "--no-progress", "--data-dir", str(real_data_dir), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert (status, captured.err) == (0, "")
+    lines = captured.out.splitlines()
+    assert re.fullmatch(rf"{re.escape(str(out))}: clean accuracy \d+\.\d% on 50 test images", lines[0])
+    assert lines[1].split() == ["attack", "budget", "EOT", "accuracy", "single", "draw", "success", "L-inf", "L2",
+                                "seconds"]
+    assert [line.split()[:2] for line in lines[3:6]] == [["fgsm", "eps=0"], ["fgsm", "eps=0.1"], ["missing", "p=0.2"]]
+    assert (out / runs.ATTACKS_CSV).is_file() and (out / runs.ATTACKS_JSON).is_file()
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--attack", "deepfool"], "valid: fgsm"),
+    (["--eps", "-0.1"], "--eps"),
+    (["--eps", "0.1,abc"], "comma-separated numbers"),
+    (["--p", "1.0"], "--p"),
+], ids=["unknown_attack", "negative_eps", "not_a_number", "p_of_one"])
+def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsys):
+    assert_one_line_error(main(["attack", str(trained[0]), *argv]), capsys.readouterr().err, fragment)
+
+
 # --- help --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("argv", "mentions"), [
-    ([], ["train", "evaluate", "data", "--version"]),
+    ([], ["train", "evaluate", "attack", "data", "--version"]),
     (["train"], ["config", "--out", "--epochs", "--seed", "--train-limit", "--test-limit", "--overwrite",
                  "--no-progress", "--data-dir", "--device"]),
     (["evaluate"], ["RUN_DIR", "--samples", "--seed", "--test-limit", "--data-dir", "--device"]),
+    (["attack"], ["RUN_DIR", "--attack", "--eps", "--p", "--eot", "--samples", "--limit", "--seed", "apgd-ce",
+                  "square", "missing"]),
     (["data", "info"], ["--data-dir", "--json"]),
-], ids=["top_level", "train", "evaluate", "data_info"])
+], ids=["top_level", "train", "evaluate", "attack", "data_info"])
 def test_help_exits_zero_and_lists_the_arguments(argv, mentions, capsys):
     with pytest.raises(SystemExit) as caught:
         main([*argv, "--help"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Callable
 
@@ -110,6 +111,10 @@ def format_attack_table(rows: list) -> str:
 
 
 def _attack(args: argparse.Namespace) -> None:
+    if args.eps is not None and not all(0.0 <= eps <= 1.0 for eps in args.eps):
+        raise UsageError(f"--eps: budgets are L-inf distances in [0, 1] pixel units, got {list(args.eps)}")
+    if args.p is not None and not all(0.0 <= p < 1.0 for p in args.p):
+        raise UsageError(f"--p: missing-feature ratios must be in [0, 1), got {list(args.p)}")
     device = resolve_device(args.device)
     run = load_run(args.run_dir)
     data = load_fashion_mnist(args.data_dir).limit(test_limit=args.limit)
@@ -147,8 +152,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps help text without breaking names like ``apgd-ce`` at their hyphen."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument as a :class:`UsageError`: one line, exit status 2, like every other error."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, formatter_class=_HelpFormatter, **kwargs)
+
+    def error(self, message: str) -> None:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stochrelax",
         description="Stochastic neurons (noise in pre-activations), trained on Fashion-MNIST, "
                     "and their adversarial robustness.")
@@ -227,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stochrelax`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         args.handler(args)
     except USER_ERRORS as error:
         print(f"stochrelax: error: {error}", file=sys.stderr)
