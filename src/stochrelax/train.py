@@ -192,6 +192,7 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
+    optimizer.zero_grad(set_to_none=True)
     return history
 
 

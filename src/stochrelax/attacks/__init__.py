@@ -3,30 +3,45 @@
 One attack per class; each is called as ``attack(images, labels) -> adversarial
 images``. EOT, projection, random start and the losses are functions in
 :mod:`stochrelax.attacks.core` that the attacks compose. :data:`ATTACKS` maps the
-command-line names to factories ``(model, **settings) -> attack``; each attack class
-names its budget (``eps`` or ``p``) in ``budget_name``.
+command-line names to an :class:`AttackInfo`: how to build the attack and what it takes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from stochrelax.attacks.apgd import APGD
 from stochrelax.attacks.core import Attack
 from stochrelax.attacks.fgsm import FGSM, IterativeFGSM
 from stochrelax.attacks.missing import MissingFeatures
 from stochrelax.attacks.pgd import PGD
+from stochrelax.attacks.square import Square
 
-__all__ = ["Attack", "ATTACKS", "FGSM", "IterativeFGSM", "MissingFeatures", "PGD", "make_attack"]
+__all__ = ["APGD", "Attack", "AttackInfo", "ATTACKS", "FGSM", "IterativeFGSM", "MissingFeatures", "PGD",
+           "Square", "make_attack"]
 
-AttackFactory = Callable[..., Attack]
 
-ATTACKS: dict[str, AttackFactory] = {
-    "fgsm": FGSM,
-    "ifgsm-ll": IterativeFGSM,
-    "pgd": PGD,
-    "missing": lambda model, **settings: MissingFeatures(**settings),
+@dataclass(frozen=True)
+class AttackInfo:
+    """How to build a registered attack and what it takes."""
+
+    factory: Callable[..., Attack]  # (model, **settings) -> attack
+    budget_name: str  # keyword of its budget: "eps" (L∞, pixels) or "p" (missing-feature ratio)
+    eot_argument: str | None  # keyword taking the number of noise draws; None: the model is not queried
+    gradient_based: bool  # follows input gradients (so gradient masking can fool it)
+
+
+ATTACKS: dict[str, AttackInfo] = {
+    "fgsm": AttackInfo(FGSM, "eps", "eot_samples", True),
+    "ifgsm-ll": AttackInfo(IterativeFGSM, "eps", "eot_samples", True),
+    "pgd": AttackInfo(PGD, "eps", "eot_samples", True),
+    "apgd-ce": AttackInfo(lambda model, **settings: APGD(model, loss="ce", **settings), "eps", "eot_samples", True),
+    "apgd-dlr": AttackInfo(lambda model, **settings: APGD(model, loss="dlr", **settings), "eps", "eot_samples", True),
+    "square": AttackInfo(Square, "eps", "samples", False),
+    "missing": AttackInfo(lambda model, **settings: MissingFeatures(**settings), "p", None, False),
 }
 
 
@@ -38,4 +53,4 @@ def make_attack(name: str, model: torch.nn.Module, **settings: Any) -> Attack:
     """
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
-    return ATTACKS[name](model, **settings)
+    return ATTACKS[name].factory(model, **settings)

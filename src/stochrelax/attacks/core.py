@@ -56,6 +56,8 @@ def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     Invariant to shifting and rescaling the logits, so it does not saturate like
     cross-entropy on overconfident models. Needs at least 3 classes.
     """
+    if logits.shape[1] < 3:
+        raise ValueError(f"the DLR loss needs at least 3 classes, got {logits.shape[1]}")
     sorted_logits, _ = logits.sort(dim=1, descending=True)  # (N, C)
     true_logit = logits.gather(1, labels[:, None]).squeeze(1)  # (N,)
     top_is_true = sorted_logits[:, 0] == true_logit
@@ -89,7 +91,8 @@ def expected_gradient(model: torch.nn.Module, images: torch.Tensor, labels: torc
         images: (B, C, H, W) points at which to differentiate.
         labels: (B,) labels (or targets) passed to ``loss_fn``.
         loss_fn: per-example loss to maximise.
-        eot_samples: K; 1 is a plain gradient.
+        eot_samples: K; 1 is a plain gradient. The K draws are computed even for a
+            deterministic model (this function cannot know what randomness a model hides).
         max_rows: most rows per forward pass; K·B rows are split over passes above it.
     """
     if eot_samples < 1:
@@ -131,5 +134,5 @@ def check_images(images: torch.Tensor, labels: torch.Tensor) -> None:
     if images.dim() != 4 or labels.shape != images.shape[:1]:
         raise ValueError(f"expected images (B, C, H, W) and labels (B,), got {tuple(images.shape)} "
                          f"and {tuple(labels.shape)}")
-    if images.numel() and (images.min() < 0 or images.max() > 1):
-        raise ValueError("images must be in [0, 1] pixel space (normalisation belongs inside the model)")
+    if images.numel() and not (images.min() >= 0 and images.max() <= 1):  # also false for NaN
+        raise ValueError("images must be in [0, 1] pixel space, without NaN (normalisation belongs inside the model)")

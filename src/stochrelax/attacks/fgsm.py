@@ -90,6 +90,10 @@ class IterativeFGSM:
                  eot_samples: int = 1) -> None:
         if isinstance(target, str) and target != "least_likely":
             raise ValueError(f"target must be 'least_likely', a class index or a tensor of classes, got {target!r}")
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if not step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {step_size}")
         self.model, self.eps, self.step_size = model, check_eps(eps), float(step_size)
         self.steps = kurakin_steps(self.eps) if steps is None else int(steps)
         self.target, self.eot_samples = target, eot_samples
