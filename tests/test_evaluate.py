@@ -98,7 +98,7 @@ def test_merge_rows_replaces_rows_measured_again() -> None:
         return AttackResult(attack, "eps", budget, 1, 1, accuracy, accuracy, 0.0, 0.0, budget, 0.0, 0.0, 10)
 
     merged = merge_rows([result("pgd", 0.1, 0.5), result("fgsm", 0.1, 0.6)], [result("pgd", 0.1, 0.4)])
-    assert [(r.attack, r.accuracy) for r in merged] == [("fgsm", 0.6), ("pgd", 0.4)]
+    assert [(r.attack, r.accuracy) for r in merged] == [("fgsm", 0.6), ("pgd", 0.4)]  # registry order
 
 
 def test_attack_run_writes_and_merges_the_table(fashion_mnist, relu_victim, tmp_path) -> None:

@@ -289,13 +289,14 @@ def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch
 
 
 def merge_rows(old: Sequence[AttackResult], new: Sequence[AttackResult]) -> list[AttackResult]:
-    """``old`` rows not measured again, then ``new``; sorted by attack, budget and EOT samples."""
+    """``old`` rows not measured again, then ``new``; sorted by attack (registry order), budget and EOT samples."""
     def key(row: AttackResult) -> tuple:
         return row.attack, row.budget_name, row.budget, row.eot_samples, row.prediction_samples
 
     merged = {key(row): row for row in old}
     merged.update((key(row), row) for row in new)
-    return sorted(merged.values(), key=lambda row: (row.attack, row.budget, row.eot_samples))
+    order = list(ATTACKS)
+    return sorted(merged.values(), key=lambda row: (order.index(row.attack), row.budget, row.eot_samples))
 
 
 def attack_run(run: Run, data: FashionMNIST, *, attacks: Sequence[str] = THESIS_ATTACKS,

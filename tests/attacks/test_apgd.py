@@ -14,36 +14,11 @@ from stochrelax.attacks import APGD, PGD, make_attack
 from stochrelax.attacks.apgd import apgd_checkpoints
 from stochrelax.attacks.core import dlr_loss, random_start
 from stochrelax.rng import seeded
-
-N = 100  # victim images used per test (the first N of the 200 test images)
-
-
-def _first(victim, n: int = N):
-    return victim.model, victim.images[:n], victim.labels[:n]
-
-
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    return (model(images).argmax(dim=1) == labels).float().mean().item()
-
-
-@torch.no_grad()
-def _mean_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, draws: int = 8,
-                   seed: int = 123) -> float:
-    """Accuracy averaged over ``draws`` single-draw predictions, with fixed noise (common random numbers)."""
-    with seeded(seed):
-        return float(np.mean([(model(images).argmax(dim=1) == labels).float().mean().item() for _ in range(draws)]))
+from tests.attacks.support import N, accuracy, assert_in_budget, first_images, mean_accuracy
 
 
 def _apgd(model: torch.nn.Module, eps: float, loss: str = "ce", steps: int = 20, seed: int = 0, **settings) -> APGD:
     return APGD(model, eps=eps, loss=loss, steps=steps, generator=torch.Generator().manual_seed(seed), **settings)
-
-
-def _assert_in_budget(adversarial: torch.Tensor, images: torch.Tensor, eps: float) -> None:
-    assert adversarial.shape == images.shape and adversarial.dtype == images.dtype
-    assert not adversarial.requires_grad
-    assert bool((adversarial >= images - eps).all()) and bool((adversarial <= images + eps).all())
-    assert bool((adversarial >= 0).all()) and bool((adversarial <= 1).all())
 
 
 def test_checkpoints_are_the_papers() -> None:
@@ -62,19 +37,19 @@ def test_checkpoints_are_the_papers() -> None:
 @given(eps=st.one_of(st.just(0.0), st.floats(0.0, 0.5, allow_nan=False)), loss=st.sampled_from(["ce", "dlr"]),
        steps=st.integers(1, 4), seed=st.integers(0, 1000))
 def test_budget_is_exact(relu_victim, eps: float, loss: str, steps: int, seed: int) -> None:
-    model, images, labels = _first(relu_victim, 16)
-    _assert_in_budget(_apgd(model, eps, loss, steps, seed)(images, labels), images, eps)
+    model, images, labels = first_images(relu_victim, 16)
+    assert_in_budget(_apgd(model, eps, loss, steps, seed)(images, labels), images, eps)
 
 
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
 def test_zero_budget_returns_the_images(relu_victim, loss: str) -> None:
-    model, images, labels = _first(relu_victim, 16)
+    model, images, labels = first_images(relu_victim, 16)
     adversarial = _apgd(model, 0.0, loss, steps=3)(images, labels)
     assert torch.equal(adversarial, images) and adversarial.data_ptr() != images.data_ptr()
 
 
 def test_one_step_is_the_2eps_sign_step_and_the_right_point_is_returned(relu_victim) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     eps = 0.03
     start = random_start(images, eps, torch.Generator().manual_seed(3))
     leaf = start.clone().requires_grad_(True)
@@ -93,9 +68,9 @@ def test_one_step_is_the_2eps_sign_step_and_the_right_point_is_returned(relu_vic
 
 
 def test_apgd_ce_is_at_least_as_strong_as_pgd_and_near_zero(relu_victim) -> None:
-    model, images, labels = _first(relu_victim)
-    apgd = _accuracy(model, _apgd(model, 0.1, steps=30)(images, labels), labels)
-    pgd = _accuracy(model, PGD(model, eps=0.1, steps=20, generator=torch.Generator().manual_seed(0))(images, labels),
+    model, images, labels = first_images(relu_victim)
+    apgd = accuracy(model, _apgd(model, 0.1, steps=30)(images, labels), labels)
+    pgd = accuracy(model, PGD(model, eps=0.1, steps=20, generator=torch.Generator().manual_seed(0))(images, labels),
                     labels)
     # Measured: clean 0.68, PGD-20 0.07, APGD-CE-30 0.06 (0.05 after 200 APGD steps of either loss).
     assert apgd <= pgd + 0.02, (apgd, pgd)
@@ -103,25 +78,25 @@ def test_apgd_ce_is_at_least_as_strong_as_pgd_and_near_zero(relu_victim) -> None
 
 
 def test_apgd_dlr_is_far_below_clean(relu_victim) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     adversarial = _apgd(model, 0.1, "dlr")(images, labels)
     # Measured: clean 0.68, APGD-DLR-20 0.08.
-    assert _accuracy(model, adversarial, labels) < 0.2
-    _assert_in_budget(adversarial, images, 0.1)
+    assert accuracy(model, adversarial, labels) < 0.2
+    assert_in_budget(adversarial, images, 0.1)
 
 
 def test_accuracy_falls_as_eps_grows(relu_victim) -> None:
-    model, images, labels = _first(relu_victim)
-    accuracies = [_accuracy(model, _apgd(model, eps, steps=10)(images, labels), labels) for eps in (0.02, 0.05, 0.1)]
+    model, images, labels = first_images(relu_victim)
+    accuracies = [accuracy(model, _apgd(model, eps, steps=10)(images, labels), labels) for eps in (0.02, 0.05, 0.1)]
     # Measured: 0.53, 0.29, 0.07 (clean 0.68).
-    assert _accuracy(model, images, labels) > accuracies[0] > accuracies[1] > accuracies[2], accuracies
+    assert accuracy(model, images, labels) > accuracies[0] > accuracies[1] > accuracies[2], accuracies
 
 
 def test_apgd_ce_is_not_weaker_than_art(relu_victim) -> None:
     from art.attacks.evasion import AutoProjectedGradientDescent
     from art.estimators.classification import PyTorchClassifier
 
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     eps, steps = 0.05, 20
     # A copy: ART back-propagates into the parameters' .grad of the model it wraps.
     classifier = PyTorchClassifier(model=copy.deepcopy(model), loss=torch.nn.CrossEntropyLoss(),
@@ -136,35 +111,35 @@ def test_apgd_ce_is_not_weaker_than_art(relu_victim) -> None:
     finally:
         np.random.set_state(state)
     ours = _apgd(model, eps, steps=steps)(images, labels)
-    ours_accuracy, art_accuracy = _accuracy(model, ours, labels), _accuracy(model, art, labels)
+    ours_accuracy, art_accuracy = accuracy(model, ours, labels), accuracy(model, art, labels)
     # Different random starts, so single images may end on different sides of the boundary.
     # Measured over seeds 0-2: ART 0.24-0.25, ours 0.24-0.25 (at eps 0.1: ART 0.05-0.08, ours
     # 0.06-0.07). 3 pp (three images) is above that seed-to-seed spread; stronger is fine.
     assert ours_accuracy <= art_accuracy + 0.03, (ours_accuracy, art_accuracy)
-    _assert_in_budget(ours, images, eps)
+    assert_in_budget(ours, images, eps)
 
 
 def test_apgd_with_bpda_defeats_score_function_sign_units(sign_score_victim) -> None:
-    model, images, labels = _first(sign_score_victim)
+    model, images, labels = first_images(sign_score_victim)
     eps = 0.2
     with seeded(2):
         adversarial = _apgd(model, eps, steps=10, eot_samples=2)(images, labels)
     noise = random_start(images, eps, torch.Generator().manual_seed(5))  # a random point of the same ball
-    clean, attacked, random = (_mean_accuracy(model, x, labels) for x in (images, adversarial, noise))
+    clean, attacked, random = (mean_accuracy(model, x, labels) for x in (images, adversarial, noise))
     # Measured: clean 0.24, random noise 0.23, APGD 0.14 (8 draws each). Zero gradients would
     # leave APGD at its random start, as accurate as the random noise.
     assert attacked < 0.7 * clean, (clean, attacked)
     assert attacked < random - 0.05, (random, attacked)
-    _assert_in_budget(adversarial, images, eps)
+    assert_in_budget(adversarial, images, eps)
 
 
 def test_eot_is_at_least_as_strong_as_a_single_draw(stochastic_victim) -> None:
-    model, images, labels = _first(stochastic_victim, 50)
+    model, images, labels = first_images(stochastic_victim, 50)
     accuracies = {}
     for eot_samples in (1, 8):
         with seeded(2):
             adversarial = _apgd(model, 0.1, steps=10, eot_samples=eot_samples)(images, labels)
-        accuracies[eot_samples] = _mean_accuracy(model, adversarial, labels, draws=16)
+        accuracies[eot_samples] = mean_accuracy(model, adversarial, labels, draws=16)
     # Each accuracy is a mean of 50 · 16 single-draw predictions: standard error ≈ 0.016 at
     # p ≈ 0.3, so 0.03 allows about two standard errors of the difference of the two
     # estimates. Measured: clean 0.62, one draw 0.35, eight draws 0.28.
@@ -172,7 +147,7 @@ def test_eot_is_at_least_as_strong_as_a_single_draw(stochastic_victim) -> None:
 
 
 def test_apgd_is_reproducible_with_a_generator(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     with seeded(1):
         first = _apgd(model, 0.05, steps=3, seed=7)(images, labels)
     with seeded(2):  # the global generator must not matter
@@ -182,18 +157,18 @@ def test_apgd_is_reproducible_with_a_generator(relu_victim) -> None:
 
 
 def test_apgd_works_inside_no_grad(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     outside = _apgd(model, 0.05, steps=3)(images, labels)
     with torch.no_grad():
         inside = _apgd(model, 0.05, steps=3)(images, labels)
     assert torch.equal(inside, outside)
-    assert _accuracy(model, inside, labels) < _accuracy(model, images, labels)
+    assert accuracy(model, inside, labels) < accuracy(model, images, labels)
 
 
 @pytest.mark.parametrize("victim", ["relu_victim", "sign_score_victim"])
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
 def test_apgd_leaves_model_mode_and_parameter_grads_alone(request, victim: str, loss: str) -> None:
-    model, images, labels = _first(request.getfixturevalue(victim), 8)
+    model, images, labels = first_images(request.getfixturevalue(victim), 8)
     model = copy.deepcopy(model).train()
     model.blocks.block1.eval()  # a mix of modes, so a reset to either one shows
     for index, parameter in enumerate(model.parameters()):
@@ -226,11 +201,11 @@ def test_dlr_needs_three_classes() -> None:
     images, labels = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0])
     with pytest.raises(ValueError, match="at least 3 classes"):
         APGD(two_classes, eps=0.1, loss="dlr", steps=2)(images, labels)
-    _assert_in_budget(APGD(two_classes, eps=0.1, loss="ce", steps=2)(images, labels), images, 0.1)
+    assert_in_budget(APGD(two_classes, eps=0.1, loss="ce", steps=2)(images, labels), images, 0.1)
 
 
 def test_images_outside_pixel_range_are_refused(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 4)
+    model, images, labels = first_images(relu_victim, 4)
     with pytest.raises(ValueError, match="pixel"):
         APGD(model, steps=1)(images * 2 - 0.5, labels)
 

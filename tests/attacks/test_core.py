@@ -21,25 +21,9 @@ from stochrelax.config import parse_config
 from stochrelax.layers import StochasticActivation
 from stochrelax.models import build_model
 from stochrelax.rng import seeded
+from tests.attacks.support import N, assert_untouched, snapshot
 
-N = 100  # victim images used per test (the first N of the 200 test images)
 FEW = settings(max_examples=25, deadline=None, database=None, derandomize=True)
-
-
-def _snapshot(model: torch.nn.Module):
-    """Training flag of every submodule and a copy of every parameter's .grad (or None)."""
-    modes = [module.training for module in model.modules()]
-    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
-    return modes, grads
-
-
-def _assert_untouched(model: torch.nn.Module, before) -> None:
-    modes, grads = _snapshot(model)
-    assert modes == before[0], "the attack changed the train/eval mode of some module"
-    for after, previous in zip(grads, before[1]):
-        assert (after is None) == (previous is None), "the attack created or removed a parameter .grad"
-        if after is not None:
-            assert torch.equal(after, previous), "the attack changed a parameter .grad"
 
 
 def _estimators(model: torch.nn.Module) -> list[str | None]:
@@ -245,13 +229,13 @@ def test_bpda_gives_an_input_gradient_through_score_function_sign_units(sign_sco
         seen.append(_estimators(model))
         return cross_entropy_loss(logits, targets)
 
-    before = _snapshot(model)
+    before = snapshot(model)
     with seeded(0):
         estimate = expected_gradient(model, images, labels, recording_loss, eot_samples=2)
     assert (estimate.gradient.flatten(1).abs().sum(dim=1) > 0).all(), "an image got a zero BPDA gradient"
     assert seen and all(set(s) == {"ste"} for s in seen), "units did not differentiate through the proxy"
     assert set(_estimators(model)) == {"score"}, "estimators not restored to 'score'"
-    _assert_untouched(model, before)
+    assert_untouched(model, before)
 
 
 def test_estimators_are_restored_even_when_the_loss_raises(sign_score_victim) -> None:
@@ -269,11 +253,11 @@ def test_estimators_are_restored_even_when_the_loss_raises(sign_score_victim) ->
 def test_expected_gradient_leaves_mode_and_parameter_grads_alone_on_the_victims(request, victim: str) -> None:
     fixture = request.getfixturevalue(victim)
     model = fixture.model  # training left (zeroed) .grad tensors on its parameters: they must not change
-    before = _snapshot(model)
+    before = snapshot(model)
     assert not any(before[0]), "victims are in eval mode"
     with seeded(0):
         expected_gradient(model, fixture.images[:8], fixture.labels[:8], cross_entropy_loss, eot_samples=2)
-    _assert_untouched(model, before)
+    assert_untouched(model, before)
     # And on a copy without any .grad, none appears.
     fresh = copy.deepcopy(model)
     for parameter in fresh.parameters():
@@ -289,10 +273,10 @@ def test_expected_gradient_does_not_switch_a_training_model_to_eval() -> None:
     with seeded(0):
         model = build_model(config.model)  # fresh modules are in train mode
         images = torch.rand(4, 1, 28, 28)
-        before = _snapshot(model)
+        before = snapshot(model)
         estimate = expected_gradient(model, images, torch.tensor([0, 1, 2, 3]), cross_entropy_loss, eot_samples=3)
     assert all(before[0])
-    _assert_untouched(model, before)
+    assert_untouched(model, before)
     assert all(p.grad is None for p in model.parameters())
     assert set(_estimators(model)) == {"score"}
     assert estimate.gradient.shape == images.shape

@@ -10,32 +10,7 @@ import torch.nn.functional as F
 from stochrelax.attacks import FGSM, IterativeFGSM
 from stochrelax.attacks.fgsm import kurakin_steps
 from stochrelax.rng import seeded
-
-N = 100  # victim images used per test (the first N of the 200 test images)
-
-
-def _first(victim, n: int = N):
-    return victim.model, victim.images[:n], victim.labels[:n]
-
-
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    return (model(images).argmax(dim=1) == labels).float().mean().item()
-
-
-@torch.no_grad()
-def _mean_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, draws: int = 8,
-                   seed: int = 123) -> float:
-    """Accuracy averaged over ``draws`` single-draw predictions, with fixed noise (common random numbers)."""
-    with seeded(seed):
-        return float(np.mean([(model(images).argmax(dim=1) == labels).float().mean().item() for _ in range(draws)]))
-
-
-def _assert_in_budget(adversarial: torch.Tensor, images: torch.Tensor, eps: float) -> None:
-    assert adversarial.shape == images.shape and adversarial.dtype == images.dtype
-    assert not adversarial.requires_grad
-    assert bool((adversarial >= images - eps).all()) and bool((adversarial <= images + eps).all())
-    assert bool((adversarial >= 0).all()) and bool((adversarial <= 1).all())
+from tests.attacks.support import accuracy, assert_in_budget, first_images, mean_accuracy
 
 
 def _plain_gradient(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -58,56 +33,56 @@ def art_classifier(relu_victim):
 
 @pytest.mark.parametrize("eps", [0.03, 0.1])
 def test_fgsm_is_the_closed_form_step(relu_victim, eps: float) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     expected = (images + eps * _plain_gradient(model, images, labels).sign()).clamp(0, 1)
     adversarial = FGSM(model, eps=eps)(images, labels)
     assert torch.equal(adversarial, expected)
-    _assert_in_budget(adversarial, images, eps)
+    assert_in_budget(adversarial, images, eps)
 
 
 @pytest.mark.parametrize("eps", [0.03, 0.1])
 def test_fgsm_matches_art_fast_gradient_method(relu_victim, art_classifier, eps: float) -> None:
     from art.attacks.evasion import FastGradientMethod
 
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     ours = FGSM(model, eps=eps)(images, labels)
     art = torch.from_numpy(FastGradientMethod(art_classifier, norm=np.inf, eps=eps)
                            .generate(images.numpy(), y=labels.numpy()))
     # Measured: identical images and accuracies (0.50 at eps 0.03, 0.23 at eps 0.1 on 100 images).
-    assert abs(_accuracy(model, ours, labels) - _accuracy(model, art, labels)) <= 0.01
+    assert abs(accuracy(model, ours, labels) - accuracy(model, art, labels)) <= 0.01
     assert (ours - art).abs().max().item() <= 1e-6
-    assert _accuracy(model, ours, labels) < _accuracy(model, images, labels)
+    assert accuracy(model, ours, labels) < accuracy(model, images, labels)
 
 
 def test_fgsm_accuracy_falls_with_eps_and_never_exceeds_clean(relu_victim) -> None:
-    model, images, labels = _first(relu_victim)
-    clean = _accuracy(model, images, labels)
+    model, images, labels = first_images(relu_victim)
+    clean = accuracy(model, images, labels)
     epsilons = [0.0, 0.02, 0.05, 0.1, 0.2]
     adversarial = {eps: FGSM(model, eps=eps)(images, labels) for eps in epsilons}
-    accuracies = [_accuracy(model, adversarial[eps], labels) for eps in epsilons]
+    accuracies = [accuracy(model, adversarial[eps], labels) for eps in epsilons]
     # Measured: 0.68, 0.54, 0.41, 0.23, 0.11.
     assert torch.equal(adversarial[0.0], images) and accuracies[0] == clean
     assert all(a <= clean for a in accuracies)
     assert all(later <= earlier for earlier, later in zip(accuracies, accuracies[1:])), accuracies
     assert accuracies[-1] < clean - 0.3
     for eps in epsilons:
-        _assert_in_budget(adversarial[eps], images, eps)
+        assert_in_budget(adversarial[eps], images, eps)
 
 
 def test_eot_fgsm_is_at_least_as_strong_as_single_draw_fgsm(stochastic_victim) -> None:
-    model, images, labels = _first(stochastic_victim)
+    model, images, labels = first_images(stochastic_victim)
     eps = 0.1
     with seeded(0):
         single = FGSM(model, eps=eps)(images, labels)
         eot = FGSM(model, eps=eps, eot_samples=16)(images, labels)
-    clean_accuracy = _mean_accuracy(model, images, labels)
-    single_accuracy, eot_accuracy = _mean_accuracy(model, single, labels), _mean_accuracy(model, eot, labels)
+    clean_accuracy = mean_accuracy(model, images, labels)
+    single_accuracy, eot_accuracy = mean_accuracy(model, single, labels), mean_accuracy(model, eot, labels)
     # Each accuracy is a mean over 8 × 100 stochastic predictions: standard error ≤ sqrt(0.25/800) ≈ 1.8 pp,
     # less with the common noise draws used here. Measured ≈ 0.65 clean, 0.41 single, 0.32 EOT.
     tolerance = 0.03
     assert eot_accuracy <= single_accuracy + tolerance, (clean_accuracy, single_accuracy, eot_accuracy)
     assert eot_accuracy < clean_accuracy - 0.15
-    _assert_in_budget(eot, images, eps)
+    assert_in_budget(eot, images, eps)
 
 
 def _eot_gradient_sign(model: torch.nn.Module, images: torch.Tensor, classes: torch.Tensor, draws: int) -> torch.Tensor:
@@ -119,7 +94,7 @@ def _eot_gradient_sign(model: torch.nn.Module, images: torch.Tensor, classes: to
 
 
 def test_eot_fgsm_is_the_closed_form_step_along_the_mean_gradient(stochastic_victim) -> None:
-    model, images, labels = _first(stochastic_victim, 20)
+    model, images, labels = first_images(stochastic_victim, 20)
     eps, draws = 0.05, 16
     with seeded(4):
         expected = (images + eps * _eot_gradient_sign(model, images, labels, draws)).clamp(0, 1)
@@ -129,7 +104,7 @@ def test_eot_fgsm_is_the_closed_form_step_along_the_mean_gradient(stochastic_vic
 
 
 def test_eot_iterative_fgsm_follows_the_mean_gradient_to_the_target(stochastic_victim) -> None:
-    model, images, labels = _first(stochastic_victim, 10)
+    model, images, labels = first_images(stochastic_victim, 10)
     eps, step, steps, draws = 0.05, 0.01, 3, 4
     with seeded(6):
         with torch.no_grad():  # the target first, from K draws of the clean images, as the attack does
@@ -146,7 +121,7 @@ def test_eot_iterative_fgsm_follows_the_mean_gradient_to_the_target(stochastic_v
 
 
 def test_fgsm_inside_no_grad_and_leaves_the_model_alone(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     modes = [m.training for m in model.modules()]
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     outside = FGSM(model, eps=0.05)(images, labels)
@@ -165,7 +140,7 @@ def test_fgsm_rejects_invalid_eps(relu_victim, eps: float) -> None:
 
 
 def test_fgsm_rejects_images_outside_pixel_range(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 4)
+    model, images, labels = first_images(relu_victim, 4)
     with pytest.raises(ValueError):
         FGSM(model, eps=0.1)(images * 255, labels)
 
@@ -182,7 +157,7 @@ def test_kurakin_step_count(eps: float, steps: int) -> None:
 
 
 def test_iterative_fgsm_defaults_are_kurakins(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     attack = IterativeFGSM(model, eps=0.05)
     assert attack.step_size == pytest.approx(1 / 255) and attack.steps == 15 and attack.target == "least_likely"
     explicit = IterativeFGSM(model, eps=0.05, step_size=1 / 255, steps=15)
@@ -202,7 +177,7 @@ def _least_likely(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 
 def test_least_likely_target_on_a_deterministic_model(relu_victim) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     with torch.no_grad():
         probabilities = torch.softmax(model(images).double(), dim=1)
     targets = IterativeFGSM(model, eps=0.1).targets(images, labels)
@@ -215,7 +190,7 @@ def test_least_likely_target_on_a_deterministic_model(relu_victim) -> None:
 
 
 def test_least_likely_target_uses_the_predictive_distribution_of_a_stochastic_model(stochastic_victim) -> None:
-    model, images, labels = _first(stochastic_victim, 50)
+    model, images, labels = first_images(stochastic_victim, 50)
     draws = 8
     with seeded(5), torch.no_grad():  # the same noise as the attack's single batched pass of K·B rows
         logits = model(images.repeat(draws, 1, 1, 1)).view(draws, len(images), -1)
@@ -226,7 +201,7 @@ def test_least_likely_target_uses_the_predictive_distribution_of_a_stochastic_mo
 
 
 def test_iterative_fgsm_reaches_the_least_likely_class(relu_victim) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     eps = 0.2
     attack = IterativeFGSM(model, eps=eps)
     targets = attack.targets(images, labels)
@@ -236,21 +211,21 @@ def test_iterative_fgsm_reaches_the_least_likely_class(relu_victim) -> None:
         before = (model(images).argmax(dim=1) == targets).float().mean().item()
     assert before == 0.0
     assert reached > 0.8, f"reached the target on {reached:.0%} (measured 96%)"
-    _assert_in_budget(adversarial, images, eps)
+    assert_in_budget(adversarial, images, eps)
 
 
 def test_iterative_fgsm_towards_a_given_target(relu_victim) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     keep = labels != 3
     images, labels = images[keep][:30], labels[keep][:30]
     adversarial = IterativeFGSM(model, eps=0.2, target=3)(images, labels)
     with torch.no_grad():
         assert (model(adversarial).argmax(dim=1) == 3).float().mean().item() > 0.8
-    _assert_in_budget(adversarial, images, 0.2)
+    assert_in_budget(adversarial, images, 0.2)
 
 
 def test_a_target_equal_to_the_true_label_is_refused_with_the_count(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 40)
+    model, images, labels = first_images(relu_victim, 40)
     count = int((labels == 3).sum())
     assert count > 0
     with pytest.raises(ValueError, match=rf"\b{count} of 40\b"):
@@ -269,9 +244,9 @@ def test_an_unknown_target_string_is_refused(relu_victim, target: str) -> None:
 
 @pytest.mark.parametrize("eps", [0.0, 0.01, 0.05, 0.3])
 def test_budget_is_respected_exactly(relu_victim, eps: float) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     for attack in (FGSM(model, eps=eps), IterativeFGSM(model, eps=eps, step_size=0.02, steps=6)):
         adversarial = attack(images, labels)
-        _assert_in_budget(adversarial, images, eps)
+        assert_in_budget(adversarial, images, eps)
         if eps == 0.0:
             assert torch.equal(adversarial, images)

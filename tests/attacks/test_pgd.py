@@ -11,37 +11,7 @@ from hypothesis import strategies as st
 from stochrelax.attacks import FGSM, PGD
 from stochrelax.attacks.core import random_start
 from stochrelax.rng import seeded
-
-N = 100  # victim images used per test (the first N of the 200 test images)
-
-
-def _first(victim, n: int = N):
-    return victim.model, victim.images[:n], victim.labels[:n]
-
-
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    return (model(images).argmax(dim=1) == labels).float().mean().item()
-
-
-@torch.no_grad()
-def _mean_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, draws: int = 8,
-                   seed: int = 123) -> float:
-    """Accuracy averaged over ``draws`` single-draw predictions, with fixed noise (common random numbers)."""
-    with seeded(seed):
-        return float(np.mean([(model(images).argmax(dim=1) == labels).float().mean().item() for _ in range(draws)]))
-
-
-def _assert_in_budget(adversarial: torch.Tensor, images: torch.Tensor, eps: float) -> None:
-    assert adversarial.shape == images.shape and adversarial.dtype == images.dtype
-    assert not adversarial.requires_grad
-    assert bool((adversarial >= images - eps).all()) and bool((adversarial <= images + eps).all())
-    assert bool((adversarial >= 0).all()) and bool((adversarial <= 1).all())
-
-
-def _snapshot(model: torch.nn.Module):
-    return ([m.training for m in model.modules()],
-            [None if p.grad is None else p.grad.clone() for p in model.parameters()])
+from tests.attacks.support import accuracy, assert_in_budget, first_images, mean_accuracy, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -68,41 +38,41 @@ def _art_pgd(classifier, images: torch.Tensor, labels: torch.Tensor, eps: float,
 
 
 def test_pgd_without_random_start_matches_art(relu_victim, art_classifier) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     eps, steps = 0.05, 20
     ours = PGD(model, eps=eps, steps=steps, random_start=False)(images, labels)
     art = _art_pgd(art_classifier, images, labels, eps, steps, random_init=0)
     # Same deterministic algorithm: measured max |difference| 1.5e-8 and equal accuracy (0.27).
-    assert abs(_accuracy(model, ours, labels) - _accuracy(model, art, labels)) <= 0.01
+    assert abs(accuracy(model, ours, labels) - accuracy(model, art, labels)) <= 0.01
     assert (ours - art).abs().max().item() <= 1e-5
 
 
 def test_pgd_with_random_start_matches_art_accuracy(relu_victim, art_classifier) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     eps, steps = 0.05, 20
     ours = PGD(model, eps=eps, steps=steps, generator=torch.Generator().manual_seed(0))(images, labels)
     art = _art_pgd(art_classifier, images, labels, eps, steps, random_init=1)
-    ours_accuracy, art_accuracy = _accuracy(model, ours, labels), _accuracy(model, art, labels)
+    ours_accuracy, art_accuracy = accuracy(model, ours, labels), accuracy(model, art, labels)
     # The two random starts differ (different generators), so single images can end on different
     # sides of the boundary; over seeds 0–4 both gave 0.28–0.30 on these 100 images. A 3 pp
     # tolerance is three images, above that seed-to-seed spread.
     assert abs(ours_accuracy - art_accuracy) <= 0.03, (ours_accuracy, art_accuracy)
-    assert ours_accuracy < _accuracy(model, images, labels) - 0.2
-    _assert_in_budget(ours, images, eps)
+    assert ours_accuracy < accuracy(model, images, labels) - 0.2
+    assert_in_budget(ours, images, eps)
 
 
 @pytest.mark.parametrize("eps", [0.03, 0.05, 0.1])
 def test_pgd_is_never_weaker_than_fgsm(relu_victim, eps: float) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     pgd = PGD(model, eps=eps, steps=20, generator=torch.Generator().manual_seed(0))(images, labels)
     fgsm = FGSM(model, eps=eps)(images, labels)
     # Measured (PGD vs FGSM): 0.44 vs 0.50, 0.29 vs 0.41, 0.07 vs 0.23.
-    assert _accuracy(model, pgd, labels) <= _accuracy(model, fgsm, labels)
-    _assert_in_budget(pgd, images, eps)
+    assert accuracy(model, pgd, labels) <= accuracy(model, fgsm, labels)
+    assert_in_budget(pgd, images, eps)
 
 
 def test_default_steps_and_step_size(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     attack = PGD(model, eps=0.1)
     assert attack.steps == 20 and attack.step_size == pytest.approx(2.5 * 0.1 / 20) and attack.random_start
     assert PGD(model, eps=0.08, steps=40).step_size == pytest.approx(2.5 * 0.08 / 40)
@@ -114,7 +84,7 @@ def test_default_steps_and_step_size(relu_victim) -> None:
 
 
 def test_without_random_start_pgd_is_deterministic(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     attack = PGD(model, eps=0.05, steps=5, random_start=False)
     with seeded(1):
         first = attack(images, labels)
@@ -124,7 +94,7 @@ def test_without_random_start_pgd_is_deterministic(relu_victim) -> None:
 
 
 def test_pgd_is_reproducible_with_a_generator(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     with seeded(1):
         first = PGD(model, eps=0.05, steps=3, generator=torch.Generator().manual_seed(7))(images, labels)
     with seeded(2):  # the global generator must not matter
@@ -135,7 +105,7 @@ def test_pgd_is_reproducible_with_a_generator(relu_victim) -> None:
 
 
 def test_a_single_step_from_the_random_start_is_the_projected_sign_step(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     eps, step = 0.05, 0.02
     start = random_start(images, eps, torch.Generator().manual_seed(3))
     leaf = start.clone().requires_grad_(True)
@@ -146,7 +116,7 @@ def test_a_single_step_from_the_random_start_is_the_projected_sign_step(relu_vic
 
 
 def test_eot_pgd_follows_the_mean_gradient(stochastic_victim) -> None:
-    model, images, labels = _first(stochastic_victim, 10)
+    model, images, labels = first_images(stochastic_victim, 10)
     eps, step, steps, draws = 0.05, 0.02, 2, 4
     with seeded(3):
         expected = images.clone()
@@ -167,42 +137,42 @@ def test_eot_pgd_follows_the_mean_gradient(stochastic_victim) -> None:
        start=st.booleans(), seed=st.integers(0, 1000))
 def test_budget_is_exact_for_random_eps(relu_victim, eps: float, steps: int, step_scale: float, start: bool,
                                         seed: int) -> None:
-    model, images, labels = _first(relu_victim, 16)
+    model, images, labels = first_images(relu_victim, 16)
     attack = PGD(model, eps=eps, steps=steps, step_size=step_scale * eps, random_start=start,
                  generator=torch.Generator().manual_seed(seed))
-    _assert_in_budget(attack(images, labels), images, eps)
+    assert_in_budget(attack(images, labels), images, eps)
 
 
 def test_pgd_with_bpda_defeats_score_function_sign_units(sign_score_victim) -> None:
-    model, images, labels = _first(sign_score_victim)
+    model, images, labels = first_images(sign_score_victim)
     eps = 0.2
     with seeded(2):
         adversarial = PGD(model, eps=eps, steps=10, generator=torch.Generator().manual_seed(0))(images, labels)
     noise = random_start(images, eps, torch.Generator().manual_seed(5))  # a random point of the same ball
-    clean, attacked, random = (_mean_accuracy(model, x, labels) for x in (images, adversarial, noise))
+    clean, attacked, random = (mean_accuracy(model, x, labels) for x in (images, adversarial, noise))
     # Measured: clean ≈ 0.26, random noise ≈ 0.25, PGD ≈ 0.09 (accuracy over 8 draws each).
     assert attacked < 0.5 * clean, (clean, attacked)
     assert attacked < random - 0.08, (random, attacked)
     assert {m.estimator for m in model.modules() if hasattr(m, "estimator")} == {"score"}
-    _assert_in_budget(adversarial, images, eps)
+    assert_in_budget(adversarial, images, eps)
 
 
 def test_pgd_works_inside_no_grad(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     outside = PGD(model, eps=0.05, steps=3, generator=torch.Generator().manual_seed(0))(images, labels)
     with torch.no_grad():
         inside = PGD(model, eps=0.05, steps=3, generator=torch.Generator().manual_seed(0))(images, labels)
     assert torch.equal(inside, outside)
-    assert _accuracy(model, inside, labels) < _accuracy(model, images, labels)
+    assert accuracy(model, inside, labels) < accuracy(model, images, labels)
 
 
 @pytest.mark.parametrize("victim", ["relu_victim", "sign_score_victim"])
 def test_pgd_leaves_model_mode_and_parameter_grads_alone(request, victim: str) -> None:
-    model, images, labels = _first(request.getfixturevalue(victim), 16)
-    modes, grads = _snapshot(model)
+    model, images, labels = first_images(request.getfixturevalue(victim), 16)
+    modes, grads = snapshot(model)
     with seeded(0):
         PGD(model, eps=0.05, steps=2, eot_samples=2)(images, labels)
-    after_modes, after_grads = _snapshot(model)
+    after_modes, after_grads = snapshot(model)
     assert after_modes == modes
     for after, before in zip(after_grads, grads):
         assert (after is None and before is None) or torch.equal(after, before)

@@ -14,28 +14,11 @@ from stochrelax.attacks import Square, make_attack
 from stochrelax.attacks.core import project_linf
 from stochrelax.attacks.square import square_fraction
 from stochrelax.rng import seeded
-
-N = 100  # victim images used per test (the first N of the 200 test images)
-
-
-def _first(victim, n: int = N):
-    return victim.model, victim.images[:n], victim.labels[:n]
-
-
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    return (model(images).argmax(dim=1) == labels).float().mean().item()
+from tests.attacks.support import N, accuracy, assert_in_budget, first_images
 
 
 def _square(model: torch.nn.Module, eps: float, queries: int, seed: int = 0, **settings) -> Square:
     return Square(model, eps=eps, queries=queries, generator=torch.Generator().manual_seed(seed), **settings)
-
-
-def _assert_in_budget(adversarial: torch.Tensor, images: torch.Tensor, eps: float) -> None:
-    assert adversarial.shape == images.shape and adversarial.dtype == images.dtype
-    assert not adversarial.requires_grad
-    assert bool((adversarial >= images - eps).all()) and bool((adversarial <= images + eps).all())
-    assert bool((adversarial >= 0).all()) and bool((adversarial <= 1).all())
 
 
 class GradientFree(torch.nn.Module):
@@ -55,7 +38,7 @@ class GradientFree(torch.nn.Module):
 @pytest.fixture(scope="module")
 def relu_square_300(relu_victim) -> torch.Tensor:
     """Our Square attack, eps 0.1 and 300 queries, on the first N images of the ReLU victim."""
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     return _square(model, 0.1, 300)(images, labels)
 
 
@@ -69,7 +52,7 @@ def test_p_schedule_is_autoattacks() -> None:
 
 
 def test_a_single_query_is_the_vertical_stripe_initialisation(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 32)
+    model, images, labels = first_images(relu_victim, 32)
     eps = 0.1
     adversarial = _square(model, eps, queries=1)(images, labels)
     column_signs = (adversarial - images).sum(dim=2, keepdim=True).sign()  # (B, C, 1, W)
@@ -83,35 +66,35 @@ def test_a_single_query_is_the_vertical_stripe_initialisation(relu_victim) -> No
 @given(eps=st.one_of(st.just(0.0), st.floats(0.0, 0.5, allow_nan=False)), queries=st.integers(1, 30),
        p_init=st.floats(0.01, 1.0), seed=st.integers(0, 1000))
 def test_budget_is_exact(relu_victim, eps: float, queries: int, p_init: float, seed: int) -> None:
-    model, images, labels = _first(relu_victim, 16)
-    _assert_in_budget(_square(model, eps, queries, seed, p_init=p_init)(images, labels), images, eps)
+    model, images, labels = first_images(relu_victim, 16)
+    assert_in_budget(_square(model, eps, queries, seed, p_init=p_init)(images, labels), images, eps)
 
 
 def test_zero_budget_returns_the_images(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 16)
+    model, images, labels = first_images(relu_victim, 16)
     adversarial = _square(model, 0.0, queries=20)(images, labels)
     assert torch.equal(adversarial, images) and adversarial.data_ptr() != images.data_ptr()
 
 
 def test_square_lowers_accuracy_substantially(relu_victim, relu_square_300) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     # Measured: clean 0.68, 300 queries 0.29 (1,000 queries: 0.19).
-    assert _accuracy(model, relu_square_300, labels) < 0.5 * _accuracy(model, images, labels)
-    _assert_in_budget(relu_square_300, images, 0.1)
+    assert accuracy(model, relu_square_300, labels) < 0.5 * accuracy(model, images, labels)
+    assert_in_budget(relu_square_300, images, 0.1)
 
 
 def test_more_queries_never_hurt(relu_victim, relu_square_300) -> None:
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     fewer = _square(model, 0.1, 60)(images, labels)
     # Measured: 60 queries 0.46, 300 queries 0.29 (seeds 1, 2: 0.48 and 0.49 vs 0.29 and 0.27).
-    assert _accuracy(model, relu_square_300, labels) < _accuracy(model, fewer, labels) - 0.1
+    assert accuracy(model, relu_square_300, labels) < accuracy(model, fewer, labels) - 0.1
 
 
 def test_square_is_not_weaker_than_art(relu_victim) -> None:
     from art.attacks.evasion import SquareAttack
     from art.estimators.classification import PyTorchClassifier
 
-    model, images, labels = _first(relu_victim)
+    model, images, labels = first_images(relu_victim)
     eps, queries = 0.1, 100
     classifier = PyTorchClassifier(model=copy.deepcopy(model), loss=torch.nn.CrossEntropyLoss(),
                                    input_shape=(1, 28, 28), nb_classes=10, clip_values=(0.0, 1.0))
@@ -124,17 +107,17 @@ def test_square_is_not_weaker_than_art(relu_victim) -> None:
     finally:
         np.random.set_state(state)
     ours = _square(model, eps, queries)(images, labels)
-    ours_accuracy, art_accuracy = _accuracy(model, ours, labels), _accuracy(model, art, labels)
+    ours_accuracy, art_accuracy = accuracy(model, ours, labels), accuracy(model, art, labels)
     # Random search: measured over seeds 0-4, ART 0.43-0.49 and ours 0.42-0.45 at 100 queries
     # (200 queries: ART 0.34-0.43, ours 0.32-0.37). ART draws one square for the whole batch and
     # wastes queries on squares that change nothing; ours draws one per image. 5 pp (five
     # images) covers the seed-to-seed spread; stronger is fine.
     assert ours_accuracy <= art_accuracy + 0.05, (ours_accuracy, art_accuracy)
-    _assert_in_budget(ours, images, eps)
+    assert_in_budget(ours, images, eps)
 
 
 def test_square_only_queries_without_gradients_and_only_unbroken_images(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 32)
+    model, images, labels = first_images(relu_victim, 32)
     wrapped = GradientFree(model)
     with pytest.raises(AssertionError, match="autograd"):  # the probe does catch gradient queries
         wrapped(images)
@@ -148,7 +131,7 @@ def test_square_only_queries_without_gradients_and_only_unbroken_images(relu_vic
 
 
 def test_margin_is_the_logit_margin_on_a_deterministic_model(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 32)
+    model, images, labels = first_images(relu_victim, 32)
     logits = model(images).detach()
     true = logits.gather(1, labels[:, None]).squeeze(1)
     others = logits.clone()
@@ -160,7 +143,7 @@ def test_margin_is_the_logit_margin_on_a_deterministic_model(relu_victim) -> Non
 
 
 def test_margin_of_a_stochastic_model_averages_the_samples(stochastic_victim) -> None:
-    model, images, labels = _first(stochastic_victim, 20)
+    model, images, labels = first_images(stochastic_victim, 20)
     with seeded(0):
         single = torch.stack([Square(model, samples=1).margin(images, labels) for _ in range(10)])  # (10, 20)
         averaged = torch.stack([Square(model, samples=16).margin(images, labels) for _ in range(10)])  # (10, 20)
@@ -170,7 +153,7 @@ def test_margin_of_a_stochastic_model_averages_the_samples(stochastic_victim) ->
 
 
 def test_square_is_reproducible_with_a_generator(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 20)
+    model, images, labels = first_images(relu_victim, 20)
     with seeded(1):
         first = _square(model, 0.05, 20, seed=7)(images, labels)
     with seeded(2):  # the global generator must not matter
@@ -180,7 +163,7 @@ def test_square_is_reproducible_with_a_generator(relu_victim) -> None:
 
 
 def test_square_leaves_model_mode_and_parameter_grads_alone(sign_score_victim) -> None:
-    model, images, labels = _first(sign_score_victim, 8)
+    model, images, labels = first_images(sign_score_victim, 8)
     model = copy.deepcopy(model).train()
     model.blocks.block1.eval()  # a mix of modes, so a reset to either one shows
     for index, parameter in enumerate(model.parameters()):
@@ -202,7 +185,7 @@ def test_invalid_settings_are_refused(relu_victim, settings: dict, word: str) ->
 
 
 def test_images_outside_pixel_range_are_refused(relu_victim) -> None:
-    model, images, labels = _first(relu_victim, 4)
+    model, images, labels = first_images(relu_victim, 4)
     with pytest.raises(ValueError, match="pixel"):
         Square(model, queries=2)(images * 2 - 0.5, labels)
 
