@@ -1,8 +1,15 @@
-"""Clean-data evaluation of a (stochastic) classifier on Fashion-MNIST.
+"""Evaluation of a (stochastic) classifier on Fashion-MNIST: clean, and under attack.
 
 A stochastic network is evaluated as the predictive distribution it defines,
 p(y | x) ≈ (1/K) Σ_k softmax(f(x, ξ_k)): accuracy is that of its arg-max and the
 loss is its negative log-likelihood. K = 1 is the thesis setting (one noisy pass).
+
+Under attack (:func:`robustness_sweep`, :func:`attack_run`), every model-based attack
+on a stochastic network runs twice — following one noise draw per gradient, and with
+Expectation over Transformation over K draws — and each result is judged both by the
+averaged predictor and by single noisy passes (mean ± std over draws), so that neither
+obfuscated gradients nor one lucky forward pass overstate robustness. The probes and
+warnings of :mod:`stochrelax.checks` come with every table.
 """
 
 from __future__ import annotations

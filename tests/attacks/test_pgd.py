@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,8 @@ from tests.attacks.support import accuracy, assert_in_budget, first_images, mean
 def art_classifier(relu_victim):
     from art.estimators.classification import PyTorchClassifier
 
-    return PyTorchClassifier(model=relu_victim.model, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28),
+    return PyTorchClassifier(model=copy.deepcopy(relu_victim.model),  # ART writes .grad into the model it wraps
+                             loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28),
                              nb_classes=10, clip_values=(0.0, 1.0))
 
 
