@@ -200,16 +200,18 @@ def test_fgsm_mixture_adds_an_fgsm_copy_rebuilt_every_few_epochs(relu_victim):
     assert rebuilt is not adversarial and torch.equal(rebuilt, adversarial)
 
 
-def test_pgd_training_perturbs_each_batch_inside_the_ball_and_keeps_the_mode(relu_victim):
+@pytest.mark.parametrize("victim_name", ["relu_victim", "stochastic_victim", "sign_score_victim"])
+def test_pgd_training_perturbs_each_batch_inside_the_ball_and_keeps_the_mode(victim_name, request):
     from stochrelax.train import PGDTraining
 
-    model = relu_victim.model.train()
+    victim = request.getfixturevalue(victim_name)
+    model = victim.model.train()
     try:
-        perturbed = PGDTraining(eps=0.1, steps=3).perturb(model, relu_victim.images[:16], relu_victim.labels[:16])
+        perturbed = PGDTraining(eps=0.1, steps=3).perturb(model, victim.images[:16], victim.labels[:16])
         assert model.training
     finally:
         model.eval()
-    difference = (perturbed - relu_victim.images[:16]).abs()
+    difference = (perturbed - victim.images[:16]).abs()
     assert 0 < difference.max().item() <= 0.1 + 1e-6 and perturbed.min() >= 0 and perturbed.max() <= 1
 
 
