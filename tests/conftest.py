@@ -82,3 +82,35 @@ def stochastic_victim(fashion_mnist: data.FashionMNIST) -> Victim:
 def sign_score_victim(fashion_mnist: data.FashionMNIST) -> Victim:
     """Sign network trained with the score function: no pathwise gradient, attacks need BPDA."""
     return _trained(fashion_mnist, {"kind": "sign", "noise": "logistic", "std": 0.5, "estimator": "score"})
+
+
+# --- small finished run directories with attack tables, for the figures --------------------------
+
+PLOT_RUN_CONFIGS: dict[str, tuple[str, dict]] = {  # name -> (config file, overrides of its train section)
+    "relu": ("relu_deterministic.yaml", {}),
+    "logistic": ("relu_logistic_additive.yaml", {}),  # relu with additive logistic noise, std 0.05
+    "logistic_seed1": ("relu_logistic_additive.yaml", {"seed": 1}),
+    "adversarial": ("relu_adversarial_fgsm.yaml", {"adversarial": {"regenerate_every": 1}}),
+}
+
+
+@pytest.fixture(scope="session")
+def small_run_dirs(fashion_mnist: data.FashionMNIST, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Four runs trained 2 epochs on 2000 images (300 test images), each with an attack table
+    (FGSM at eps 0, 0.05, 0.1 and missing features at p 0, 0.2 on 100 test images)."""
+    from stochrelax import runs
+    from stochrelax.config import load_config
+    from stochrelax.evaluate import attack_run
+    from stochrelax.train import train_run
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    root = tmp_path_factory.mktemp("plot_runs")
+    run_dirs = {}
+    for name, (config_file, train_overrides) in PLOT_RUN_CONFIGS.items():
+        overrides = {"train": {"epochs": 2, **train_overrides}, "data": {"train_limit": 2000, "test_limit": 300}}
+        run_dirs[name] = root / name
+        train_run(load_config(configs / config_file, overrides), fashion_mnist, run_dirs[name])
+        attack_run(runs.load_run(run_dirs[name]), fashion_mnist.limit(test_limit=100), attacks=["fgsm", "missing"],
+                   budgets={"eps": (0.0, 0.05, 0.1), "p": (0.0, 0.2)}, eot_samples=4, prediction_samples=4,
+                   check_convergence=False)
+    return run_dirs

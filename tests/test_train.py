@@ -57,7 +57,7 @@ def test_one_epoch_of_relu_network_is_far_above_chance(relu_run):
 def test_run_directory_holds_exactly_the_documented_files(relu_run):
     _, run_dir, _, _ = relu_run
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        [runs.CONFIG_FILE, runs.METRICS_FILE, runs.WEIGHTS_FILE, runs.SUMMARY_FILE])
+        [runs.CONFIG_FILE, runs.METRICS_FILE, runs.TRAINING_STATS_FILE, runs.WEIGHTS_FILE, runs.SUMMARY_FILE])
 
 
 def test_run_directory_records_config_metrics_and_summary(relu_run):

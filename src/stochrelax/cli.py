@@ -1,4 +1,4 @@
-"""Command-line interface: ``stochrelax train | evaluate | attack | data info``.
+"""Command-line interface: ``stochrelax train | evaluate | attack | report | data info``.
 
 Every command validates its inputs before doing any work and reports a bad input
 as one line on stderr with a non-zero exit status.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -132,6 +133,19 @@ def _attack(args: argparse.Namespace) -> None:
     print(f"table written to {run.path / 'attacks.csv'} and attacks.json")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from stochrelax.report import build_report
+
+    command = shlex.join(["stochrelax", "report", *map(str, args.run_dirs), "--out", str(args.out),
+                          "--limit", str(args.limit), "--tsne-count", str(args.tsne_count)]
+                         + (["--data-dir", str(args.data_dir)] if args.data_dir else []))
+    for run_dir in args.run_dirs:
+        load_run(run_dir)
+    data = load_fashion_mnist(args.data_dir).limit(test_limit=args.limit)
+    page = build_report(args.run_dirs, args.out, data, command, args.tsne_count, progress=not args.no_progress)
+    print(f"report written to {page} (tables also in {page.parent / 'report.md'})")
+
+
 def _data_info(args: argparse.Namespace) -> None:
     info = data_info(args.data_dir)
     if args.json:
@@ -236,6 +250,21 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--no-progress", action="store_true", help="no progress bar")
     common(attack)
     attack.set_defaults(handler=_attack)
+
+    report = commands.add_parser(
+        "report", help="one HTML page (and report.md) with the tables and figures of finished runs",
+        description="Write OUT/index.html — summary table and every figure of the thesis, no network or "
+                    "JavaScript needed — and OUT/report.md with the same tables.")
+    report.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory")
+    report.add_argument("--limit", type=_positive_int, default=2000, metavar="N",
+                        help="first N test images for the figures that run the models (default 2000)")
+    report.add_argument("--tsne-count", type=_positive_int, default=2000, metavar="N",
+                        help="test images per t-SNE plot (default 2000)")
+    report.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="directory with the four Fashion-MNIST .gz files")
+    report.add_argument("--no-progress", action="store_true", help="no progress bar")
+    report.set_defaults(handler=_report)
 
     data = commands.add_parser("data", help="dataset commands", description="Dataset commands.")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

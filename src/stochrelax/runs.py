@@ -4,13 +4,18 @@ A run directory holds
 
 - ``config.yaml``       the resolved config (every field), enough to repeat the run;
 - ``metrics.jsonl``     one JSON object per epoch (losses, accuracies, seconds);
+- ``training_stats.jsonl``  one JSON object per epoch: per-layer distributions of
+  activations and gradients during training (:mod:`stochrelax.stats`), as
+  ``{"epoch": e, "layers": {"block1": {"activation": S, "gradient": S}, …}}`` with
+  ``S = {"mean", "std", "min", "max", "histogram"}`` and ``histogram`` either ``null``
+  or ``{"edges": [41 floats], "counts": [40 ints]}`` (first, middle and last epoch);
 - ``model.safetensors`` the final weights (never pickle);
 - ``summary.json``      written last: its presence marks a finished run;
 - ``attacks.json``, ``attacks.csv``  the robustness table of ``stochrelax attack``
   (rows merge across invocations; the JSON also holds the diagnostics).
 
 Every file is written to a temporary name and renamed, so a crash never leaves a
-half-written file.
+half-written file; the two ``.jsonl`` files grow by one whole line per write.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from safetensors.torch import load_file, save_file
 from stochrelax.config import RunConfig, dump_config, load_config
 from stochrelax.models import AllConvNet, build_model
 
-__all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "WEIGHTS_FILE", "SUMMARY_FILE",
-           "check_run_dir", "create_run_dir", "write_config", "append_metrics", "save_weights", "write_summary",
-           "read_metrics", "load_run", "ATTACKS_JSON", "ATTACKS_CSV", "write_attack_table", "read_attack_table"]
+__all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "TRAINING_STATS_FILE", "WEIGHTS_FILE",
+           "SUMMARY_FILE", "check_run_dir", "create_run_dir", "write_config", "append_metrics",
+           "append_training_stats", "save_weights", "write_summary", "read_metrics", "read_training_stats",
+           "load_run", "ATTACKS_JSON", "ATTACKS_CSV", "write_attack_table", "read_attack_table"]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+TRAINING_STATS_FILE = "training_stats.jsonl"
 WEIGHTS_FILE = "model.safetensors"
 SUMMARY_FILE = "summary.json"
 ATTACKS_JSON = "attacks.json"
@@ -95,10 +102,23 @@ def write_config(run_dir: Path, config: RunConfig) -> None:
     _write_atomically(run_dir / CONFIG_FILE, dump_config(config))
 
 
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as stream:
+        stream.write(json.dumps(record) + "\n")
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     """Appends one epoch's metrics as a JSON line (a whole line per write)."""
-    with open(run_dir / METRICS_FILE, "a") as stream:
-        stream.write(json.dumps(metrics) + "\n")
+    _append_line(Path(run_dir) / METRICS_FILE, metrics)
+
+
+def append_training_stats(run_dir: Path, stats: dict[str, Any]) -> None:
+    """Appends one epoch's activation and gradient statistics (:mod:`stochrelax.stats`) as a JSON line."""
+    _append_line(Path(run_dir) / TRAINING_STATS_FILE, stats)
 
 
 def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
@@ -111,8 +131,12 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return _read_lines(Path(run_dir) / METRICS_FILE)
+
+
+def read_training_stats(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch activation and gradient statistics of a run, in order; empty if it has none."""
+    return _read_lines(Path(run_dir) / TRAINING_STATS_FILE)
 
 
 @dataclass

@@ -20,7 +20,10 @@ Adversarial examples are generated in eval mode (BatchNorm running statistics, n
 one noise draw), so the attack does not update BatchNorm statistics.
 
 :func:`fit` is the loop over tensors; :func:`train_run` wraps it with a run
-directory, seeding and data loading.
+directory, seeding and data loading. ``fit(..., recorder=...)`` also records per-layer
+distributions of activations and gradients of the training steps (thesis 5.1,
+:class:`stochrelax.stats.TrainingStatsRecorder`); :func:`train_run` always does, into
+``training_stats.jsonl``. Adversarial-example generation and evaluation are not recorded.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,6 +47,7 @@ from stochrelax.estimators import MovingAverageBaseline, score_function_surrogat
 from stochrelax.evaluate import evaluate_model
 from stochrelax.models import build_model, collect_log_prob, evaluating, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
+from stochrelax.stats import TrainingStatsRecorder, histogram_epochs
 from stochrelax import runs
 from stochrelax.attacks import FGSM, PGD
 
@@ -131,14 +136,15 @@ ADVERSARIAL_TRAINING = {
 def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                  labels: torch.Tensor, config: TrainConfig, order: torch.Generator,
                  baseline: MovingAverageBaseline, strategy: CleanTraining, description: str,
-                 progress: bool) -> tuple[float, float]:
+                 progress: bool, recorder: TrainingStatsRecorder | None = None) -> tuple[float, float]:
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     steps = math.ceil(images.shape[0] / config.batch_size)
     for batch_images, batch_labels in tqdm(batches(images, labels, config.batch_size, shuffle=True, generator=order),
                                            total=steps, desc=description, leave=False, disable=not progress):
-        batch_images = strategy.perturb(model, batch_images, batch_labels)
+        with recorder.paused() if recorder is not None else nullcontext():
+            batch_images = strategy.perturb(model, batch_images, batch_labels)
         logits = sample_logits(model, batch_images, config.train_samples)  # (K, B, classes)
         draws, batch = logits.shape[:2]
         log_prob = predictive_log_prob(logits)  # (B, classes)
@@ -149,6 +155,8 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image
         objective = score_function_surrogate(loss, unit_log_prob, baseline.value)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
+        if recorder is not None:
+            recorder.record_gradients()
         optimizer.step()
         if unit_log_prob is not None:
             baseline.update(loss.mean().item())
@@ -159,8 +167,13 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image
 
 
 def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
-        on_epoch: Callable[[EpochMetrics], None] | None = None, progress: bool = False) -> list[EpochMetrics]:
+        on_epoch: Callable[[EpochMetrics], None] | None = None, progress: bool = False,
+        recorder: TrainingStatsRecorder | None = None) -> list[EpochMetrics]:
     """Trains ``model`` in place with Adam; evaluates on the test split after every epoch.
+
+    With a ``recorder``, its hooks are attached to ``model`` for the duration of the call
+    and each epoch's training steps (not the adversarial examples' generation, not the
+    evaluation) are summarised into ``recorder.history`` before ``on_epoch`` is called.
 
     The data order comes from its own generator seeded with ``config.seed``; noise
     and initialisation use torch's global generator (seed it with
@@ -177,21 +190,27 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
     baseline = MovingAverageBaseline(config.score_baseline_decay)
     strategy = ADVERSARIAL_TRAINING[config.adversarial.method](config.adversarial, config)
     history = []
-    for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
-        epoch_images, epoch_labels = strategy.epoch_data(model, train_images, train_labels, epoch)
-        train_loss, train_accuracy = _train_epoch(model, optimizer, epoch_images, epoch_labels, config, order,
-                                                  baseline, strategy, f"epoch {epoch}/{config.epochs}", progress)
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}; "
-                                   "lower train.lr or the noise std")
-        trained = time.perf_counter()
-        test = evaluate_model(model, test_images, test_labels, config.eval_samples, config.eval_batch_size)
-        metrics = EpochMetrics(epoch, train_loss, train_accuracy, test.nll, test.accuracy,
-                               trained - start, time.perf_counter() - trained)
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(metrics)
+    with recorder.attach(model) if recorder is not None else nullcontext():
+        for epoch in range(1, config.epochs + 1):
+            start = time.perf_counter()
+            epoch_images, epoch_labels = strategy.epoch_data(model, train_images, train_labels, epoch)
+            if recorder is not None:
+                recorder.begin_epoch(epoch)
+            train_loss, train_accuracy = _train_epoch(model, optimizer, epoch_images, epoch_labels, config, order,
+                                                      baseline, strategy, f"epoch {epoch}/{config.epochs}",
+                                                      progress, recorder)
+            if recorder is not None:
+                recorder.end_epoch()
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}; "
+                                       "lower train.lr or the noise std")
+            trained = time.perf_counter()
+            test = evaluate_model(model, test_images, test_labels, config.eval_samples, config.eval_batch_size)
+            metrics = EpochMetrics(epoch, train_loss, train_accuracy, test.nll, test.accuracy,
+                                   trained - start, time.perf_counter() - trained)
+            history.append(metrics)
+            if on_epoch is not None:
+                on_epoch(metrics)
     optimizer.zero_grad(set_to_none=True)
     return history
 
@@ -200,6 +219,10 @@ def train_run(config: RunConfig, data: FashionMNIST, run_dir: str | Path, *, dev
               overwrite: bool = False, progress: bool = False,
               on_epoch: Callable[[EpochMetrics], None] | None = None) -> dict:
     """Trains the configured network and writes a run directory (see :mod:`stochrelax.runs`).
+
+    Besides the metrics, every epoch appends its activation and gradient statistics
+    (:mod:`stochrelax.stats`, histograms on the epochs of :func:`~stochrelax.stats.histogram_epochs`)
+    to ``training_stats.jsonl``.
 
     Args:
         config: the resolved run config; ``config.data`` limits are applied to ``data``.
@@ -218,15 +241,20 @@ def train_run(config: RunConfig, data: FashionMNIST, run_dir: str | Path, *, dev
     run_dir = runs.create_run_dir(run_dir, overwrite)
     runs.write_config(run_dir, config)
 
+    recorder = TrainingStatsRecorder(histogram_epochs(config.train.epochs))
+
     def record(metrics: EpochMetrics) -> None:
         runs.append_metrics(run_dir, metrics.as_dict())
+        stats = recorder.history[-1]
+        assert stats["epoch"] == metrics.epoch
+        runs.append_training_stats(run_dir, stats)
         if on_epoch is not None:
             on_epoch(metrics)
 
     start = time.perf_counter()
     with seeded(config.train.seed, device):
         model = build_model(config.model).to(device)
-        history = fit(model, data, config.train, on_epoch=record, progress=progress)
+        history = fit(model, data, config.train, on_epoch=record, progress=progress, recorder=recorder)
     runs.save_weights(run_dir, model)
     final = history[-1]
     summary = {

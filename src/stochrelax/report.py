@@ -1,0 +1,221 @@
+"""``stochrelax report``: one page a researcher opens in a browser, and the same tables in Markdown.
+
+The report only reads what runs left on disk (config, metrics, attack tables, training
+statistics, weights) and draws it with :mod:`stochrelax.plots`; it computes no new
+robustness number. ``DIR/index.html`` needs no network and no JavaScript: figures are
+PNG files beside it in ``DIR/figures``. A run that lacks some data still gets its page,
+with a line saying what is missing and the command that produces it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from stochrelax import plots
+from stochrelax.data import FashionMNIST
+from stochrelax.runs import Run, load_run, read_attack_table
+
+__all__ = ["SUMMARY_BUDGETS", "ReportFigure", "summary_table", "build_report"]
+
+# Budgets shown in the summary table (thesis Figs. 5.3–5.5 span these).
+SUMMARY_BUDGETS: dict[str, tuple[float, ...]] = {"eps": (0.03, 0.07, 0.1), "p": (0.1, 0.3)}
+
+FIGURES_DIR = "figures"
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """One figure of the report: how to draw it and the one-line caption under it."""
+
+    key: str  # file name stem
+    title: str
+    caption: str
+    draw: Callable[[], Figure]
+
+
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str]  # what is missing, and how to produce it
+
+
+def _describe_units(run: Run) -> str:
+    activation = run.config.model.activation
+    if activation.noise is None:
+        units = f"{activation.kind}, deterministic"
+    else:
+        units = f"{activation.kind}, {activation.noise} {activation.mode} std {activation.std:g}"
+    if activation.estimator:
+        units += f", {activation.estimator}"
+    return units
+
+
+def _cell(rows: list[dict], attack: str, budget: float, stochastic: bool) -> str:
+    matching = {row["eot_samples"]: row["accuracy"] for row in rows
+                if row["attack"] == attack and math.isclose(row["budget"], budget)}
+    if not matching:
+        return "—"
+    single = matching.get(1)
+    eot = max((k for k in matching if k > 1), default=None)
+    if stochastic and eot is not None:
+        single_text = "—" if single is None else f"{single:.1%}"
+        return f"{single_text} / {matching[eot]:.1%}"
+    return f"{single:.1%}" if single is not None else "—"
+
+
+def summary_table(runs: Sequence[Run]) -> Table:
+    """One row per run: what it is, clean accuracy, accuracy under each attack at :data:`SUMMARY_BUDGETS`.
+
+    Stochastic runs show "single draw / EOT" accuracy of the averaged predictor.
+    """
+    tables = {run.path: read_attack_table(run.path) for run in runs}
+    columns: list[tuple[str, str, float]] = []
+    for table in filter(None, tables.values()):
+        for row in table["rows"]:
+            key = (row["attack"], row["budget_name"], row["budget"])
+            if row["budget"] in SUMMARY_BUDGETS.get(row["budget_name"], ()) and key not in columns:
+                columns.append(key)
+    header = ["run", "units", "BatchNorm", "adversarial training", "epochs", "clean accuracy"]
+    header += [f"{attack} {name}={budget:g}" for attack, name, budget in columns]
+    rows, notes = [], []
+    for run in runs:
+        adversarial = run.config.train.adversarial
+        training = "none" if adversarial.method is None else f"{adversarial.method} eps {adversarial.eps:g}"
+        row = [run.path.name, _describe_units(run), "yes" if run.config.model.batch_norm else "no", training,
+               str(run.summary.get("epochs", "?")), f"{run.summary['test_accuracy']:.1%}"]
+        table = tables[run.path]
+        stochastic = run.config.model.activation.noise is not None
+        if table is None:
+            notes.append(f"{run.path.name} has no attack table: run `stochrelax attack {run.path}`")
+            row += ["—"] * len(columns)
+        else:
+            row += [_cell(table["rows"], attack, budget, stochastic) for attack, _, budget in columns]
+            notes += [f"{run.path.name}: {warning}" for warning in table.get("warnings", [])]
+        rows.append(row)
+    return Table(header, rows, notes)
+
+
+def _figures(runs: Sequence[Run], data: FashionMNIST, tsne_count: int) -> list[ReportFigure]:
+    first, directories = runs[0], [run.path for run in runs]
+    stochastic_std = next((run.config.model.activation.std for run in runs
+                           if run.config.model.activation.noise is not None), None)
+    figures = [
+        ReportFigure("noise_densities", "Noise densities (Fig. 4.1)",
+                     f"Densities of the noise distributions at equal standard deviation "
+                     f"({stochastic_std or 2.0:g}).", lambda: plots.noise_densities(stochastic_std or 2.0)),
+        ReportFigure("examples_ifgsm_ll", "Targeted iterative FGSM examples (Fig. 4.2)",
+                     f"{first.path.name}: originals, least-likely-class adversarial images at eps 0.05, and "
+                     "their absolute difference.", lambda: plots.example_grid(first.path, data, "ifgsm-ll", 0.05)),
+        ReportFigure("examples_fgsm", "FGSM examples (Fig. 4.3)",
+                     f"{first.path.name}: originals, FGSM images at eps 0.05, and their absolute difference.",
+                     lambda: plots.example_grid(first.path, data, "fgsm", 0.05)),
+        ReportFigure("examples_missing", "Missing-features examples (Fig. 4.5)",
+                     f"{first.path.name}: originals, images with 30% of pixels zeroed, and the difference.",
+                     lambda: plots.example_grid(first.path, data, "missing", 0.3)),
+        ReportFigure("activation_heatmaps", "Activation heat maps (Fig. 4.4)",
+                     f"{first.path.name}: L2 norm over channels of each block's output, for an ankle boot "
+                     "and a bag.", lambda: plots.activation_heatmaps(first.path, data)),
+        ReportFigure("accuracy_vs_eps", "Accuracy under attack vs eps (Figs. 5.3, 5.4)",
+                     "Test accuracy of the averaged predictor per attack; stochastic runs with EOT solid, "
+                     "single-draw attacks dashed.", lambda: plots.accuracy_vs_budget(directories, "eps")),
+        ReportFigure("accuracy_vs_p", "Accuracy vs missing-feature ratio (Fig. 5.5)",
+                     "Test accuracy when each pixel is zeroed with probability p.",
+                     lambda: plots.accuracy_vs_budget(directories, "p")),
+        ReportFigure("clean_accuracy", "Clean test accuracy (Fig. 5.6)",
+                     "Clean accuracy by noise distribution and mode; dashed: deterministic baseline.",
+                     lambda: plots.clean_accuracy_bars(directories)),
+    ]
+    for run in runs:
+        name = run.path.name
+        figures += [
+            ReportFigure(f"{name}_learning_curves", f"{name}: learning curves (Fig. 5.7)",
+                         "Train and test accuracy and loss per epoch.", lambda path=run.path: plots.learning_curves(path)),
+            ReportFigure(f"{name}_confidence", f"{name}: confidence (Fig. 5.8)",
+                         "Highest predicted probability on clean test images, correct vs wrong predictions.",
+                         lambda path=run.path: plots.confidence_histograms(path, data)),
+            ReportFigure(f"{name}_tsne", f"{name}: t-SNE of block 8 features (Fig. 5.9)",
+                         f"t-SNE of the block8 features of {tsne_count} test images, coloured by class.",
+                         lambda path=run.path: plots.tsne_features(path, data, count=tsne_count)),
+            ReportFigure(f"{name}_training_distributions", f"{name}: activations and gradients during training",
+                         "Per layer: mean ± std per epoch, and histograms at a few epochs (thesis 5.1).",
+                         lambda path=run.path: plots.training_distributions(path)),
+            ReportFigure(f"{name}_reliability", f"{name}: reliability diagram",
+                         "Accuracy vs confidence per bin, with the expected calibration error (ECE).",
+                         lambda path=run.path: plots.reliability_diagram(path, data)),
+        ]
+        if run.config.model.activation.noise is not None:
+            figures.append(ReportFigure(f"{name}_accuracy_vs_samples", f"{name}: accuracy vs noise samples K",
+                                        "Accuracy of the predictor averaging K noisy passes, against K.",
+                                        lambda path=run.path: plots.accuracy_vs_samples(path, data)))
+    return figures
+
+
+def _html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
+    return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _markdown_table(table: Table) -> str:
+    lines = ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+    return "\n".join(lines)
+
+
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:0.85em}th,td{border:1px solid #ccc;padding:4px 6px;text-align:right}
+th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}figure{margin:2em 0}
+img{max-width:100%}figcaption{color:#555}.missing{color:#a33}code{background:#f3f3f3;padding:1px 4px}"""
+
+
+def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: FashionMNIST, command: str,
+                 tsne_count: int = 2000, progress: bool = False) -> Path:
+    """Writes ``out_dir/index.html``, ``out_dir/report.md`` and ``out_dir/figures/*.png``.
+
+    Args:
+        run_dirs: finished run directories.
+        out_dir: where the report goes (created; its report files are replaced).
+        data: Fashion-MNIST, for the figures that need test images.
+        command: the command line that regenerates the page, shown on it.
+        tsne_count: test images in each t-SNE plot.
+        progress: show a progress bar over the figures.
+
+    Returns:
+        The path of ``index.html``.
+    """
+    runs = [load_run(run_dir) for run_dir in run_dirs]
+    out_dir = Path(out_dir)
+    (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    table = summary_table(runs)
+    sections = []
+    for figure in tqdm(_figures(runs, data, tsne_count), desc="figures", disable=not progress):
+        title = f"<h3>{html.escape(figure.title)}</h3>"
+        try:
+            drawn = figure.draw()
+        except plots.MissingData as missing:
+            sections.append(f'<section>{title}<p class="missing">Missing: {html.escape(str(missing))}</p></section>')
+            continue
+        relative = f"{FIGURES_DIR}/{figure.key}.png"
+        plots.save_figure(drawn, out_dir / relative)
+        sections.append(f'<figure>{title}<img src="{html.escape(relative)}" alt="{html.escape(figure.title)}">'
+                        f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
+    notes = "".join(f'<li class="missing">{html.escape(note)}</li>' for note in table.notes)
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>stochrelax report</title>'
+            f"<style>{_STYLE}</style></head><body><h1>stochrelax report</h1>"
+            f"<p>Regenerate with <code>{html.escape(command)}</code></p>"
+            f"<h2>Summary</h2><p>Accuracy of the averaged predictor; stochastic runs show single-draw / EOT "
+            f"attacks.</p>{_html_table(table)}" + (f"<ul>{notes}</ul>" if notes else "")
+            + f"<h2>Figures</h2>{''.join(sections)}</body></html>\n")
+    (out_dir / "index.html").write_text(page)
+    markdown = ["# stochrelax report", "", f"Regenerate with `{command}`", "", "## Summary", "",
+                _markdown_table(table), ""] + [f"- {note}" for note in table.notes]
+    (out_dir / "report.md").write_text("\n".join(markdown) + "\n")
+    return out_dir / "index.html"

@@ -1,0 +1,231 @@
+"""Distributions of activations and gradients during training (thesis 5.1), recorded cheaply.
+
+:class:`TrainingStatsRecorder` watches the blocks of a network (``block1`` … ``blockN``
+of :class:`~stochrelax.models.AllConvNet`) and, per training epoch, summarises
+
+- ``activation``: the output of each block (after its activation; for the pooling and
+  classifier blocks, which have none, the convolution output) over every element of
+  every training batch of the epoch — with K > 1 training noise draws the K·B rows of
+  the batched forward pass count as they are;
+- ``gradient``: the gradient of the training objective w.r.t. the block's convolution
+  weight, one sample per training step (so statistics run over steps × elements).
+
+Each summary is ``{"mean", "std", "min", "max", "histogram"}``: ``std`` is the
+population standard deviation (no Bessel correction), and ``histogram`` is ``None``
+except on the histogram epochs (:func:`histogram_epochs`: the first, the middle and the
+last), where it is ``{"edges": [41 floats], "counts": [40 counts]}``.
+
+Histogram edges are fixed per layer for the whole run so that epochs can be compared:
+they are set from the first batch (activations) or first step (gradients) recorded on
+a histogram epoch — normally the first step of epoch 1 — as the range [lo, hi] of that
+batch extended to contain 0 and then scaled by 1.5 about 0, i.e. 40 equal bins over
+[1.5·min(lo, 0), 1.5·max(hi, 0)]. Including 0 keeps a ReLU layer's lower edge at exactly
+0 and a gradient's range around 0; an all-zero first batch gets [−1, 1]. Later values
+outside the range are clamped into the end bins (so the end bins also count
+everything beyond them; ``min``/``max`` say how far), and NaNs are not counted.
+
+Cost: nothing is copied to the host during an epoch (except, once per layer and run,
+the range that fixes the histogram edges). Per batch and block the recorder keeps four
+device scalars — the sum, the 2-norm (a sum of squares), the min and the max (three
+reductions: ``sum``, ``vector_norm``, ``aminmax``; ``var_mean`` is avoided, it is ~40x
+slower on the CPU) — and the end of the epoch adds them up in float64 and fetches all
+layers in one transfer: mean = Σx/N, std = sqrt(Σx²/N − mean²). The per-batch sums are
+float32 with torch's cascade summation, so the variance keeps ~5 significant digits
+unless |mean| ≫ std. ``torch.histc`` (plus a clamp) runs only on histogram epochs.
+
+Usage (what :func:`stochrelax.train.fit` does with its ``recorder`` argument)::
+
+    recorder = TrainingStatsRecorder(histogram_epochs=histogram_epochs(epochs))
+    with recorder.attach(model):          # forward hooks, removed on exit
+        for epoch in range(1, epochs + 1):
+            recorder.begin_epoch(epoch)
+            for batch in ...:
+                with recorder.paused():   # adversarial examples are not training passes
+                    batch = perturb(batch)
+                loss(model(batch)).backward()
+                recorder.record_gradients()
+                optimizer.step()
+            stats = recorder.end_epoch()  # {"epoch": e, "layers": {...}}
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Any, Collection, Iterator
+
+import torch
+import torch.nn as nn
+
+__all__ = ["HISTOGRAM_BINS", "SUMMARY_KEYS", "histogram_epochs", "histogram_range", "TrainingStatsRecorder"]
+
+HISTOGRAM_BINS = 40
+SUMMARY_KEYS = ("mean", "std", "min", "max", "histogram")
+_WIDEN = 1.5  # histogram range: the first batch's range (with 0 in it) scaled by this about 0
+
+
+def histogram_epochs(epochs: int) -> list[int]:
+    """The epochs (from 1) that record histograms: the first, the middle (⌈E/2⌉) and the last.
+
+    >>> histogram_epochs(10), histogram_epochs(3), histogram_epochs(1)
+    ([1, 5, 10], [1, 2, 3], [1])
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    return sorted({1, math.ceil(epochs / 2), epochs})
+
+
+def histogram_range(low: float, high: float) -> tuple[float, float]:
+    """The fixed histogram range chosen from a first batch whose values span [low, high]."""
+    low, high = _WIDEN * min(low, 0.0), _WIDEN * max(high, 0.0)
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return -1.0, 1.0
+    return low, high
+
+
+class _Moments:
+    """Per-batch summaries of one quantity of one layer, kept on the device until the epoch ends."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+        self.summaries: list[torch.Tensor] = []  # (4,) per batch: Σx, ‖x‖₂, min, max
+        self.histogram: torch.Tensor | None = None  # (bins,) float64 counts
+
+    def add(self, values: torch.Tensor, edges: tuple[float, float] | None) -> None:
+        values = values.detach()
+        precision = torch.promote_types(values.dtype, torch.float32)  # half-precision sums would overflow
+        low, high = torch.aminmax(values)
+        self.counts.append(values.numel())
+        norm = torch.linalg.vector_norm(values, dtype=precision)
+        self.summaries.append(torch.stack([values.sum(dtype=precision), norm, low.to(precision), high.to(precision)]))
+        if edges is not None:
+            counts = torch.histc(values.float().clamp(*edges), HISTOGRAM_BINS, *edges)
+            self.histogram = counts.double() if self.histogram is None else self.histogram.add_(counts)
+
+    def combined(self, device: torch.device) -> torch.Tensor:
+        """(4,) float64 on ``device``: mean, std, min, max over every batch (NaN if none)."""
+        if not self.counts:
+            return torch.full((4,), math.nan, dtype=torch.float64, device=device)
+        summaries = torch.stack(self.summaries).double()  # (batches, 4)
+        count = float(sum(self.counts))
+        mean = summaries[:, 0].sum() / count
+        variance = (summaries[:, 1].square().sum() / count - mean.square()).clamp(min=0)
+        return torch.stack([mean, variance.sqrt(), summaries[:, 2].min(), summaries[:, 3].max()])
+
+
+class TrainingStatsRecorder:
+    """Records per-layer activation and gradient distributions of training steps, epoch by epoch.
+
+    Args:
+        histogram_epochs: epochs (numbered as passed to :meth:`begin_epoch`) that also
+            record 40-bin histograms; see :func:`histogram_epochs`.
+
+    A recorder belongs to one training run: the histogram edges chosen on its first
+    histogram epoch are kept for the later ones. It records only between
+    :meth:`begin_epoch` and :meth:`end_epoch`, outside :meth:`paused`, and only while
+    attached (:meth:`attach`).
+
+    Attributes:
+        history: the summaries returned by :meth:`end_epoch`, in order.
+    """
+
+    def __init__(self, histogram_epochs: Collection[int] = ()) -> None:
+        self.histogram_epochs = frozenset(histogram_epochs)
+        self.history: list[dict[str, Any]] = []
+        self._blocks: dict[str, nn.Module] = {}
+        self._epoch: int | None = None
+        self._paused = False
+        self._activations: dict[str, _Moments] = {}
+        self._gradients: dict[str, _Moments] = {}
+        self._edges: dict[tuple[str, str], tuple[float, float]] = {}  # (layer, quantity) -> histogram range
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @contextmanager
+    def attach(self, model: nn.Module) -> Iterator["TrainingStatsRecorder"]:
+        """Within the block, forward hooks on ``model.blocks`` feed the recorder; they are removed on exit."""
+        if self._blocks:
+            raise RuntimeError("this recorder is already attached to a model")
+        blocks = dict(model.blocks.named_children())
+        handles = [block.register_forward_hook(self._hook(name)) for name, block in blocks.items()]
+        self._blocks = blocks
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._blocks, self._epoch, self._paused = {}, None, False
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Starts recording the training steps of ``epoch``."""
+        if not self._blocks:
+            raise RuntimeError("attach the recorder to a model before beginning an epoch")
+        self._epoch = epoch
+        self._activations = {name: _Moments() for name in self._blocks}
+        self._gradients = {name: _Moments() for name in self._blocks}
+
+    def end_epoch(self) -> dict[str, Any]:
+        """Stops recording; returns ``{"epoch": e, "layers": {name: {"activation": …, "gradient": …}}}``.
+
+        This is the only point where the recorder synchronises with the device.
+        """
+        if self._epoch is None:
+            raise RuntimeError("end_epoch without begin_epoch")
+        epoch, self._epoch = self._epoch, None
+        quantities = {"activation": self._activations, "gradient": self._gradients}
+        order = [(name, quantity) for name in self._blocks for quantity in quantities]
+        device = next(iter(self._blocks.values())).conv.weight.device
+        values = torch.stack([quantities[q][name].combined(device) for name, q in order]).tolist()
+        layers: dict[str, dict[str, Any]] = {name: {} for name in self._blocks}
+        for (name, quantity), (mean, std, low, high) in zip(order, values):
+            moments = quantities[quantity][name]
+            histogram = None
+            if moments.histogram is not None:
+                edges = torch.linspace(*self._edges[name, quantity], HISTOGRAM_BINS + 1, dtype=torch.float64)
+                histogram = {"edges": edges.tolist(), "counts": [round(c) for c in moments.histogram.tolist()]}
+            if not moments.counts:  # nothing reached this layer (e.g. a weight without gradient)
+                mean = std = low = high = None
+            layers[name][quantity] = {"mean": mean, "std": std, "min": low, "max": high, "histogram": histogram}
+        self._activations, self._gradients = {}, {}
+        stats = {"epoch": epoch, "layers": layers}
+        self.history.append(stats)
+        return stats
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Nothing is recorded within the block (adversarial-example generation, evaluation)."""
+        previous, self._paused = self._paused, True
+        try:
+            yield
+        finally:
+            self._paused = previous
+
+    @property
+    def recording(self) -> bool:
+        return self._epoch is not None and not self._paused
+
+    # --- recording ----------------------------------------------------------------------------
+
+    def record_gradients(self) -> None:
+        """Adds every block's ``conv.weight.grad`` (call after ``backward``, before the next ``zero_grad``)."""
+        if not self.recording:
+            return
+        for name, block in self._blocks.items():
+            gradient = block.conv.weight.grad
+            if gradient is not None:
+                self._add(self._gradients, name, "gradient", gradient)
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            if self.recording:
+                self._add(self._activations, name, "activation", output)
+        return hook
+
+    def _add(self, moments: dict[str, _Moments], name: str, quantity: str, values: torch.Tensor) -> None:
+        edges = None
+        if self._epoch in self.histogram_epochs:
+            edges = self._edges.get((name, quantity))
+            if edges is None:  # first histogram batch of this layer: fix its range for the run (one sync)
+                low, high = torch.stack(torch.aminmax(values.detach())).tolist()
+                edges = self._edges[name, quantity] = histogram_range(low, high)
+        moments[name].add(values, edges)
