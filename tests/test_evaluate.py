@@ -11,7 +11,6 @@ from stochrelax import runs
 from stochrelax.checks import sampling_tolerance
 from stochrelax.evaluate import (DEFAULT_BUDGETS, AttackResult, attack_model, attack_plan, attack_run, merge_rows,
                                  robustness_sweep)
-from stochrelax.models import evaluating
 from stochrelax.rng import seeded
 
 
