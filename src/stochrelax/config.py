@@ -22,7 +22,7 @@ from stochrelax.noise import NOISES
 
 __all__ = ["ConfigError", "ActivationConfig", "ModelConfig", "AdversarialConfig", "TrainConfig", "DataConfig",
            "RunConfig",
-           "load_config", "parse_config", "dump_config"]
+           "load_config", "parse_config", "dump_config", "merge_mappings"]
 
 
 class ConfigError(ValueError):
@@ -106,14 +106,14 @@ class RunConfig(_Section):
     data: DataConfig = DataConfig()
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def merge_mappings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Nested overrides on top of ``base``; a non-mapping where ``base`` has a section stays, to fail validation."""
     merged = dict(base)
     for key, value in overrides.items():
         if not isinstance(value, dict):
             merged[key] = value
         elif isinstance(merged.get(key, {}), dict):
-            merged[key] = _merge(merged.get(key, {}), value)
+            merged[key] = merge_mappings(merged.get(key, {}), value)
     return merged
 
 
@@ -151,7 +151,7 @@ def parse_config(raw: Any, overrides: dict[str, Any] | None = None, source: str 
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with sections model, train, data; got {type(raw).__name__}")
     try:
-        return RunConfig.model_validate(_merge(raw, overrides or {}))
+        return RunConfig.model_validate(merge_mappings(raw, overrides or {}))
     except ValidationError as error:
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in error.errors())) from None
 
