@@ -87,3 +87,34 @@ def test_page_in_headless_chromium_loads_every_image_and_one_row_per_run(report_
     assert all(complete and width > 0 for _, complete, width in images), images
     assert rows == len(small_run_dirs)
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+# --- results over seeds -------------------------------------------------------------------------
+
+def test_results_join_seeds_of_one_configuration(small_run_dirs):
+    import statistics
+
+    from stochrelax.report import results_table
+
+    loaded = [runs.load_run(path) for path in small_run_dirs.values()]
+    table = results_table(loaded)
+    assert len(table.rows) == len(small_run_dirs) - 1  # the two logistic seeds are one configuration
+    logistic = next(row for row in table.rows if row[3] == "2")
+    seeds = [run.summary["test_accuracy"] for run in loaded if run.path.name.startswith("logistic")]
+    assert logistic[4] == f"{statistics.mean(seeds):.1%} ± {statistics.stdev(seeds):.1%}"
+    eot_column = next(i for i, name in enumerate(table.header) if name.startswith("fgsm eps=0.1 EOT"))
+    assert "±" in logistic[eot_column]
+
+
+def test_results_command_writes_csv_and_markdown(small_run_dirs, tmp_path, capsys):
+    root = next(iter(small_run_dirs.values())).parent
+    assert main(["results", str(root), "--out", str(tmp_path)]) == 0
+    assert "| configuration |" in capsys.readouterr().out
+    csv_lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("configuration,units,adversarial training,n,clean accuracy")
+    assert len(csv_lines) == 1 + len(small_run_dirs) - 1
+
+
+def test_results_without_runs_is_a_one_line_error(tmp_path, capsys):
+    assert main(["results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("stochrelax: error: no finished run")

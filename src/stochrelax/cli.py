@@ -1,4 +1,4 @@
-"""Command-line interface: ``stochrelax train | evaluate | attack | report | data info``.
+"""Command-line interface: ``stochrelax train | evaluate | attack | report | results | data info``.
 
 Every command validates its inputs before doing any work and reports a bad input
 as one line on stderr with a non-zero exit status.
@@ -146,6 +146,14 @@ def _report(args: argparse.Namespace) -> None:
     print(f"report written to {page} (tables also in {page.parent / 'report.md'})")
 
 
+def _results(args: argparse.Namespace) -> None:
+    from stochrelax.report import write_results
+
+    table_csv, table_md = write_results(args.root, args.out)
+    print(table_md.read_text(), end="")
+    print(f"written to {table_csv} and {table_md}")
+
+
 def _data_info(args: argparse.Namespace) -> None:
     info = data_info(args.data_dir)
     if args.json:
@@ -265,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory with the four Fashion-MNIST .gz files")
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
     report.set_defaults(handler=_report)
+
+    results = commands.add_parser(
+        "results", help="aggregate runs over seeds into one table (CSV and Markdown)",
+        description="Aggregate every finished run below RUNS into results.csv and results.md: one row per "
+                    "configuration, mean ± std over seeds of clean accuracy and of accuracy under each attack, "
+                    "budget and EOT setting.")
+    results.add_argument("root", type=Path, metavar="RUNS", help="directory holding run directories")
+    results.add_argument("--out", type=Path, default=None, metavar="DIR", help="where to write (default: RUNS)")
+    results.set_defaults(handler=_results)
 
     data = commands.add_parser("data", help="dataset commands", description="Dataset commands.")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

@@ -9,8 +9,12 @@ with a line saying what is missing and the command that produces it.
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import math
+import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,9 +24,10 @@ from tqdm import tqdm
 
 from stochrelax import plots
 from stochrelax.data import FashionMNIST
-from stochrelax.runs import Run, load_run, read_attack_table
+from stochrelax.runs import Run, RunDirError, load_run, read_attack_table
 
-__all__ = ["SUMMARY_BUDGETS", "ReportFigure", "summary_table", "build_report"]
+__all__ = ["SUMMARY_BUDGETS", "ReportFigure", "Table", "summary_table", "build_report", "find_runs",
+           "results_table", "write_results"]
 
 # Budgets shown in the summary table (thesis Figs. 5.3–5.5 span these).
 SUMMARY_BUDGETS: dict[str, tuple[float, ...]] = {"eps": (0.03, 0.07, 0.1), "p": (0.1, 0.3)}
@@ -219,3 +224,78 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
                 _markdown_table(table), ""] + [f"- {note}" for note in table.notes]
     (out_dir / "report.md").write_text("\n".join(markdown) + "\n")
     return out_dir / "index.html"
+
+
+# --- results over many runs and seeds ----------------------------------------------------
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every finished run directory (one with a ``summary.json``) at or below ``root``, sorted."""
+    root = Path(root)
+    return sorted(path.parent for path in root.rglob("summary.json"))
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1%}"
+    return f"{statistics.mean(values):.1%} ± {statistics.stdev(values):.1%}"
+
+
+def results_table(runs: Sequence[Run]) -> Table:
+    """One row per configuration: runs whose configs differ only in ``train.seed`` are one row.
+
+    Cells are the mean ± sample std over seeds of the clean accuracy and of the accuracy
+    (averaged predictor) under every attack, budget and EOT setting measured; ``n`` is
+    the number of seeds. A run without an attack table adds a note.
+    """
+    groups = plots.group_by_seed({run.path: run.config for run in runs})
+    by_path = {run.path: run for run in runs}
+    tables = {run.path: read_attack_table(run.path) for run in runs}
+    columns: list[tuple[str, str, float, int]] = []
+    for table in filter(None, tables.values()):
+        for row in table["rows"]:
+            key = (row["attack"], row["budget_name"], row["budget"], row["eot_samples"])
+            if key not in columns:
+                columns.append(key)
+    header = ["configuration", "units", "adversarial training", "n", "clean accuracy"]
+    header += [f"{attack} {name}={budget:g}" + (f" EOT {eot}" if eot > 1 else "")
+               for attack, name, budget, eot in columns]
+    rows, notes = [], [f"{path.name} has no attack table: run `stochrelax attack {path}`"
+                       for path, table in tables.items() if table is None]
+    for group in groups:
+        members = [by_path[path] for path in group]
+        first = members[0]
+        adversarial = first.config.train.adversarial
+        row = [re.sub(r"-seed\d+$", "", first.path.name), _describe_units(first),
+               "none" if adversarial.method is None else f"{adversarial.method} eps {adversarial.eps:g}",
+               str(len(members)), _mean_std([run.summary["test_accuracy"] for run in members])]
+        for attack, name, budget, eot in columns:
+            values = [result["accuracy"] for run in members if tables[run.path]
+                      for result in tables[run.path]["rows"]
+                      if (result["attack"], result["budget_name"], result["eot_samples"]) == (attack, name, eot)
+                      and math.isclose(result["budget"], budget)]
+            row.append(_mean_std(values) + (f" (n={len(values)})" if 0 < len(values) < len(members) else "")
+                       if values else "—")
+        rows.append(row)
+    return Table(header, rows, notes)
+
+
+def write_results(root: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Aggregates every run below ``root`` into ``results.csv`` and ``results.md`` (in ``out_dir`` or ``root``).
+
+    Raises:
+        RunDirError: if there is no finished run below ``root``.
+    """
+    paths = find_runs(root)
+    if not paths:
+        raise RunDirError(f"no finished run (a directory with summary.json) below {root}")
+    table = results_table([load_run(path) for path in paths])
+    out_dir = Path(out_dir or root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stream = io.StringIO()
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(table.header)
+    writer.writerows(table.rows)
+    (out_dir / "results.csv").write_text(stream.getvalue())
+    markdown = [_markdown_table(table), ""] + [f"- {note}" for note in table.notes]
+    (out_dir / "results.md").write_text("\n".join(markdown) + "\n")
+    return out_dir / "results.csv", out_dir / "results.md"
