@@ -22,7 +22,7 @@ from stochrelax.noise import NOISES
 
 __all__ = ["ConfigError", "ActivationConfig", "ModelConfig", "AdversarialConfig", "TrainConfig", "DataConfig",
            "RunConfig",
-           "load_config", "parse_config", "dump_config", "merge_mappings"]
+           "load_config", "parse_config", "dump_config", "merge_mappings", "read_yaml"]
 
 
 class ConfigError(ValueError):
@@ -156,20 +156,28 @@ def parse_config(raw: Any, overrides: dict[str, Any] | None = None, source: str 
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in error.errors())) from None
 
 
+def read_yaml(path: str | Path, kind: str = "config") -> Any:
+    """The parsed contents of a YAML file (safe loader).
+
+    Raises:
+        ConfigError: if the file is missing or is not valid YAML; ``kind`` names it in the message.
+    """
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {kind} file not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Reads and validates a YAML config file.
 
     Raises:
         ConfigError: if the file is missing, is not valid YAML, or fails validation.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
-    return parse_config(raw, overrides, source=str(path))
+    return parse_config(read_yaml(path), overrides, source=str(path))
 
 
 def dump_config(config: RunConfig) -> str:

@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from stochrelax.config import ConfigError, RunConfig, merge_mappings, parse_config
+from stochrelax.config import ConfigError, RunConfig, merge_mappings, parse_config, read_yaml
 
 __all__ = ["PlannedRun", "expand_grid", "load_grid"]
 
@@ -108,11 +106,4 @@ def expand_grid(grid: Any, source: str = "grid") -> list[PlannedRun]:
 
 def load_grid(path: str | Path) -> list[PlannedRun]:
     """Reads a grid YAML file and expands it (see :func:`expand_grid`)."""
-    path = Path(path)
-    try:
-        grid = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: grid file not found") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
-    return expand_grid(grid, source=str(path))
+    return expand_grid(read_yaml(path, kind="grid"), source=str(path))
