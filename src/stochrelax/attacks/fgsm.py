@@ -7,7 +7,7 @@ import torch
 
 from stochrelax.attacks.core import (check_eps, check_images, cross_entropy_loss, expected_gradient,
                                      project_linf, targeted_cross_entropy_loss)
-from stochrelax.models import predictive_log_prob
+from stochrelax.models import predictive_log_prob, sample_logits
 
 __all__ = ["FGSM", "IterativeFGSM", "kurakin_steps"]
 
@@ -101,8 +101,7 @@ class IterativeFGSM:
     def targets(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The target class of each example, (B,)."""
         if isinstance(self.target, str):
-            logits = self.model(images.repeat(self.eot_samples, 1, 1, 1)).view(self.eot_samples, len(images), -1)
-            log_prob = predictive_log_prob(logits)  # (B, classes)
+            log_prob = predictive_log_prob(sample_logits(self.model, images, self.eot_samples))  # (B, classes)
             return log_prob.scatter(1, labels[:, None], float("inf")).argmin(dim=1)
         targets = torch.as_tensor(self.target, device=labels.device).expand_as(labels).long()
         same = int((targets == labels).sum())
