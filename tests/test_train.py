@@ -6,6 +6,7 @@ to be far above chance, and for the stochastic configs to show a finite loss.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from safetensors.torch import load_file
 from stochrelax import runs
 from stochrelax.config import RunConfig, TrainConfig, load_config, parse_config
 from stochrelax.evaluate import evaluate_model, evaluate_run
-from stochrelax.models import build_model
+from stochrelax.attacks import FGSM
+from stochrelax.models import build_model, evaluating
 from stochrelax.train import EpochMetrics, TrainingDiverged, fit, train_run
 
 pytestmark = pytest.mark.slow
@@ -57,7 +59,8 @@ def test_one_epoch_of_relu_network_is_far_above_chance(relu_run):
 def test_run_directory_holds_exactly_the_documented_files(relu_run):
     _, run_dir, _, _ = relu_run
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        [runs.CONFIG_FILE, runs.METRICS_FILE, runs.TRAINING_STATS_FILE, runs.WEIGHTS_FILE, runs.SUMMARY_FILE])
+        [runs.CONFIG_FILE, runs.METRICS_FILE, runs.TRAINING_STATS_FILE, runs.WEIGHTS_FILE, runs.SUMMARY_FILE,
+         runs.EVENTS_FILE])
 
 
 def test_run_directory_records_config_metrics_and_summary(relu_run):
@@ -195,6 +198,8 @@ def test_fgsm_mixture_adds_an_fgsm_copy_rebuilt_every_few_epochs(relu_victim):
     assert first_images.shape == (100, 1, 28, 28) and torch.equal(first_labels, torch.cat([labels, labels]))
     assert torch.equal(clean, images.float() / 255)
     assert (adversarial - clean).abs().max().item() == pytest.approx(0.07, abs=1e-6)
+    with evaluating(relu_victim.model):  # kept as a perturbation sign, the set is still exactly FGSM's
+        assert torch.equal(adversarial, FGSM(relu_victim.model, 0.07)(clean, labels))
     assert torch.equal(strategy.epoch_data(relu_victim.model, images, labels, epoch=3)[0][50:], adversarial)
     rebuilt = strategy.epoch_data(relu_victim.model, images, labels, epoch=4)[0][50:]  # 4 = 2 + 2: rebuilt
     assert rebuilt is not adversarial and torch.equal(rebuilt, adversarial)
@@ -229,3 +234,89 @@ def test_pgd_adversarial_training_buys_robustness(fashion_mnist, tmp_path):
         test = fashion_mnist.limit(test_limit=300)
         accuracies[method] = attack_model(model, "fgsm", 0.07, test.test_images, test.test_labels).accuracy
     assert accuracies["pgd"] > accuracies[None] + 0.25, accuracies
+
+
+# --- checkpoints and resumption --------------------------------------------------------------
+
+class Interrupted(Exception):
+    """Stands for a kill: raised from on_epoch after the epoch's metrics were written."""
+
+
+def interrupt_at(epoch: int):
+    def on_epoch(metrics: EpochMetrics) -> None:
+        if metrics.epoch == epoch:
+            raise Interrupted
+    return on_epoch
+
+
+def tiny(name: str, **train) -> RunConfig:
+    return load_config(CONFIG_DIR / f"{name}.yaml", {"train": {"epochs": 3, **train},
+                                                     "data": {"train_limit": 512, "test_limit": 200}})
+
+
+RESUMABLE = {  # each exercises a different piece of state: noise RNG, score baseline, stored FGSM set
+    "relu_logistic_additive": tiny("relu_logistic_additive"),
+    "sign_logistic_score": tiny("sign_logistic_score"),
+    "relu_adversarial_fgsm": load_config(CONFIG_DIR / "relu_adversarial_fgsm.yaml",
+                                         {"train": {"epochs": 3, "adversarial": {"regenerate_every": 2}},
+                                          "data": {"train_limit": 512, "test_limit": 200}}),
+}
+
+
+@pytest.mark.parametrize("name", list(RESUMABLE))
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(name, fashion_mnist, tmp_path):
+    config = RESUMABLE[name]
+    whole = train_run(config, fashion_mnist, tmp_path / "whole")
+    with pytest.raises(Interrupted):  # killed after epoch 3's metrics, before its checkpoint
+        train_run(config, fashion_mnist, tmp_path / "resumed", on_epoch=interrupt_at(3))
+    assert json.loads((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 3
+    resumed = train_run(config, fashion_mnist, tmp_path / "resumed", resume=True)
+    assert weights(tmp_path / "whole").keys() == weights(tmp_path / "resumed").keys()
+    for key, value in weights(tmp_path / "whole").items():
+        assert torch.equal(value, weights(tmp_path / "resumed")[key]), key
+    assert [m["epoch"] for m in runs.read_metrics(tmp_path / "resumed")] == [1, 2, 3]
+    assert [m["train_loss"] for m in runs.read_metrics(tmp_path / "resumed")] == \
+        [m["train_loss"] for m in runs.read_metrics(tmp_path / "whole")]
+    assert [s["epoch"] for s in runs.read_training_stats(tmp_path / "resumed")] == [1, 2, 3]
+    assert runs.read_events(tmp_path / "resumed") == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": 3}]
+    assert (resumed["test_accuracy"], resumed["resumptions"], whole["resumptions"]) == \
+        (whole["test_accuracy"], 1, 0)
+    assert not (tmp_path / "resumed" / runs.CHECKPOINT_FILE).exists()
+
+
+def test_resume_drops_a_line_cut_short_and_restarts_without_a_checkpoint(fashion_mnist, tmp_path):
+    config = tiny("relu_deterministic", epochs=1)
+    with pytest.raises(Interrupted):
+        train_run(config, fashion_mnist, tmp_path / "run", on_epoch=interrupt_at(1))
+    assert not (tmp_path / "run" / runs.CHECKPOINT_FILE).exists()  # killed before the first checkpoint
+    with open(tmp_path / "run" / runs.METRICS_FILE, "a") as stream:
+        stream.write('{"epoch": 2, "train_lo')
+    summary = train_run(config, fashion_mnist, tmp_path / "run", resume=True)
+    assert [m["epoch"] for m in runs.read_metrics(tmp_path / "run")] == [1]
+    assert summary["resumptions"] == 0 and [e["event"] for e in runs.read_events(tmp_path / "run")] == ["start"] * 2
+
+
+def test_resume_leaves_a_finished_run_untouched(fashion_mnist, tmp_path):
+    config = tiny("relu_deterministic", epochs=1)
+    summary = train_run(config, fashion_mnist, tmp_path / "run")
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
+    assert train_run(config, fashion_mnist, tmp_path / "run", resume=True) == summary
+    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == before
+
+
+def test_resume_refuses_a_run_started_with_another_config(fashion_mnist, tmp_path):
+    with pytest.raises(Interrupted):
+        train_run(tiny("relu_deterministic"), fashion_mnist, tmp_path / "run", on_epoch=interrupt_at(1))
+    with pytest.raises(runs.RunDirError, match="different config"):
+        train_run(tiny("relu_deterministic", lr=0.01), fashion_mnist, tmp_path / "run", resume=True)
+
+
+def test_resume_reports_a_damaged_checkpoint_in_one_line(fashion_mnist, tmp_path):
+    config = tiny("relu_deterministic")
+    with pytest.raises(Interrupted):
+        train_run(config, fashion_mnist, tmp_path / "run", on_epoch=interrupt_at(2))
+    checkpoint = tmp_path / "run" / runs.CHECKPOINT_FILE
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(runs.RunDirError, match="is damaged.*delete it") as error:
+        train_run(config, fashion_mnist, tmp_path / "run", resume=True)
+    assert "\n" not in str(error.value)

@@ -143,6 +143,12 @@ class MovingAverageBaseline:
         self.value = 0.0
         self._initialised = False
 
+    def state_dict(self) -> dict[str, float | bool]:
+        return {"value": self.value, "initialised": self._initialised}
+
+    def load_state_dict(self, state: dict[str, float | bool]) -> None:
+        self.value, self._initialised = float(state["value"]), bool(state["initialised"])
+
     def update(self, batch_mean_loss: float) -> None:
         """Folds the mean loss of the batch just used into the average."""
         if self._initialised:

@@ -10,12 +10,17 @@ A run directory holds
   ``S = {"mean", "std", "min", "max", "histogram"}`` and ``histogram`` either ``null``
   or ``{"edges": [41 floats], "counts": [40 ints]}`` (first, middle and last epoch);
 - ``model.safetensors`` the final weights (never pickle);
+- ``checkpoint.safetensors``  while training: the state after the last finished epoch
+  (weights, optimizer, random-number generators, …; :mod:`stochrelax.train`), from
+  which ``train --resume`` and ``sweep`` continue; removed when the run finishes;
+- ``events.jsonl``      one line per start or resumption of training (``{"event", "epoch"}``);
 - ``summary.json``      written last: its presence marks a finished run;
 - ``attacks.json``, ``attacks.csv``  the robustness table of ``stochrelax attack``
   (rows merge across invocations; the JSON also holds the diagnostics).
 
 Every file is written to a temporary name and renamed, so a crash never leaves a
-half-written file; the two ``.jsonl`` files grow by one whole line per write.
+half-written file; the ``.jsonl`` files grow by one line per write. A line cut short by a kill, or an epoch
+recorded after the last checkpoint, is dropped on resumption (:func:`truncate_records`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from stochrelax.config import RunConfig, dump_config, load_config
@@ -40,7 +45,10 @@ from stochrelax.models import AllConvNet, build_model
 __all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "TRAINING_STATS_FILE", "WEIGHTS_FILE",
            "SUMMARY_FILE", "check_run_dir", "create_run_dir", "write_config", "append_metrics",
            "append_training_stats", "save_weights", "write_summary", "read_metrics", "read_training_stats",
-           "load_run", "ATTACKS_JSON", "ATTACKS_CSV", "write_attack_table", "read_attack_table"]
+           "load_run", "ATTACKS_JSON", "ATTACKS_CSV", "write_attack_table", "read_attack_table",
+           "CHECKPOINT_FILE", "EVENTS_FILE", "save_checkpoint", "load_checkpoint", "remove_checkpoint",
+           "truncate_records", "append_event", "read_events", "is_finished", "check_same_config",
+           "read_summary"]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -49,20 +57,26 @@ WEIGHTS_FILE = "model.safetensors"
 SUMMARY_FILE = "summary.json"
 ATTACKS_JSON = "attacks.json"
 ATTACKS_CSV = "attacks.csv"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+EVENTS_FILE = "events.jsonl"
 
 
 class RunDirError(Exception):
     """A run directory that cannot be created or read; the message says what to do."""
 
 
-def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, torch.Tensor] | None = None) -> None:
+def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, torch.Tensor] | None = None,
+                      metadata: dict[str, str] | None = None) -> None:
+    """Writes to a temporary file, flushes it to disk and renames it over ``path``."""
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(descriptor)
     try:
         if tensors is not None:
-            save_file(tensors, temporary)
+            save_file(tensors, temporary, metadata=metadata)
         else:
             Path(temporary).write_text(text)
+        with open(temporary, "rb") as stream:
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -102,6 +116,21 @@ def write_config(run_dir: Path, config: RunConfig) -> None:
     _write_atomically(run_dir / CONFIG_FILE, dump_config(config))
 
 
+def check_same_config(run_dir: str | Path, config: RunConfig) -> None:
+    """Checks that an existing run was started with ``config``, so resuming it continues the same run.
+
+    Raises:
+        RunDirError: if the run directory's ``config.yaml`` differs.
+    """
+    if dump_config(load_config(Path(run_dir) / CONFIG_FILE)) != dump_config(config):
+        raise RunDirError(f"{run_dir} was started with a different config; resume it with its own "
+                          f"{CONFIG_FILE} or pass --overwrite to start again")
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+
+
 def _append_line(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as stream:
         stream.write(json.dumps(record) + "\n")
@@ -109,6 +138,39 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _whole_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``.jsonl`` file, without a last line that a kill cut short."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def truncate_records(run_dir: str | Path, last_epoch: int) -> None:
+    """Keeps only the metrics and training statistics of epochs ≤ ``last_epoch`` (the checkpoint's)."""
+    for name in (METRICS_FILE, TRAINING_STATS_FILE):
+        path = Path(run_dir) / name
+        kept = [record for record in _whole_records(path) if record["epoch"] <= last_epoch]
+        _write_atomically(path, "".join(json.dumps(record) + "\n" for record in kept))
+
+
+def append_event(run_dir: str | Path, event: str, epoch: int) -> None:
+    """Logs that training started (``event="start"``) or resumed (``"resume"``) at ``epoch``."""
+    _append_line(Path(run_dir) / EVENTS_FILE, {"event": event, "epoch": epoch})
+
+
+def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
+    return _whole_records(Path(run_dir) / EVENTS_FILE)
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether the run finished training (its ``summary.json`` exists)."""
+    return (Path(run_dir) / SUMMARY_FILE).is_file()
 
 
 def append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -124,6 +186,35 @@ def append_training_stats(run_dir: Path, stats: dict[str, Any]) -> None:
 def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     _write_atomically(run_dir / WEIGHTS_FILE, tensors=tensors)
+
+
+def save_checkpoint(run_dir: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """Atomically replaces the run's checkpoint: tensors in safetensors, ``metadata`` as JSON inside it."""
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
+    _write_atomically(Path(run_dir) / CHECKPOINT_FILE, tensors=tensors, metadata={"state": json.dumps(metadata)})
+
+
+def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The tensors and metadata of the run's checkpoint, or ``None`` if it has none.
+
+    Raises:
+        RunDirError: if the checkpoint cannot be read.
+    """
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(path, framework="pt") as stream:
+            metadata = json.loads((stream.metadata() or {})["state"])
+            tensors = {name: stream.get_tensor(name) for name in stream.keys()}
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunDirError(f"{path} is damaged ({reason}); delete it to restart the run from epoch 1") from None
+    return tensors, metadata
+
+
+def remove_checkpoint(run_dir: str | Path) -> None:
+    (Path(run_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:

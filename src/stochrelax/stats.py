@@ -57,7 +57,8 @@ from typing import Any, Collection, Iterator
 import torch
 import torch.nn as nn
 
-__all__ = ["HISTOGRAM_BINS", "SUMMARY_KEYS", "histogram_epochs", "histogram_range", "TrainingStatsRecorder"]
+__all__ = ["HISTOGRAM_BINS", "SUMMARY_KEYS", "histogram_epochs", "histogram_range", "TrainingStatsRecorder",
+           "NullRecorder"]
 
 HISTOGRAM_BINS = 40
 SUMMARY_KEYS = ("mean", "std", "min", "max", "histogram")
@@ -191,6 +192,14 @@ class TrainingStatsRecorder:
         self.history.append(stats)
         return stats
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue identically: the histogram ranges fixed so far (JSON-able)."""
+        return {"edges": [[name, quantity, low, high] for (name, quantity), (low, high) in self._edges.items()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores the histogram ranges of :meth:`state_dict`."""
+        self._edges = {(name, quantity): (low, high) for name, quantity, low, high in state["edges"]}
+
     @contextmanager
     def paused(self) -> Iterator[None]:
         """Nothing is recorded within the block (adversarial-example generation, evaluation)."""
@@ -229,3 +238,17 @@ class TrainingStatsRecorder:
                 low, high = torch.stack(torch.aminmax(values.detach())).tolist()
                 edges = self._edges[name, quantity] = histogram_range(low, high)
         moments[name].add(values, edges)
+
+
+class NullRecorder(TrainingStatsRecorder):
+    """A recorder that records nothing, for training without statistics (no hooks, no cost)."""
+
+    @contextmanager
+    def attach(self, model: nn.Module) -> Iterator["NullRecorder"]:
+        yield self
+
+    def begin_epoch(self, epoch: int) -> None:
+        pass
+
+    def end_epoch(self) -> dict[str, Any]:
+        return {}

@@ -20,7 +20,11 @@ Adversarial examples are generated in eval mode (BatchNorm running statistics, n
 one noise draw), so the attack does not update BatchNorm statistics.
 
 :func:`fit` is the loop over tensors; :func:`train_run` wraps it with a run
-directory, seeding and data loading. ``fit(..., recorder=...)`` also records per-layer
+directory, seeding and data loading. After every epoch :func:`train_run` writes a
+:class:`Checkpoint` — weights, Adam state, the global and data-order random generators,
+the score-function baseline, the histogram ranges and the FGSM-mixture set — so that an
+interrupted run resumes (``train_run(..., resume=True)``) exactly where it stopped: on
+the CPU the resumed run ends with the same weights, bit for bit, as an uninterrupted one. ``fit(..., recorder=...)`` also records per-layer
 distributions of activations and gradients of the training steps (thesis 5.1,
 :class:`stochrelax.stats.TrainingStatsRecorder`); :func:`train_run` always does, into
 ``training_stats.jsonl``. Adversarial-example generation and evaluation are not recorded.
@@ -31,8 +35,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -47,12 +50,15 @@ from stochrelax.estimators import MovingAverageBaseline, score_function_surrogat
 from stochrelax.evaluate import evaluate_model
 from stochrelax.models import build_model, collect_log_prob, evaluating, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
-from stochrelax.stats import TrainingStatsRecorder, histogram_epochs
+from stochrelax.stats import NullRecorder, TrainingStatsRecorder, histogram_epochs
 from stochrelax import runs
 from stochrelax.attacks import FGSM, PGD
+from stochrelax.attacks.core import project_linf
 
-__all__ = ["EpochMetrics", "TrainingDiverged", "CleanTraining", "FGSMMixture", "PGDTraining",
+__all__ = ["EpochMetrics", "TrainingDiverged", "Checkpoint", "CleanTraining", "FGSMMixture", "PGDTraining",
            "ADVERSARIAL_TRAINING", "fit", "train_run"]
+
+CHECKPOINT_FORMAT = 1
 
 
 class TrainingDiverged(RuntimeError):
@@ -78,8 +84,24 @@ class EpochMetrics:
                 f"{self.train_seconds:.1f}s (+{self.eval_seconds:.1f}s eval)")
 
 
+@dataclass
+class Checkpoint:
+    """The state of training after ``epoch``: tensors (safetensors-able) and JSON-able metadata."""
+
+    epoch: int
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+    metadata: dict = field(repr=False)
+
+
 class CleanTraining:
     """No adversarial examples: every epoch sees the training set as it is."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors a resumed run needs to continue this strategy identically."""
+        return {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+        """Restores :meth:`state_dict` onto ``device``."""
 
     def epoch_data(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,22 +119,34 @@ class FGSMMixture(CleanTraining):
     Epoch 1 is clean (there is no trained model to attack yet); the FGSM set is built at
     the start of epochs 2, 2 + regenerate_every, … . Mixed epochs have twice as many
     examples as the clean set.
+
+    The set is kept as the sign of its perturbation (int8, a quarter of the float pixels):
+    an FGSM image is exactly ``project(x + eps · sign)``, so it is rebuilt bit for bit.
     """
 
     def __init__(self, eps: float, regenerate_every: int, batch_size: int = 1000) -> None:
         self.eps, self.regenerate_every, self.batch_size = eps, regenerate_every, batch_size
-        self.adversarial: torch.Tensor | None = None  # (N, 1, 28, 28) float pixels
+        self.perturbation_sign: torch.Tensor | None = None  # (N, 1, 28, 28) int8 in {-1, 0, 1}
 
     def epoch_data(self, model, images, labels, epoch):
         if epoch == 1:
             return images, labels
-        if self.adversarial is None or (epoch - 2) % self.regenerate_every == 0:
+        clean = images.to(torch.float32) / 255.0
+        if self.perturbation_sign is None or (epoch - 2) % self.regenerate_every == 0:
             with evaluating(model):
                 attack = FGSM(model, self.eps)
-                self.adversarial = torch.cat([attack(x, y) for x, y in batches(images, labels, self.batch_size,
-                                                                                  shuffle=False)])
-        clean = images.to(torch.float32) / 255.0
-        return torch.cat([clean, self.adversarial]), torch.cat([labels, labels])
+                adversarial = torch.cat([attack(x, y) for x, y in batches(images, labels, self.batch_size,
+                                                                             shuffle=False)])
+            self.perturbation_sign = (adversarial - clean).sign().to(torch.int8)
+        adversarial = project_linf(clean + self.eps * self.perturbation_sign.to(torch.float32), clean, self.eps)
+        return torch.cat([clean, adversarial]), torch.cat([labels, labels])
+
+    def state_dict(self):
+        return {} if self.perturbation_sign is None else {"perturbation_sign": self.perturbation_sign}
+
+    def load_state_dict(self, tensors, device):
+        sign = tensors.get("perturbation_sign")
+        self.perturbation_sign = None if sign is None else sign.to(device)
 
 
 class PGDTraining(CleanTraining):
@@ -136,14 +170,14 @@ ADVERSARIAL_TRAINING = {
 def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                  labels: torch.Tensor, config: TrainConfig, order: torch.Generator,
                  baseline: MovingAverageBaseline, strategy: CleanTraining, description: str,
-                 progress: bool, recorder: TrainingStatsRecorder | None = None) -> tuple[float, float]:
+                 progress: bool, recorder: TrainingStatsRecorder) -> tuple[float, float]:
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     steps = math.ceil(images.shape[0] / config.batch_size)
     for batch_images, batch_labels in tqdm(batches(images, labels, config.batch_size, shuffle=True, generator=order),
                                            total=steps, desc=description, leave=False, disable=not progress):
-        with recorder.paused() if recorder is not None else nullcontext():
+        with recorder.paused():
             batch_images = strategy.perturb(model, batch_images, batch_labels)
         logits = sample_logits(model, batch_images, config.train_samples)  # (K, B, classes)
         draws, batch = logits.shape[:2]
@@ -155,8 +189,7 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image
         objective = score_function_surrogate(loss, unit_log_prob, baseline.value)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        if recorder is not None:
-            recorder.record_gradients()
+        recorder.record_gradients()
         optimizer.step()
         if unit_log_prob is not None:
             baseline.update(loss.mean().item())
@@ -166,9 +199,55 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image
     return loss_sum.item() / examples, correct.item() / examples
 
 
+class _TrainingState:
+    """The mutable parts of a training run besides the model, and their (de)serialisation."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, recorder: TrainingStatsRecorder) -> None:
+        self.model, self.recorder = model, recorder
+        self.device = next(model.parameters()).device
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+        self.order = torch.Generator().manual_seed(config.seed)  # data order, independent of the noise
+        self.baseline = MovingAverageBaseline(config.score_baseline_decay)
+        self.strategy = ADVERSARIAL_TRAINING[config.adversarial.method](config.adversarial, config)
+
+    def checkpoint(self, epoch: int) -> Checkpoint:
+        tensors = {f"model/{name}": value for name, value in self.model.state_dict().items()}
+        for index, state in self.optimizer.state_dict()["state"].items():
+            tensors.update({f"optimizer/{index}/{key}": value for key, value in state.items()})
+        tensors["rng/torch"] = torch.get_rng_state()
+        tensors["rng/order"] = self.order.get_state()
+        if self.device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+        tensors.update({f"strategy/{key}": value for key, value in self.strategy.state_dict().items()})
+        tensors = {key: value.detach().clone() for key, value in tensors.items()}
+        metadata = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "baseline": self.baseline.state_dict(),
+                    "recorder": self.recorder.state_dict()}
+        return Checkpoint(epoch, tensors, metadata)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        def section(prefix: str) -> dict[str, torch.Tensor]:
+            return {key[len(prefix):]: value for key, value in checkpoint.tensors.items() if key.startswith(prefix)}
+
+        self.model.load_state_dict(section("model/"))
+        optimizer_state = self.optimizer.state_dict()
+        optimizer_state["state"] = {}
+        for key, value in section("optimizer/").items():
+            index, name = key.split("/")
+            optimizer_state["state"].setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict(optimizer_state)
+        torch.set_rng_state(checkpoint.tensors["rng/torch"])
+        self.order.set_state(checkpoint.tensors["rng/order"])
+        if self.device.type == "cuda" and "rng/cuda" in checkpoint.tensors:
+            torch.cuda.set_rng_state(checkpoint.tensors["rng/cuda"], self.device)
+        self.strategy.load_state_dict(section("strategy/"), self.device)
+        self.baseline.load_state_dict(checkpoint.metadata["baseline"])
+        self.recorder.load_state_dict(checkpoint.metadata["recorder"])
+
+
 def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
         on_epoch: Callable[[EpochMetrics], None] | None = None, progress: bool = False,
-        recorder: TrainingStatsRecorder | None = None) -> list[EpochMetrics]:
+        recorder: TrainingStatsRecorder | None = None, resume_from: Checkpoint | None = None,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None) -> list[EpochMetrics]:
     """Trains ``model`` in place with Adam; evaluates on the test split after every epoch.
 
     With a ``recorder``, its hooks are attached to ``model`` for the duration of the call
@@ -179,28 +258,37 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
     and initialisation use torch's global generator (seed it with
     :func:`stochrelax.rng.seeded`). The model's device is taken from its parameters.
 
+    Args:
+        resume_from: a checkpoint of an earlier call with the same model and config:
+            training continues after its epoch, with every state it holds restored
+            (including torch's global random generator).
+        on_checkpoint: called after ``on_epoch`` with the state after each epoch.
+
+    Returns:
+        The metrics of the epochs trained by this call.
+
     Raises:
         TrainingDiverged: if an epoch's loss is not finite.
     """
-    device = next(model.parameters()).device
+    recorder = recorder if recorder is not None else NullRecorder()
+    state = _TrainingState(model, config, recorder)
+    device = state.device
     train_images, train_labels = data.train_images.to(device), data.train_labels.to(device)
     test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
-    order = torch.Generator().manual_seed(config.seed)
-    baseline = MovingAverageBaseline(config.score_baseline_decay)
-    strategy = ADVERSARIAL_TRAINING[config.adversarial.method](config.adversarial, config)
+    first_epoch = 1
+    if resume_from is not None:
+        state.restore(resume_from)
+        first_epoch = resume_from.epoch + 1
     history = []
-    with recorder.attach(model) if recorder is not None else nullcontext():
-        for epoch in range(1, config.epochs + 1):
+    with recorder.attach(model):
+        for epoch in range(first_epoch, config.epochs + 1):
             start = time.perf_counter()
-            epoch_images, epoch_labels = strategy.epoch_data(model, train_images, train_labels, epoch)
-            if recorder is not None:
-                recorder.begin_epoch(epoch)
-            train_loss, train_accuracy = _train_epoch(model, optimizer, epoch_images, epoch_labels, config, order,
-                                                      baseline, strategy, f"epoch {epoch}/{config.epochs}",
-                                                      progress, recorder)
-            if recorder is not None:
-                recorder.end_epoch()
+            epoch_images, epoch_labels = state.strategy.epoch_data(model, train_images, train_labels, epoch)
+            recorder.begin_epoch(epoch)
+            train_loss, train_accuracy = _train_epoch(model, state.optimizer, epoch_images, epoch_labels, config,
+                                                      state.order, state.baseline, state.strategy,
+                                                      f"epoch {epoch}/{config.epochs}", progress, recorder)
+            recorder.end_epoch()
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}; "
                                        "lower train.lr or the noise std")
@@ -211,35 +299,64 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
             history.append(metrics)
             if on_epoch is not None:
                 on_epoch(metrics)
-    optimizer.zero_grad(set_to_none=True)
+            if on_checkpoint is not None:
+                on_checkpoint(state.checkpoint(epoch))
+    state.optimizer.zero_grad(set_to_none=True)
     return history
 
 
+def _read_checkpoint(run_dir: Path) -> Checkpoint | None:
+    stored = runs.load_checkpoint(run_dir)
+    if stored is None:
+        return None
+    tensors, metadata = stored
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise runs.RunDirError(f"{run_dir / runs.CHECKPOINT_FILE} has format {metadata.get('format')}, this "
+                               f"version reads {CHECKPOINT_FORMAT}; delete it to restart the run from epoch 1")
+    return Checkpoint(metadata["epoch"], tensors, metadata)
+
+
 def train_run(config: RunConfig, data: FashionMNIST, run_dir: str | Path, *, device: torch.device | str = "cpu",
-              overwrite: bool = False, progress: bool = False,
+              overwrite: bool = False, resume: bool = False, progress: bool = False,
               on_epoch: Callable[[EpochMetrics], None] | None = None) -> dict:
     """Trains the configured network and writes a run directory (see :mod:`stochrelax.runs`).
 
     Besides the metrics, every epoch appends its activation and gradient statistics
     (:mod:`stochrelax.stats`, histograms on the epochs of :func:`~stochrelax.stats.histogram_epochs`)
-    to ``training_stats.jsonl``.
+    to ``training_stats.jsonl`` and replaces the run's checkpoint.
 
     Args:
         config: the resolved run config; ``config.data`` limits are applied to ``data``.
         data: the full Fashion-MNIST.
-        run_dir: output directory; must not exist unless ``overwrite``.
+        run_dir: output directory; must not exist unless ``overwrite`` or ``resume``.
         device: where to train.
         overwrite: replace an existing run directory.
+        resume: continue the run in ``run_dir`` if there is one (started with the same
+            config): a finished run is left as it is, an unfinished one continues after
+            its last checkpoint; records of later epochs are dropped first.
         progress: show a progress bar per epoch.
         on_epoch: called with each epoch's metrics after they are written.
 
     Returns:
         The summary written to ``summary.json``.
+
+    Raises:
+        RunDirError: if ``run_dir`` holds another run (or, when resuming, one with another config).
     """
     device = torch.device(device)
     data = data.limit(config.data.train_limit, config.data.test_limit)
-    run_dir = runs.create_run_dir(run_dir, overwrite)
-    runs.write_config(run_dir, config)
+    run_dir = Path(run_dir)
+    checkpoint = None
+    if resume and (run_dir / runs.CONFIG_FILE).is_file():
+        runs.check_same_config(run_dir, config)
+        if runs.is_finished(run_dir):
+            return runs.read_summary(run_dir)
+        checkpoint = _read_checkpoint(run_dir)
+        runs.truncate_records(run_dir, checkpoint.epoch if checkpoint else 0)
+    else:
+        run_dir = runs.create_run_dir(run_dir, overwrite)
+        runs.write_config(run_dir, config)
+    runs.append_event(run_dir, "resume" if checkpoint else "start", checkpoint.epoch + 1 if checkpoint else 1)
 
     recorder = TrainingStatsRecorder(histogram_epochs(config.train.epochs))
 
@@ -251,19 +368,24 @@ def train_run(config: RunConfig, data: FashionMNIST, run_dir: str | Path, *, dev
         if on_epoch is not None:
             on_epoch(metrics)
 
-    start = time.perf_counter()
+    def save(state: Checkpoint) -> None:
+        runs.save_checkpoint(run_dir, state.tensors, state.metadata)
+
     with seeded(config.train.seed, device):
         model = build_model(config.model).to(device)
-        history = fit(model, data, config.train, on_epoch=record, progress=progress, recorder=recorder)
+        fit(model, data, config.train, on_epoch=record, progress=progress, recorder=recorder,
+            resume_from=checkpoint, on_checkpoint=save)
     runs.save_weights(run_dir, model)
+    history = runs.read_metrics(run_dir)  # every epoch, also those before a resumption
     final = history[-1]
     summary = {
-        "test_accuracy": final.test_accuracy,
-        "test_loss": final.test_loss,
-        "train_accuracy": final.train_accuracy,
+        "test_accuracy": final["test_accuracy"],
+        "test_loss": final["test_loss"],
+        "train_accuracy": final["train_accuracy"],
         "epochs": len(history),
-        "seconds_per_epoch": sum(m.train_seconds for m in history) / len(history),
-        "total_seconds": time.perf_counter() - start,
+        "seconds_per_epoch": sum(m["train_seconds"] for m in history) / len(history),
+        "total_seconds": sum(m["train_seconds"] + m["eval_seconds"] for m in history),
+        "resumptions": sum(event["event"] == "resume" for event in runs.read_events(run_dir)),
         "train_examples": int(data.train_labels.shape[0]),
         "test_examples": int(data.test_labels.shape[0]),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -273,4 +395,5 @@ def train_run(config: RunConfig, data: FashionMNIST, run_dir: str | Path, *, dev
                      "python": platform.python_version()},
     }
     runs.write_summary(run_dir, summary)
+    runs.remove_checkpoint(run_dir)
     return summary
