@@ -1,4 +1,4 @@
-"""Command-line interface: ``stochrelax train | evaluate | attack | report | results | data info``.
+"""Command-line interface: ``stochrelax train | evaluate | attack | report | sweep | results | reproduce | data info``.
 
 Every command validates its inputs before doing any work and reports a bad input
 as one line on stderr with a non-zero exit status.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import textwrap
@@ -21,7 +22,8 @@ from stochrelax.attacks import ATTACKS
 from stochrelax.config import ConfigError, load_config
 from stochrelax.data import DataError, data_info, load_fashion_mnist
 from stochrelax.evaluate import DEFAULT_BUDGETS, THESIS_ATTACKS, attack_run, evaluate_run
-from stochrelax.runs import RunDirError, check_run_dir, load_run
+from stochrelax.runs import CONFIG_FILE, RunDirError, check_run_dir, load_run
+from stochrelax.sweep import BACKENDS, PRESETS, JobResult, SweepInterrupted, load_grid, run_sweep
 from stochrelax.train import TrainingDiverged, train_run
 
 __all__ = ["main", "build_parser", "resolve_device"]
@@ -30,7 +32,7 @@ class UsageError(Exception):
     """A command-line value that cannot be used."""
 
 
-USER_ERRORS = (UsageError, ConfigError, DataError, RunDirError, TrainingDiverged)
+USER_ERRORS = (UsageError, ConfigError, DataError, RunDirError, TrainingDiverged, SweepInterrupted)
 
 
 def _cuda() -> torch.device:
@@ -54,6 +56,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _train(args: argparse.Namespace) -> None:
+    if (args.config is None) == (args.resume is None):
+        raise UsageError("train: give a CONFIG to start a run or --resume RUN_DIR to continue one")
+    if args.resume is not None:
+        if not (args.resume / CONFIG_FILE).is_file():
+            raise UsageError(f"--resume {args.resume}: not a run directory (no {CONFIG_FILE})")
+        args.config, args.out = args.resume / CONFIG_FILE, args.resume
     overrides = {
         "train": {key: value for key, value in (("epochs", args.epochs), ("seed", args.seed)) if value is not None},
         "data": {key: value for key, value in (("train_limit", args.train_limit), ("test_limit", args.test_limit))
@@ -62,10 +70,13 @@ def _train(args: argparse.Namespace) -> None:
     config = load_config(args.config, overrides)
     device = resolve_device(args.device)
     out = args.out or Path("runs") / f"{Path(args.config).stem}-seed{config.train.seed}"
-    check_run_dir(out, args.overwrite)
+    resume = args.resume is not None
+    if not resume:
+        check_run_dir(out, args.overwrite)
     data = load_fashion_mnist(args.data_dir)
-    print(f"training {args.config} on {device} -> {out}", flush=True)
-    summary = train_run(config, data, out, device=device, overwrite=args.overwrite, progress=not args.no_progress,
+    print(f"{'resuming' if resume else 'training'} {args.config} on {device} -> {out}", flush=True)
+    summary = train_run(config, data, out, device=device, overwrite=args.overwrite, resume=resume,
+                        progress=not args.no_progress,
                         on_epoch=lambda metrics: print(metrics.summary_line(config.train.epochs), flush=True))
     print(f"done: test accuracy {summary['test_accuracy']:.2%} after {summary['epochs']} epochs "
           f"({summary['seconds_per_epoch']:.1f}s per epoch); run saved in {out}")
@@ -154,6 +165,43 @@ def _results(args: argparse.Namespace) -> None:
     print(f"written to {table_csv} and {table_md}")
 
 
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _print_job(result: JobResult) -> None:
+    if result.status == "failed":
+        print(f"FAILED {result.label}: {result.error}", flush=True)
+        return
+    work = [step for step, done in (("trained", result.trained), ("attacked", result.attacked)) if done]
+    print(f"done {result.label}: test accuracy {result.test_accuracy:.2%} "
+          f"({' and '.join(work) or 'already complete'}, {result.seconds:.0f}s)", flush=True)
+
+
+def _run_sweep(args: argparse.Namespace) -> list[JobResult]:
+    """The sweep of ``sweep`` and ``reproduce``: validates, runs, prints a line per job."""
+    if args.ray_address is not None and args.backend != "ray":
+        raise UsageError("--ray-address needs --backend ray")
+    runs = load_grid(args.grid)
+    device = resolve_device(args.device)
+    workers = args.workers or (1 if device.type == "cuda" else _cpu_count())
+    print(f"sweep {args.grid}: {len(runs)} runs x {args.seeds} seeds, preset {args.preset}, "
+          f"{args.backend} backend" + (f" ({workers} workers)" if args.backend == "local" else "")
+          + f" -> {args.out}", flush=True)
+    results = run_sweep(runs, args.out, seeds=args.seeds, preset=args.preset, backend=args.backend, workers=workers,
+                        ray_address=args.ray_address, data_dir=args.data_dir, device=str(device),
+                        progress=not args.no_progress, on_result=_print_job)
+    failed = [result for result in results if result.status == "failed"]
+    print(f"sweep finished: {len(results) - len(failed)} of {len(results)} runs done"
+          + (f", {len(failed)} failed: {', '.join(result.label for result in failed)}" if failed else ""))
+    return results
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    results = _run_sweep(args)
+    return 1 if any(result.status == "failed" for result in results) else 0
+
+
 def _data_info(args: argparse.Namespace) -> None:
     info = data_info(args.data_dir)
     if args.json:
@@ -208,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a network from a YAML config and write a run directory",
                                 description="Train a network from a YAML config and write a run directory.")
-    train.add_argument("config", type=Path, help="YAML config, e.g. configs/relu_deterministic.yaml")
+    train.add_argument("config", type=Path, nargs="?", default=None,
+                       help="YAML config, e.g. configs/relu_deterministic.yaml")
+    train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                       help="continue an interrupted run from its last epoch checkpoint (instead of CONFIG)")
     train.add_argument("--out", type=Path, default=None, metavar="DIR", help="run directory (default: runs/CONFIG-seedS)")
     train.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="override train.epochs")
     train.add_argument("--seed", type=int, default=None, metavar="S", help="override train.seed")
@@ -283,6 +334,31 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--out", type=Path, default=None, metavar="DIR", help="where to write (default: RUNS)")
     results.set_defaults(handler=_results)
 
+    def sweep_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--seeds", type=_positive_int, default=1, metavar="N", help="seeds 0..N-1 per run (default 1)")
+        sub.add_argument("--preset", default="quick", choices=list(PRESETS),
+                         help="smoke: minutes, a pipeline check; quick: well under an hour on 2 CPU cores; "
+                              "thesis: the full protocol (100 epochs, all data) (default quick)")
+        sub.add_argument("--backend", default="local", choices=list(BACKENDS),
+                         help="local: a process pool on this machine; ray: tasks on a running Ray cluster")
+        sub.add_argument("--workers", type=_positive_int, default=None, metavar="W",
+                         help="local processes at once, the CPU threads divided among them "
+                              "(default: one per CPU core; 1 on CUDA)")
+        sub.add_argument("--ray-address", default=None, metavar="ADDR",
+                         help="Ray cluster to join (default: the one `ray start` left on this machine)")
+        sub.add_argument("--no-progress", action="store_true", help="no progress bar")
+        common(sub)
+
+    sweep = commands.add_parser(
+        "sweep", help="train and attack every run x seed of an experiment grid; resumable",
+        description="Train every run x seed of an experiment grid into OUT/NAME-seedS and attack it with the "
+                    "thesis attacks (single-draw and EOT). Run it again to continue an interrupted sweep: "
+                    "finished runs are skipped, unfinished ones resume from their last epoch checkpoint.")
+    sweep.add_argument("grid", type=Path, metavar="GRID", help="experiment grid, e.g. configs/thesis_study.yaml")
+    sweep.add_argument("--out", type=Path, required=True, metavar="DIR", help="study directory")
+    sweep_options(sweep)
+    sweep.set_defaults(handler=_sweep)
+
     data = commands.add_parser("data", help="dataset commands", description="Dataset commands.")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     info = data_commands.add_parser("info", help="where Fashion-MNIST was found, checksums, sizes, pixel stats",
@@ -297,14 +373,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stochrelax`` console script; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
-        args.handler(args)
+        status = args.handler(args)
     except USER_ERRORS as error:
         print(f"stochrelax: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stochrelax: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

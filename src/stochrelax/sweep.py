@@ -17,18 +17,45 @@ expands into the runs ``relu_noisy-gaussian-0.05``, ``relu_noisy-gaussian-0.1``,
 :class:`~stochrelax.config.RunConfig`; a run can be repeated alone from its resolved
 config. A group without axes is one run named after the group; a true/false axis
 appears as its key's last part or ``no_`` before it (``batch_norm``, ``no_batch_norm``).
+
+:func:`run_sweep` executes a grid: every run × seed is one job that trains the run
+(``OUT/NAME-seedS``) and attacks it with the thesis' attacks, single-draw and with EOT
+(:func:`run_job`). Jobs go to a local process pool (the CPU threads divided among the
+workers) or to a Ray cluster, one task per job. Everything a job does is resumable: a
+finished run is not trained again, an unfinished one continues from its last epoch
+checkpoint, and a run whose attack table is complete is not attacked again — so an
+interrupted sweep is finished by running the same command again. A :class:`Preset`
+scales epochs, data and attack budgets (:data:`PRESETS`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from dataclasses import dataclass
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from tqdm import tqdm
 
 from stochrelax.config import ConfigError, RunConfig, merge_mappings, parse_config, read_yaml
+from stochrelax.data import FashionMNIST, load_fashion_mnist
+from stochrelax.evaluate import DEFAULT_BUDGETS, THESIS_ATTACKS, attack_plan, attack_run
+from stochrelax.models import is_stochastic
+from stochrelax.runs import RunDirError, load_run, read_attack_table
+from stochrelax.train import TrainingDiverged, train_run
 
-__all__ = ["PlannedRun", "expand_grid", "load_grid"]
+__all__ = ["PlannedRun", "expand_grid", "load_grid", "Preset", "PRESETS", "SweepJob", "JobResult", "plan_jobs",
+           "run_job", "run_sweep", "BACKENDS", "SweepInterrupted", "SWEEP_FILE"]
+
+SWEEP_FILE = "sweep.json"
 
 GRID_KEYS = ("base", "groups")
 GROUP_KEYS = ("set", "axes")
@@ -107,3 +134,252 @@ def expand_grid(grid: Any, source: str = "grid") -> list[PlannedRun]:
 def load_grid(path: str | Path) -> list[PlannedRun]:
     """Reads a grid YAML file and expands it (see :func:`expand_grid`)."""
     return expand_grid(read_yaml(path, kind="grid"), source=str(path))
+
+
+# --- presets ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Preset:
+    """How much of the protocol a sweep runs: epochs and data of training, and the attack sweep."""
+
+    epochs: int | None  # training epochs (None: the grid's own, the thesis' 100)
+    train_limit: int | None  # first N training images (None: all 60,000)
+    test_limit: int | None  # first N test images for the per-epoch evaluation (None: all 10,000)
+    attack_limit: int  # first N test images attacked
+    eps: tuple[float, ...]  # L-inf budgets of FGSM and targeted iterative FGSM
+    p: tuple[float, ...]  # missing-feature ratios
+    eot_samples: int  # noise draws per attack gradient of the EOT variant
+    prediction_samples: int  # softmax samples of the averaged predictor that judges the attacks
+    check_convergence: bool  # the PGD convergence probe of the gradient-masking checks
+
+    def apply(self, config: RunConfig, seed: int) -> RunConfig:
+        """``config`` with this preset's epochs and data limits and the given seed."""
+        train = {"seed": seed, **({"epochs": self.epochs} if self.epochs is not None else {})}
+        data = {"train_limit": self.train_limit, "test_limit": self.test_limit}
+        return parse_config(config.model_dump(mode="python"), {"train": train, "data": data})
+
+    @property
+    def budgets(self) -> dict[str, tuple[float, ...]]:
+        return {"eps": self.eps, "p": self.p}
+
+
+PRESETS: dict[str, Preset] = {
+    # a few minutes on 2 CPU cores: checks that the whole pipeline works, numbers are noise
+    "smoke": Preset(epochs=1, train_limit=1000, test_limit=500, attack_limit=100, eps=(0.03, 0.07, 0.1), p=(0.3,),
+                    eot_samples=4, prediction_samples=4, check_convergence=False),
+    # well under an hour on 2 CPU cores with 2 seeds: every claim gets a first answer
+    "quick": Preset(epochs=3, train_limit=10_000, test_limit=2000, attack_limit=300,
+                    eps=(0.0, 0.03, 0.07, 0.1, 0.2), p=(0.0, 0.1, 0.3, 0.5), eot_samples=8, prediction_samples=8,
+                    check_convergence=False),
+    # the thesis protocol (100 epochs, all data) and budgets; attacks on 1000 test images
+    "thesis": Preset(epochs=None, train_limit=None, test_limit=None, attack_limit=1000, eps=DEFAULT_BUDGETS["eps"],
+                     p=DEFAULT_BUDGETS["p"], eot_samples=16, prediction_samples=16, check_convergence=True),
+}
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SweepJob:
+    """One run × seed of a sweep: train ``config`` into ``run_dir``, then attack it."""
+
+    name: str  # the grid's run name
+    seed: int
+    config: RunConfig  # preset applied, train.seed = seed
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return self.run_dir.name
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a job reports back to the sweep."""
+
+    label: str
+    status: str  # "done" or "failed"
+    trained: bool  # training ran (not found finished)
+    attacked: bool  # attacks ran (not found complete)
+    seconds: float
+    test_accuracy: float | None = None
+    error: str | None = None
+
+
+def plan_jobs(runs: Iterable[PlannedRun], seeds: int, preset: Preset, out_dir: str | Path) -> list[SweepJob]:
+    """Every run × seed (0 … seeds−1), seed-major: all runs of seed 0 come first, so an
+    interrupted sweep has whole seeds rather than whole runs."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    out_dir = Path(out_dir).resolve()
+    runs = list(runs)
+    return [SweepJob(run.name, seed, preset.apply(run.config, seed), out_dir / f"{run.name}-seed{seed}")
+            for seed in range(seeds) for run in runs]
+
+
+@functools.lru_cache(maxsize=2)
+def _data(data_dir: str | None) -> FashionMNIST:
+    """Fashion-MNIST, read once per worker process."""
+    return load_fashion_mnist(data_dir)
+
+
+def _attacks_complete(run_dir: Path, planned: list[tuple[str, float, int]]) -> bool:
+    table = read_attack_table(run_dir)
+    if table is None:
+        return False
+    measured = {(row["attack"], round(row["budget"], 9), row["eot_samples"]) for row in table["rows"]}
+    return all((name, round(budget, 9), eot) in measured for name, budget, eot in planned)
+
+
+def run_job(job: SweepJob, preset: Preset, data_dir: str | None = None, device: str = "cpu",
+            threads: int | None = None) -> JobResult:
+    """Trains (or resumes, or skips a finished) run and attacks it unless its table is complete.
+
+    Runs in a worker process: ``threads`` sets torch's intra-op threads there. A run
+    whose training diverges, or whose directory holds something else, is reported as
+    failed; other errors propagate.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    data = _data(data_dir)
+    trained = not (job.run_dir / "summary.json").is_file()
+    try:
+        summary = train_run(job.config, data, job.run_dir, device=device, resume=True)
+    except (TrainingDiverged, RunDirError) as error:
+        return JobResult(job.label, "failed", trained, False, time.perf_counter() - start, error=str(error))
+    run = load_run(job.run_dir)
+    planned = attack_plan(THESIS_ATTACKS, preset.budgets, preset.eot_samples, is_stochastic(run.model))
+    attacked = not _attacks_complete(job.run_dir, planned)
+    if attacked:
+        attack_run(run, data.limit(test_limit=preset.attack_limit), attacks=THESIS_ATTACKS, budgets=preset.budgets,
+                   eot_samples=preset.eot_samples, prediction_samples=preset.prediction_samples, device=device,
+                   seed=job.seed, check_convergence=preset.check_convergence)
+    return JobResult(job.label, "done", trained, attacked, time.perf_counter() - start, summary["test_accuracy"])
+
+
+# --- backends ----------------------------------------------------------------------------------
+
+class SweepInterrupted(RuntimeError):
+    """A worker or node was lost; the message says how to continue."""
+
+
+JobRunner = Callable[[list[SweepJob], Preset, str | None, str, int], Iterator[JobResult]]
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _local(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: str, workers: int,
+           address: str | None = None) -> Iterator[JobResult]:
+    """A pool of ``workers`` processes (spawned, so CUDA and threads start clean), the CPU
+    threads divided among them: two torch processes with all threads each on the same
+    cores run 10–20× slower than one."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cpus // workers)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(run_job, job, preset, data_dir, device, threads) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BrokenProcessPool:
+            raise SweepInterrupted("a worker process died (killed, or out of memory); run the same command "
+                                   "again to continue: finished runs are kept, unfinished ones resume") from None
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _ray(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: str, workers: int,
+         address: str | None = None) -> Iterator[JobResult]:
+    """One Ray task per job on an existing cluster (``ray.init(address=...)``); each task
+    asks for ``workers`` CPUs' worth of threads (default 1). A task lost with its node is
+    retried by Ray and resumes from the run's checkpoint. Each task uses one CPU thread
+    (``workers`` is the cluster's business: Ray runs as many tasks as it has CPUs).
+    ``OUT`` must be on a file system every node sees, and every node needs stochrelax
+    and Fashion-MNIST."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install 'stochrelax[ray]'") from None
+    threads = 1
+    ray.init(address=address or "auto", log_to_driver=False, logging_level="warning")
+    try:
+        task = ray.remote(num_cpus=threads, max_retries=3)(run_job)
+        pending = [task.remote(job, preset, data_dir, device, threads) for job in jobs]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                yield ray.get(done[0])
+            except ray.exceptions.RayError as error:
+                raise SweepInterrupted(f"a Ray task failed ({type(error).__name__}); run the same command again "
+                                       "to continue: finished runs are kept, unfinished ones resume") from None
+    finally:
+        ray.shutdown()
+
+
+BACKENDS: dict[str, JobRunner] = {"local": _local, "ray": _ray}
+
+
+def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1, preset: str = "quick",
+              backend: str = "local", workers: int = 1, ray_address: str | None = None,
+              data_dir: str | Path | None = None, device: str = "cpu", progress: bool = False,
+              on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+    """Trains and attacks every run × seed of a grid; see the module docstring.
+
+    Writes ``OUT/sweep.json`` (the plan, then each job's outcome) and one run directory
+    per job. Finished work found in ``out_dir`` is kept, not redone.
+
+    Args:
+        runs: the grid's runs (:func:`load_grid`).
+        out_dir: the study directory.
+        seeds: seeds 0 … seeds−1 of every run.
+        preset: a name from :data:`PRESETS`.
+        backend: a name from :data:`BACKENDS`.
+        workers: local processes working at once.
+        ray_address: the Ray cluster (default: the one ``ray start`` left for this machine).
+        data_dir: Fashion-MNIST directory (default: the usual search).
+        device: ``cpu`` or ``cuda``; the device of every job.
+        progress: a progress bar over the jobs.
+        on_result: called with each job's result as it arrives.
+
+    Returns:
+        The results of every job, in the order they finished.
+
+    Raises:
+        ConfigError: for an unknown preset or backend, or fewer than one worker or seed.
+        SweepInterrupted: when a worker or Ray task is lost (what finished is kept).
+    """
+    for name, registry, kind in ((preset, PRESETS, "preset"), (backend, BACKENDS, "backend")):
+        if name not in registry:
+            raise ConfigError(f"unknown {kind} {name!r}; valid: {', '.join(registry)}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    settings = PRESETS[preset]
+    jobs = plan_jobs(runs, seeds, settings, out_dir)
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"preset": preset, "preset_settings": asdict(settings), "seeds": seeds, "backend": backend,
+              "jobs": {job.label: {"run": job.name, "seed": job.seed, "status": "pending"} for job in jobs}}
+    _write_sweep_file(out_dir, record)
+    results = []
+    runner = BACKENDS[backend](jobs, settings, None if data_dir is None else str(data_dir), device, workers,
+                               ray_address)
+    with tqdm(total=len(jobs), desc="sweep", unit="run", disable=not progress) as bar:
+        for result in runner:
+            results.append(result)
+            record["jobs"][result.label].update(asdict(result))
+            _write_sweep_file(out_dir, record)
+            bar.update()
+            bar.set_postfix_str(result.label)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+def _write_sweep_file(out_dir: Path, record: dict[str, Any]) -> None:
+    temporary = out_dir / f".{SWEEP_FILE}.tmp"
+    temporary.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(temporary, out_dir / SWEEP_FILE)
