@@ -1,13 +1,22 @@
-"""Experiment grids: expansion into named, validated runs, and the shipped thesis study."""
+"""Experiment grids (expansion into named, validated runs; the shipped thesis study) and sweeps over them."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from stochrelax import runs
 from stochrelax.config import ConfigError
-from stochrelax.sweep import expand_grid, load_grid
+from stochrelax.sweep import PRESETS, SWEEP_FILE, Preset, expand_grid, load_grid, plan_jobs, run_sweep
 
 THESIS_STUDY = Path(__file__).resolve().parents[1] / "configs" / "thesis_study.yaml"
 
@@ -73,3 +82,137 @@ def test_thesis_study_expresses_the_thesis_grid() -> None:
 def test_missing_grid_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="grid file not found"):
         load_grid(tmp_path / "nope.yaml")
+
+
+# --- running a sweep ---------------------------------------------------------------------------
+
+TINY = Preset(epochs=2, train_limit=500, test_limit=200, attack_limit=40, eps=(0.05,), p=(0.3,), eot_samples=2,
+              prediction_samples=2, check_convergence=False)
+TINY_GRID = {"base": {"train": {"epochs": 100}},
+             "groups": {"relu": {"set": {"model.activation.kind": "relu"}},
+                        "noisy": {"set": {"model.activation": {"kind": "relu", "noise": "logistic", "std": 0.05}}}}}
+ROWS = {"relu": {("fgsm", 0.05, 1), ("ifgsm-ll", 0.05, 1), ("missing", 0.3, 1)},
+        "noisy": {("fgsm", 0.05, 1), ("fgsm", 0.05, 2), ("ifgsm-ll", 0.05, 1), ("ifgsm-ll", 0.05, 2),
+                  ("missing", 0.3, 1)}}
+
+
+def attack_rows(run_dir: Path) -> list[tuple[str, float, int]]:
+    return [(row["attack"], row["budget"], row["eot_samples"]) for row in runs.read_attack_table(run_dir)["rows"]]
+
+
+def test_presets_set_epochs_data_and_seed_and_keep_the_rest() -> None:
+    config = expand_grid(TINY_GRID)[1].config
+    applied = TINY.apply(config, seed=3)
+    assert (applied.train.epochs, applied.train.seed, applied.data.train_limit, applied.data.test_limit) == \
+        (2, 3, 500, 200)
+    assert applied.model == config.model and applied.train.lr == config.train.lr
+    thesis = PRESETS["thesis"].apply(config, seed=0)
+    assert (thesis.train.epochs, thesis.data.train_limit, thesis.data.test_limit) == (100, None, None)
+
+
+def test_jobs_are_seed_major_with_one_directory_per_run_and_seed(tmp_path: Path) -> None:
+    jobs = plan_jobs(expand_grid(TINY_GRID), 2, TINY, tmp_path)
+    assert [job.label for job in jobs] == ["relu-seed0", "noisy-seed0", "relu-seed1", "noisy-seed1"]
+    assert all(job.run_dir.parent == tmp_path.resolve() and job.config.train.seed == job.seed for job in jobs)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"preset": "huge"}, "unknown preset 'huge'; valid: smoke, quick, thesis"),
+    ({"backend": "slurm"}, "unknown backend 'slurm'; valid: local, ray"),
+    ({"workers": 0}, "--workers must be at least 1"),
+    ({"seeds": 0}, "--seeds must be at least 1"),
+])
+def test_bad_sweep_settings_are_refused_before_any_work(kwargs: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_sweep(expand_grid(TINY_GRID), tmp_path / "study", **kwargs)
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.slow
+def test_sweep_trains_and_attacks_every_run_and_seed_and_a_rerun_redoes_nothing(real_data_dir, tmp_path) -> None:
+    study = tmp_path / "study"
+    results = run_sweep(expand_grid(TINY_GRID), study, seeds=2, preset=TINY, workers=2, data_dir=real_data_dir)
+    assert sorted(result.label for result in results) == ["noisy-seed0", "noisy-seed1", "relu-seed0", "relu-seed1"]
+    assert all(result.status == "done" and result.trained and result.attacked for result in results)
+    for result in results:
+        run_dir = study / result.label
+        assert runs.read_summary(run_dir)["epochs"] == 2 and runs.read_summary(run_dir)["train_examples"] == 500
+        assert sorted(attack_rows(run_dir)) == sorted(ROWS[result.label.split("-")[0]])
+        assert runs.read_attack_table(run_dir)["test_examples"] == 40
+    record = json.loads((study / SWEEP_FILE).read_text())
+    assert {label: job["status"] for label, job in record["jobs"].items()} == {
+        "relu-seed0": "done", "noisy-seed0": "done", "relu-seed1": "done", "noisy-seed1": "done"}
+    files = {path: path.stat().st_mtime_ns for path in study.rglob("*") if path.name != SWEEP_FILE}
+
+    again = run_sweep(expand_grid(TINY_GRID), study, seeds=2, preset=TINY, workers=1, data_dir=real_data_dir)
+    assert not any(result.trained or result.attacked for result in again) and len(again) == 4
+    assert {path: path.stat().st_mtime_ns for path in study.rglob("*") if path.name != SWEEP_FILE} == files
+
+
+@pytest.mark.slow
+def test_a_run_that_cannot_be_done_fails_alone_and_the_sweep_carries_on(real_data_dir, tmp_path) -> None:
+    study = tmp_path / "study"
+    (study / "relu-seed0").mkdir(parents=True)
+    (study / "relu-seed0" / "notes.txt").write_text("someone else's work")
+    results = {result.label: result for result in
+               run_sweep(expand_grid(TINY_GRID), study, preset=TINY, workers=1, data_dir=real_data_dir)}
+    assert results["relu-seed0"].status == "failed" and "already exists" in results["relu-seed0"].error
+    assert results["noisy-seed0"].status == "done"
+    assert (study / "relu-seed0" / "notes.txt").read_text() == "someone else's work"
+    assert json.loads((study / SWEEP_FILE).read_text())["jobs"]["relu-seed0"]["status"] == "failed"
+
+
+KILLABLE = Preset(epochs=6, train_limit=1000, test_limit=200, attack_limit=40, eps=(0.05,), p=(0.3,), eot_samples=2,
+                  prediction_samples=2, check_convergence=False)
+SWEEP_SCRIPT = """
+import sys
+from stochrelax.sweep import Preset, expand_grid, run_sweep
+grid = {grid!r}
+run_sweep(expand_grid(grid), sys.argv[1], seeds=1, preset=Preset(**{preset!r}), workers=1, data_dir=sys.argv[2])
+"""
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """Pool workers among the children of ``parent`` (not multiprocessing's resource tracker)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in command and b"resource_tracker" not in command:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_worker_is_killed_completes_when_run_again(real_data_dir, tmp_path) -> None:
+    study = tmp_path / "study"
+    script = SWEEP_SCRIPT.format(grid=TINY_GRID, preset=dataclasses.asdict(KILLABLE))
+    sweep = subprocess.Popen([sys.executable, "-c", script, str(study), str(real_data_dir)],
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    checkpoint = study / "relu-seed0" / runs.CHECKPOINT_FILE
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():  # the first run has finished at least one epoch
+        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before its first checkpoint"
+        time.sleep(0.05)
+    workers = _worker_pids(sweep.pid)
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = sweep.communicate(timeout=60)
+    assert sweep.returncode != 0 and "run the same command again" in stderr
+    killed_at = runs.load_checkpoint(study / "relu-seed0")[1]["epoch"]
+    assert 1 <= killed_at < KILLABLE.epochs and not runs.is_finished(study / "relu-seed0")
+
+    results = run_sweep(expand_grid(TINY_GRID), study, preset=KILLABLE, workers=1, data_dir=real_data_dir)
+    assert sorted((result.label, result.status) for result in results) == [("noisy-seed0", "done"),
+                                                                           ("relu-seed0", "done")]
+    assert sorted(path.name for path in study.iterdir()) == ["noisy-seed0", "relu-seed0", SWEEP_FILE]
+    resumed = study / "relu-seed0"
+    assert runs.read_events(resumed) == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": killed_at + 1}]
+    for run_dir in study.glob("*-seed0"):  # every epoch recorded exactly once, every attack row once
+        assert [m["epoch"] for m in runs.read_metrics(run_dir)] == list(range(1, KILLABLE.epochs + 1))
+        assert [s["epoch"] for s in runs.read_training_stats(run_dir)] == list(range(1, KILLABLE.epochs + 1))
+        assert sorted(attack_rows(run_dir)) == sorted(ROWS[run_dir.name.split("-")[0]])
+        assert not any(path.name.startswith(".") or path.name == runs.CHECKPOINT_FILE for path in run_dir.iterdir())

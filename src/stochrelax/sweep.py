@@ -323,7 +323,7 @@ def _ray(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: str
 BACKENDS: dict[str, JobRunner] = {"local": _local, "ray": _ray}
 
 
-def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1, preset: str = "quick",
+def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1, preset: str | Preset = "quick",
               backend: str = "local", workers: int = 1, ray_address: str | None = None,
               data_dir: str | Path | None = None, device: str = "cpu", progress: bool = False,
               on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
@@ -336,7 +336,7 @@ def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1
         runs: the grid's runs (:func:`load_grid`).
         out_dir: the study directory.
         seeds: seeds 0 … seeds−1 of every run.
-        preset: a name from :data:`PRESETS`.
+        preset: a name from :data:`PRESETS`, or a :class:`Preset`.
         backend: a name from :data:`BACKENDS`.
         workers: local processes working at once.
         ray_address: the Ray cluster (default: the one ``ray start`` left for this machine).
@@ -352,16 +352,17 @@ def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1
         ConfigError: for an unknown preset or backend, or fewer than one worker or seed.
         SweepInterrupted: when a worker or Ray task is lost (what finished is kept).
     """
-    for name, registry, kind in ((preset, PRESETS, "preset"), (backend, BACKENDS, "backend")):
+    named = {"preset": (preset, PRESETS)} if isinstance(preset, str) else {}
+    for kind, (name, registry) in {**named, "backend": (backend, BACKENDS)}.items():
         if name not in registry:
             raise ConfigError(f"unknown {kind} {name!r}; valid: {', '.join(registry)}")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
-    settings = PRESETS[preset]
+    settings = PRESETS[preset] if isinstance(preset, str) else preset
     jobs = plan_jobs(runs, seeds, settings, out_dir)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"preset": preset, "preset_settings": asdict(settings), "seeds": seeds, "backend": backend,
+    record = {"preset": preset if isinstance(preset, str) else "custom", "preset_settings": asdict(settings), "seeds": seeds, "backend": backend,
               "jobs": {job.label: {"run": job.name, "seed": job.seed, "status": "pending"} for job in jobs}}
     _write_sweep_file(out_dir, record)
     results = []
