@@ -16,9 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stochrelax.estimators import MovingAverageBaseline, score_function_surrogate
+from stochrelax.estimators import MovingAverageBaseline, score_function, score_function_surrogate
 from stochrelax.layers import StochasticActivation
 from stochrelax.models import collect_log_prob
+from stochrelax.noise import NOISES, make_noise
 from stochrelax.rng import seeded
 
 
@@ -193,3 +194,21 @@ def test_moving_average_baseline_starts_at_the_first_loss_then_averages() -> Non
     assert baseline.value == pytest.approx(0.9 * 2.0 + 0.1 * 1.0)
     with pytest.raises(ValueError, match="decay"):
         MovingAverageBaseline(decay=1.0)
+
+
+@pytest.mark.parametrize("name", list(NOISES))
+def test_score_log_prob_equals_log_cdf_or_log_sf_of_each_outcome(name: str) -> None:
+    noise = make_noise(name, 0.3, 0.7)  # mean ≠ 0: the reflection about the mean must be right
+    generator = torch.Generator().manual_seed(0)
+    pre_activation = torch.randn(4, 50, generator=generator, dtype=torch.float64) * 2
+    sample = torch.where(torch.rand(4, 50, generator=generator, dtype=torch.float64) < 0.5, -1.0, 1.0)
+    _, log_prob = score_function(pre_activation, sample, noise)
+    reference = torch.where(sample > 0, noise.log_cdf(pre_activation), noise.log_sf(pre_activation)).sum(dim=1)
+    torch.testing.assert_close(log_prob, reference, rtol=1e-10, atol=1e-10)
+
+
+def test_score_skips_the_log_prob_when_no_gradient_is_taken() -> None:
+    pre_activation = torch.randn(3, 5)
+    with torch.no_grad():
+        sample, log_prob = score_function(pre_activation, pre_activation.sign(), make_noise("gaussian", 0.0, 1.0))
+    assert log_prob is None and torch.equal(sample, pre_activation.sign())

@@ -84,17 +84,25 @@ def score_function(pre_activation: torch.Tensor, sample: torch.Tensor, noise: No
                    noisy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample value without gradient, plus per-example log p(y | a) = Σ_units log F(±a).
 
+    P(y = −1) = 1 − F(a) = F(2μ − a) for noise symmetric about its mean μ (every noise in
+    :data:`stochrelax.noise.NOISES` is), so one log-CDF evaluation at the reflected
+    point scores both outcomes.
+
     Returns:
         The detached sample and the log-likelihood of shape (B,), summed over all
-        non-batch dimensions. Without noise (``noisy=False``) there is nothing to
-        score: the sign is returned with the 2p(a) proxy gradient and ``None``.
+        non-batch dimensions. The log-likelihood only feeds a gradient, so under
+        ``torch.no_grad()`` (prediction) it is not computed and ``None`` is returned.
+        Without noise (``noisy=False``) there is nothing to score: the sign is returned
+        with the 2p(a) proxy gradient and ``None``.
     """
     if noise is None:
         raise ValueError("estimator 'score' scores the noise draw and needs a noise distribution; "
                          "use 'classic_ste' for a deterministic sign unit")
     if not noisy:
         return straight_through(pre_activation, sample, noise)
-    log_prob = torch.where(sample > 0, noise.log_cdf(pre_activation), noise.log_sf(pre_activation))
+    if not torch.is_grad_enabled():
+        return sample, None
+    log_prob = noise.log_cdf(torch.where(sample > 0, pre_activation, 2.0 * noise.mean - pre_activation))
     return sample.detach(), log_prob.flatten(1).sum(dim=1)  # (B,)
 
 
