@@ -1,4 +1,5 @@
-"""The report: its summary table, pages over runs that lack data, and the page in headless Chromium."""
+"""The report: its summary table, the verdicts over a study, pages over runs that lack data, and the page
+in headless Chromium."""
 
 from __future__ import annotations
 
@@ -10,15 +11,21 @@ import pytest
 from stochrelax import runs
 from stochrelax.cli import main
 from stochrelax.report import build_report, summary_table
+from stochrelax.results import load_claims
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
 def report_page(small_run_dirs, fashion_mnist, tmp_path_factory) -> Path:
+    """The report over the small runs, with the verdicts and results over seeds of their directory."""
     out = tmp_path_factory.mktemp("report")
     return build_report(list(small_run_dirs.values()), out, fashion_mnist.limit(test_limit=300),
-                        "stochrelax report ...", tsne_count=200)
+                        "stochrelax report ...", tsne_count=200, study_root=study_root(small_run_dirs))
+
+
+def study_root(small_run_dirs) -> Path:
+    return next(iter(small_run_dirs.values())).parent
 
 
 def test_summary_table_has_a_row_per_run_and_single_draw_and_eot_for_stochastic_runs(small_run_dirs):
@@ -43,6 +50,20 @@ def test_report_over_a_run_without_attack_table_says_which_command_is_missing(sm
     assert f"stochrelax attack {bare}" in text
     assert "report.md" in [p.name for p in page.parent.iterdir()]
     assert f"stochrelax attack {bare}" in (page.parent / "report.md").read_text()
+    assert "Verdicts" not in text  # no study given
+
+
+def test_report_over_a_study_opens_with_the_verdicts_and_the_results_over_seeds(report_page, small_run_dirs):
+    text, markdown = report_page.read_text(), (report_page.parent / "report.md").read_text()
+    for page, heading in ((text, "<h2>{}</h2>"), (markdown, "## {}")):
+        positions = [page.index(heading.format(name)) for name in ("Verdicts", "Results over seeds", "Summary")]
+        assert positions == sorted(positions)
+        assert "Figures" not in page or positions[-1] < page.index(heading.format("Figures"))
+        for claim in load_claims():
+            assert claim.id in page
+    # The small runs are none of the thesis' configurations: every claim says what it misses.
+    assert "not measured, missing relu_deterministic-batch_norm (no finished run)" in markdown
+    assert f"From the {len(small_run_dirs)} finished runs below {study_root(small_run_dirs)}." in markdown
 
 
 def test_report_lists_every_figure_and_the_command(report_page, small_run_dirs):
@@ -79,42 +100,12 @@ def test_page_in_headless_chromium_loads_every_image_and_one_row_per_run(report_
         driver.get(report_page.as_uri())
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
-        rows = driver.execute_script("return document.querySelectorAll('table.summary tbody tr').length")
+        rows = driver.execute_script("return ['summary', 'verdicts', 'results'].map("
+                                     "c => document.querySelectorAll(`table.${c} tbody tr`).length)")
         assert driver.save_screenshot(str(tmp_path / "report.png"))
     finally:
         driver.quit()
     assert len(images) >= 14
     assert all(complete and width > 0 for _, complete, width in images), images
-    assert rows == len(small_run_dirs)
+    assert rows == [len(small_run_dirs), len(load_claims()), len(small_run_dirs) - 1]  # two logistic seeds join
     assert (tmp_path / "report.png").stat().st_size > 10_000
-
-
-# --- results over seeds -------------------------------------------------------------------------
-
-def test_results_join_seeds_of_one_configuration(small_run_dirs):
-    import statistics
-
-    from stochrelax.report import results_table
-
-    loaded = [runs.load_run(path) for path in small_run_dirs.values()]
-    table = results_table(loaded)
-    assert len(table.rows) == len(small_run_dirs) - 1  # the two logistic seeds are one configuration
-    logistic = next(row for row in table.rows if row[3] == "2")
-    seeds = [run.summary["test_accuracy"] for run in loaded if run.path.name.startswith("logistic")]
-    assert logistic[4] == f"{statistics.mean(seeds):.1%} ± {statistics.stdev(seeds):.1%}"
-    eot_column = next(i for i, name in enumerate(table.header) if name.startswith("fgsm eps=0.1 EOT"))
-    assert "±" in logistic[eot_column]
-
-
-def test_results_command_writes_csv_and_markdown(small_run_dirs, tmp_path, capsys):
-    root = next(iter(small_run_dirs.values())).parent
-    assert main(["results", str(root), "--out", str(tmp_path)]) == 0
-    assert "| configuration |" in capsys.readouterr().out
-    csv_lines = (tmp_path / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("configuration,units,adversarial training,n,clean accuracy")
-    assert len(csv_lines) == 1 + len(small_run_dirs) - 1
-
-
-def test_results_without_runs_is_a_one_line_error(tmp_path, capsys):
-    assert main(["results", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith("stochrelax: error: no finished run")

@@ -23,7 +23,8 @@ from stochrelax.config import ConfigError, load_config
 from stochrelax.data import DataError, data_info, load_fashion_mnist
 from stochrelax.evaluate import DEFAULT_BUDGETS, THESIS_ATTACKS, attack_run, evaluate_run
 from stochrelax.runs import CONFIG_FILE, RunDirError, check_run_dir, load_run
-from stochrelax.sweep import BACKENDS, PRESETS, JobResult, SweepInterrupted, load_grid, run_sweep
+from stochrelax.sweep import (BACKENDS, PRESETS, SWEEP_FILE, JobResult, SweepInterrupted, load_grid, run_sweep,
+                              unfinished_work)
 from stochrelax.train import TrainingDiverged, train_run
 
 __all__ = ["main", "build_parser", "resolve_device"]
@@ -158,11 +159,14 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _results(args: argparse.Namespace) -> None:
-    from stochrelax.report import write_results
+    from stochrelax.results import write_results
 
-    table_csv, table_md = write_results(args.root, args.out)
-    print(table_md.read_text(), end="")
-    print(f"written to {table_csv} and {table_md}")
+    for problem in unfinished_work(args.root) if (args.root / SWEEP_FILE).is_file() else []:
+        print(f"warning: unfinished: {problem}; run the sweep again to finish it")
+    files = write_results(args.root, args.out)
+    print(files.verdicts_md.read_text())
+    print(files.results_md.read_text(), end="")
+    print(f"written to {', '.join(map(str, files))}")
 
 
 def _cpu_count() -> int:
@@ -199,6 +203,32 @@ def _run_sweep(args: argparse.Namespace) -> list[JobResult]:
 
 def _sweep(args: argparse.Namespace) -> int:
     results = _run_sweep(args)
+    return 1 if any(result.status == "failed" for result in results) else 0
+
+
+STUDY_GRID = Path(__file__).resolve().parent / "configs" / "thesis_study.yaml"  # shipped with the package
+FIGURE_RUNS = ("relu_deterministic-batch_norm", "relu_adversarial_fgsm", "relu_noise-gaussian-additive-0.05",
+               "relu_noise-logistic-additive-0.05", "sign_noise-logistic-ste")
+"""Configurations whose seed-0 run gets the per-run figures of ``reproduce``'s report."""
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from stochrelax.report import build_report
+    from stochrelax.results import write_results
+
+    args.out = args.out or Path("runs") / f"reproduce-{args.preset}"
+    command = shlex.join(["stochrelax", "reproduce", "--preset", args.preset, "--seeds", str(args.seeds),
+                          "--out", str(args.out)] + (["--grid", str(args.grid)] if args.grid != STUDY_GRID else []))
+    results = _run_sweep(args)
+    written = write_results(args.out)
+    print(written.verdicts_md.read_text())
+    print("results: " + ", ".join(str(path) for path in written))
+    finished = [args.out / f"{name}-seed0" for name in FIGURE_RUNS if (args.out / f"{name}-seed0" / "summary.json").is_file()]
+    figure_runs = finished or sorted(path.parent for path in args.out.glob("*/summary.json"))[:len(FIGURE_RUNS)]
+    data = load_fashion_mnist(args.data_dir).limit(test_limit=args.limit)
+    page = build_report(figure_runs, args.out / "report", data, command, args.tsne_count,
+                        progress=not args.no_progress, study_root=args.out)
+    print(f"report written to {page}")
     return 1 if any(result.status == "failed" for result in results) else 0
 
 
@@ -358,6 +388,23 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, required=True, metavar="DIR", help="study directory")
     sweep_options(sweep)
     sweep.set_defaults(handler=_sweep)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="the thesis study in one command: sweep, results over seeds, verdicts, report",
+        description="Run the thesis study (configs/thesis_study.yaml, shipped with the package) with a preset: "
+                    "train and attack every run x seed (resumable: run it again after an interruption), "
+                    "aggregate mean ± std over seeds into OUT/results.csv and results.md, judge each claim of "
+                    "the thesis into OUT/verdicts.*, and write the report OUT/report/index.html.")
+    reproduce.add_argument("--out", type=Path, default=None, metavar="DIR",
+                           help="study directory (default: runs/reproduce-PRESET)")
+    reproduce.add_argument("--grid", type=Path, default=STUDY_GRID, metavar="GRID",
+                           help="experiment grid (default: the thesis study)")
+    reproduce.add_argument("--limit", type=_positive_int, default=2000, metavar="N",
+                           help="first N test images for the report's figures (default 2000)")
+    reproduce.add_argument("--tsne-count", type=_positive_int, default=1000, metavar="N",
+                           help="test images per t-SNE plot (default 1000)")
+    sweep_options(reproduce)
+    reproduce.set_defaults(handler=_reproduce)
 
     data = commands.add_parser("data", help="dataset commands", description="Dataset commands.")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

@@ -2,19 +2,17 @@
 
 The report only reads what runs left on disk (config, metrics, attack tables, training
 statistics, weights) and draws it with :mod:`stochrelax.plots`; it computes no new
-robustness number. ``DIR/index.html`` needs no network and no JavaScript: figures are
-PNG files beside it in ``DIR/figures``. A run that lacks some data still gets its page,
-with a line saying what is missing and the command that produces it.
+robustness number. Over a study of many runs and seeds it also shows the verdicts on the
+thesis' claims and the results over seeds, both from :mod:`stochrelax.results`.
+``DIR/index.html`` needs no network and no JavaScript: figures are PNG files beside it in
+``DIR/figures``. A run that lacks some data still gets its page, with a line saying what
+is missing and the command that produces it.
 """
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import math
-import re
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,10 +22,12 @@ from tqdm import tqdm
 
 from stochrelax import plots
 from stochrelax.data import FashionMNIST
-from stochrelax.runs import Run, RunDirError, load_run, read_attack_table
+from stochrelax.results import (RESULTS_CAPTION, VERDICTS_CAPTION, Table, aggregate, describe_adversarial_training,
+                                describe_units, evaluate_claims, load_claims, markdown_table, read_study,
+                                results_table, verdict_table)
+from stochrelax.runs import Run, load_run, read_attack_table
 
-__all__ = ["SUMMARY_BUDGETS", "ReportFigure", "Table", "summary_table", "build_report", "find_runs",
-           "results_table", "write_results"]
+__all__ = ["SUMMARY_BUDGETS", "ReportFigure", "summary_table", "build_report"]
 
 # Budgets shown in the summary table (thesis Figs. 5.3–5.5 span these).
 SUMMARY_BUDGETS: dict[str, tuple[float, ...]] = {"eps": (0.03, 0.07, 0.1), "p": (0.1, 0.3)}
@@ -43,24 +43,6 @@ class ReportFigure:
     title: str
     caption: str
     draw: Callable[[], Figure]
-
-
-@dataclass(frozen=True)
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-    notes: list[str]  # what is missing, and how to produce it
-
-
-def _describe_units(run: Run) -> str:
-    activation = run.config.model.activation
-    if activation.noise is None:
-        units = f"{activation.kind}, deterministic"
-    else:
-        units = f"{activation.kind}, {activation.noise} {activation.mode} std {activation.std:g}"
-    if activation.estimator:
-        units += f", {activation.estimator}"
-    return units
 
 
 def _cell(rows: list[dict], attack: str, budget: float, stochastic: bool) -> str:
@@ -92,9 +74,8 @@ def summary_table(runs: Sequence[Run]) -> Table:
     header += [f"{attack} {name}={budget:g}" for attack, name, budget in columns]
     rows, notes = [], []
     for run in runs:
-        adversarial = run.config.train.adversarial
-        training = "none" if adversarial.method is None else f"{adversarial.method} eps {adversarial.eps:g}"
-        row = [run.path.name, _describe_units(run), "yes" if run.config.model.batch_norm else "no", training,
+        row = [run.path.name, describe_units(run.config), "yes" if run.config.model.batch_norm else "no",
+               describe_adversarial_training(run.config),
                str(run.summary.get("epochs", "?")), f"{run.summary['test_accuracy']:.1%}"]
         table = tables[run.path]
         stochastic = run.config.model.activation.noise is not None
@@ -163,43 +144,66 @@ def _figures(runs: Sequence[Run], data: FashionMNIST, tsne_count: int) -> list[R
     return figures
 
 
-def _html_table(table: Table) -> str:
+def _html_table(table: Table, css_class: str) -> str:
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
-    return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    notes = "".join(f'<li class="note">{html.escape(note)}</li>' for note in table.notes)
+    return (f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            + (f"<ul>{notes}</ul>" if notes else ""))
 
 
-def _markdown_table(table: Table) -> str:
-    lines = ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
-    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class _TableSection:
+    heading: str
+    intro: str
+    table: Table
+    css_class: str  # the HTML table's class
+
+
+def _study_sections(study_root: str | Path) -> list[_TableSection]:
+    """The verdicts on the thesis' claims and the results over seeds, from every finished run below the root."""
+    runs = read_study(study_root)
+    verdicts = verdict_table(evaluate_claims(load_claims(), aggregate(runs)))
+    return [
+        _TableSection("Verdicts", f"{VERDICTS_CAPTION} From the {len(runs)} finished runs below {study_root}.",
+                      verdicts, "verdicts"),
+        _TableSection("Results over seeds", RESULTS_CAPTION, results_table(runs), "results"),
+    ]
 
 
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:0.85em}th,td{border:1px solid #ccc;padding:4px 6px;text-align:right}
 th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}figure{margin:2em 0}
-img{max-width:100%}figcaption{color:#555}.missing{color:#a33}code{background:#f3f3f3;padding:1px 4px}"""
+img{max-width:100%}figcaption{color:#555}.missing,.note{color:#a33}code{background:#f3f3f3;padding:1px 4px}"""
 
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: FashionMNIST, command: str,
-                 tsne_count: int = 2000, progress: bool = False) -> Path:
+                 tsne_count: int = 2000, progress: bool = False, study_root: str | Path | None = None) -> Path:
     """Writes ``out_dir/index.html``, ``out_dir/report.md`` and ``out_dir/figures/*.png``.
 
     Args:
-        run_dirs: finished run directories.
+        run_dirs: finished run directories; the summary table and the figures show these.
         out_dir: where the report goes (created; its report files are replaced).
         data: Fashion-MNIST, for the figures that need test images.
         command: the command line that regenerates the page, shown on it.
         tsne_count: test images in each t-SNE plot.
         progress: show a progress bar over the figures.
+        study_root: a directory of many runs and seeds (``stochrelax sweep``); given, the page
+            opens with the verdicts on the thesis' claims and the results over seeds of every
+            finished run below it (:mod:`stochrelax.results`).
 
     Returns:
         The path of ``index.html``.
+
+    Raises:
+        RunDirError: if ``study_root`` holds no finished run.
     """
     runs = [load_run(run_dir) for run_dir in run_dirs]
     out_dir = Path(out_dir)
     (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-    table = summary_table(runs)
+    tables = [] if study_root is None else _study_sections(study_root)
+    tables.append(_TableSection("Summary", "Accuracy of the averaged predictor; stochastic runs show single-draw / "
+                                "EOT attacks.", summary_table(runs), "summary"))
     sections = []
     for figure in tqdm(_figures(runs, data, tsne_count), desc="figures", disable=not progress):
         title = f"<h3>{html.escape(figure.title)}</h3>"
@@ -212,90 +216,15 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
         plots.save_figure(drawn, out_dir / relative)
         sections.append(f'<figure>{title}<img src="{html.escape(relative)}" alt="{html.escape(figure.title)}">'
                         f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
-    notes = "".join(f'<li class="missing">{html.escape(note)}</li>' for note in table.notes)
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>stochrelax report</title>'
             f"<style>{_STYLE}</style></head><body><h1>stochrelax report</h1>"
             f"<p>Regenerate with <code>{html.escape(command)}</code></p>"
-            f"<h2>Summary</h2><p>Accuracy of the averaged predictor; stochastic runs show single-draw / EOT "
-            f"attacks.</p>{_html_table(table)}" + (f"<ul>{notes}</ul>" if notes else "")
+            + "".join(f"<h2>{html.escape(section.heading)}</h2><p>{html.escape(section.intro)}</p>"
+                      f"{_html_table(section.table, section.css_class)}" for section in tables)
             + f"<h2>Figures</h2>{''.join(sections)}</body></html>\n")
     (out_dir / "index.html").write_text(page)
-    markdown = ["# stochrelax report", "", f"Regenerate with `{command}`", "", "## Summary", "",
-                _markdown_table(table), ""] + [f"- {note}" for note in table.notes]
+    markdown = ["# stochrelax report", "", f"Regenerate with `{command}`"]
+    for section in tables:
+        markdown += ["", f"## {section.heading}", "", section.intro, "", markdown_table(section.table)]
     (out_dir / "report.md").write_text("\n".join(markdown) + "\n")
     return out_dir / "index.html"
-
-
-# --- results over many runs and seeds ----------------------------------------------------
-
-def find_runs(root: str | Path) -> list[Path]:
-    """Every finished run directory (one with a ``summary.json``) at or below ``root``, sorted."""
-    root = Path(root)
-    return sorted(path.parent for path in root.rglob("summary.json"))
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.1%}"
-    return f"{statistics.mean(values):.1%} ± {statistics.stdev(values):.1%}"
-
-
-def results_table(runs: Sequence[Run]) -> Table:
-    """One row per configuration: runs whose configs differ only in ``train.seed`` are one row.
-
-    Cells are the mean ± sample std over seeds of the clean accuracy and of the accuracy
-    (averaged predictor) under every attack, budget and EOT setting measured; ``n`` is
-    the number of seeds. A run without an attack table adds a note.
-    """
-    groups = plots.group_by_seed({run.path: run.config for run in runs})
-    by_path = {run.path: run for run in runs}
-    tables = {run.path: read_attack_table(run.path) for run in runs}
-    columns: list[tuple[str, str, float, int]] = []
-    for table in filter(None, tables.values()):
-        for row in table["rows"]:
-            key = (row["attack"], row["budget_name"], row["budget"], row["eot_samples"])
-            if key not in columns:
-                columns.append(key)
-    header = ["configuration", "units", "adversarial training", "n", "clean accuracy"]
-    header += [f"{attack} {name}={budget:g}" + (f" EOT {eot}" if eot > 1 else "")
-               for attack, name, budget, eot in columns]
-    rows, notes = [], [f"{path.name} has no attack table: run `stochrelax attack {path}`"
-                       for path, table in tables.items() if table is None]
-    for group in groups:
-        members = [by_path[path] for path in group]
-        first = members[0]
-        adversarial = first.config.train.adversarial
-        row = [re.sub(r"-seed\d+$", "", first.path.name), _describe_units(first),
-               "none" if adversarial.method is None else f"{adversarial.method} eps {adversarial.eps:g}",
-               str(len(members)), _mean_std([run.summary["test_accuracy"] for run in members])]
-        for attack, name, budget, eot in columns:
-            values = [result["accuracy"] for run in members if tables[run.path]
-                      for result in tables[run.path]["rows"]
-                      if (result["attack"], result["budget_name"], result["eot_samples"]) == (attack, name, eot)
-                      and math.isclose(result["budget"], budget)]
-            row.append(_mean_std(values) + (f" (n={len(values)})" if 0 < len(values) < len(members) else "")
-                       if values else "—")
-        rows.append(row)
-    return Table(header, rows, notes)
-
-
-def write_results(root: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """Aggregates every run below ``root`` into ``results.csv`` and ``results.md`` (in ``out_dir`` or ``root``).
-
-    Raises:
-        RunDirError: if there is no finished run below ``root``.
-    """
-    paths = find_runs(root)
-    if not paths:
-        raise RunDirError(f"no finished run (a directory with summary.json) below {root}")
-    table = results_table([load_run(path) for path in paths])
-    out_dir = Path(out_dir or root)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stream = io.StringIO()
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(table.header)
-    writer.writerows(table.rows)
-    (out_dir / "results.csv").write_text(stream.getvalue())
-    markdown = [_markdown_table(table), ""] + [f"- {note}" for note in table.notes]
-    (out_dir / "results.md").write_text("\n".join(markdown) + "\n")
-    return out_dir / "results.csv", out_dir / "results.md"

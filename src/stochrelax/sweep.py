@@ -45,15 +45,14 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from tqdm import tqdm
 
-from stochrelax.config import ConfigError, RunConfig, merge_mappings, parse_config, read_yaml
+from stochrelax.config import ConfigError, RunConfig, load_config, merge_mappings, parse_config, read_yaml
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.evaluate import DEFAULT_BUDGETS, THESIS_ATTACKS, attack_plan, attack_run
-from stochrelax.models import is_stochastic
 from stochrelax.runs import RunDirError, load_run, read_attack_table
 from stochrelax.train import TrainingDiverged, train_run
 
 __all__ = ["PlannedRun", "expand_grid", "load_grid", "Preset", "PRESETS", "SweepJob", "JobResult", "plan_jobs",
-           "run_job", "run_sweep", "BACKENDS", "SweepInterrupted", "SWEEP_FILE"]
+           "run_job", "run_sweep", "BACKENDS", "SweepInterrupted", "SWEEP_FILE", "unfinished_work"]
 
 SWEEP_FILE = "sweep.json"
 
@@ -222,6 +221,11 @@ def _data(data_dir: str | None) -> FashionMNIST:
     return load_fashion_mnist(data_dir)
 
 
+def _planned_attacks(config: RunConfig, preset: Preset) -> list[tuple[str, float, int]]:
+    stochastic = config.model.activation.noise is not None
+    return attack_plan(THESIS_ATTACKS, preset.budgets, preset.eot_samples, stochastic)
+
+
 def _attacks_complete(run_dir: Path, planned: list[tuple[str, float, int]]) -> bool:
     table = read_attack_table(run_dir)
     if table is None:
@@ -247,11 +251,9 @@ def run_job(job: SweepJob, preset: Preset, data_dir: str | None = None, device: 
         summary = train_run(job.config, data, job.run_dir, device=device, resume=True)
     except (TrainingDiverged, RunDirError) as error:
         return JobResult(job.label, "failed", trained, False, time.perf_counter() - start, error=str(error))
-    run = load_run(job.run_dir)
-    planned = attack_plan(THESIS_ATTACKS, preset.budgets, preset.eot_samples, is_stochastic(run.model))
-    attacked = not _attacks_complete(job.run_dir, planned)
+    attacked = not _attacks_complete(job.run_dir, _planned_attacks(job.config, preset))
     if attacked:
-        attack_run(run, data.limit(test_limit=preset.attack_limit), attacks=THESIS_ATTACKS, budgets=preset.budgets,
+        attack_run(load_run(job.run_dir), data.limit(test_limit=preset.attack_limit), attacks=THESIS_ATTACKS, budgets=preset.budgets,
                    eot_samples=preset.eot_samples, prediction_samples=preset.prediction_samples, device=device,
                    seed=job.seed, check_convergence=preset.check_convergence)
     return JobResult(job.label, "done", trained, attacked, time.perf_counter() - start, summary["test_accuracy"])
@@ -377,6 +379,27 @@ def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1
             if on_result is not None:
                 on_result(result)
     return results
+
+
+def unfinished_work(out_dir: str | Path) -> list[str]:
+    """What the sweep recorded in ``out_dir/sweep.json`` still lacks: one line per run that
+    failed, is not trained, or misses attack results of its preset; empty when complete."""
+    out_dir = Path(out_dir)
+    if not (out_dir / SWEEP_FILE).is_file():
+        return [f"{out_dir} holds no {SWEEP_FILE}: it was not written by `stochrelax sweep`"]
+    record = json.loads((out_dir / SWEEP_FILE).read_text())
+    preset = Preset(**{key: tuple(value) if isinstance(value, list) else value
+                       for key, value in record["preset_settings"].items()})
+    problems = []
+    for label, job in record["jobs"].items():
+        run_dir = out_dir / label
+        if job["status"] != "done":
+            problems.append(f"{label}: {job['status']}" + (f" ({job['error']})" if job.get("error") else ""))
+        elif not (run_dir / "summary.json").is_file():
+            problems.append(f"{label}: not trained")
+        elif not _attacks_complete(run_dir, _planned_attacks(load_config(run_dir / "config.yaml"), preset)):
+            problems.append(f"{label}: attack results incomplete")
+    return problems
 
 
 def _write_sweep_file(out_dir: Path, record: dict[str, Any]) -> None:
