@@ -192,13 +192,16 @@ def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsy
 
 @pytest.mark.parametrize(("argv", "mentions"), [
     ([], ["train", "evaluate", "attack", "data", "--version"]),
-    (["train"], ["config", "--out", "--epochs", "--seed", "--train-limit", "--test-limit", "--overwrite",
+    (["train"], ["config", "--resume", "--out", "--epochs", "--seed", "--train-limit", "--test-limit", "--overwrite",
                  "--no-progress", "--data-dir", "--device"]),
     (["evaluate"], ["RUN_DIR", "--samples", "--seed", "--test-limit", "--data-dir", "--device"]),
     (["attack"], ["RUN_DIR", "--attack", "--eps", "--p", "--eot", "--samples", "--limit", "--seed", "apgd-ce",
                   "square", "missing"]),
     (["data", "info"], ["--data-dir", "--json"]),
-], ids=["top_level", "train", "evaluate", "attack", "data_info"])
+    (["sweep"], ["GRID", "--out", "--seeds", "--preset", "smoke", "quick", "thesis", "--backend", "ray",
+                 "--workers", "--ray-address"]),
+    (["reproduce"], ["--out", "--grid", "--seeds", "--preset", "--backend", "--workers", "--tsne-count"]),
+], ids=["top_level", "train", "evaluate", "attack", "data_info", "sweep", "reproduce"])
 def test_help_exits_zero_and_lists_the_arguments(argv, mentions, capsys):
     with pytest.raises(SystemExit) as caught:
         main([*argv, "--help"])
@@ -215,3 +218,70 @@ def test_installed_console_script_runs():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: stochrelax")
     assert "train" in result.stdout and "evaluate" in result.stdout
+
+
+# --- resume, sweep, results, reproduce ---------------------------------------------------------
+
+def test_train_resume_continues_an_interrupted_run(real_data_dir, tmp_path):
+    from stochrelax.config import load_config
+    from stochrelax.data import load_fashion_mnist
+    from stochrelax.train import train_run
+
+    config = load_config(CONFIG, {"train": {"epochs": 2}, "data": {"train_limit": 500, "test_limit": 200}})
+
+    def killed_after_epoch_1(metrics):
+        if metrics.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, load_fashion_mnist(real_data_dir), tmp_path / "run", on_epoch=killed_after_epoch_1)
+    status, stdout, stderr = run_main(["train", "--resume", str(tmp_path / "run"), "--data-dir", str(real_data_dir),
+                                       "--device", "cpu", "--no-progress"])
+    assert status == 0, stderr
+    assert stdout.startswith("resuming") and "epoch 2/2" in stdout and "epoch 1/2" not in stdout
+    assert [m["epoch"] for m in runs.read_metrics(tmp_path / "run")] == [1, 2]
+
+
+@pytest.mark.parametrize(("argv", "fragments"), [
+    (["train"], ["give a CONFIG", "--resume RUN_DIR"]),
+    (["train", str(CONFIG), "--resume", "x"], ["give a CONFIG", "--resume RUN_DIR"]),
+    (["train", "--resume", "/nonexistent"], ["not a run directory"]),
+    (["sweep", str(CONFIG.parent / "thesis_study.yaml"), "--out", "x", "--ray-address", "a:1"],
+     ["--ray-address needs --backend ray"]),
+    (["sweep", str(CONFIG.parent / "thesis_study.yaml"), "--out", "x", "--preset", "huge"],
+     ["invalid choice: 'huge'", "smoke"]),
+    (["sweep", str(CONFIG), "--out", "x"], ["unknown key(s)", "model, train"]),
+])
+def test_bad_resume_and_sweep_arguments_are_one_line_errors(argv, fragments, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(main(argv), capsys.readouterr().err, *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+TINY_GRID = """
+base: {model: {activation: {kind: relu}}, train: {epochs: 100}}
+groups:
+  plain: {}
+"""
+
+
+def test_sweep_results_and_reproduce_on_a_small_grid(real_data_dir, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(TINY_GRID)
+    common = ["--preset", "smoke", "--workers", "1", "--no-progress", "--data-dir", str(real_data_dir),
+              "--device", "cpu"]
+    status, stdout, stderr = run_main(["sweep", str(grid), "--out", str(tmp_path / "study"), *common])
+    assert status == 0, stderr
+    assert "done plain-seed0: test accuracy" in stdout and "sweep finished: 1 of 1 runs done" in stdout
+
+    status, stdout, stderr = run_main(["results", str(tmp_path / "study")])
+    assert status == 0, stderr
+    assert "| baseline_clean_accuracy |" in stdout and "| plain |" in stdout
+    assert {path.name for path in (tmp_path / "study").glob("*.csv")} == {"results.csv", "verdicts.csv"}
+
+    status, stdout, stderr = run_main(["reproduce", "--grid", str(grid), "--out", str(tmp_path / "study"),
+                                       "--limit", "100", "--tsne-count", "60", *common])
+    assert status == 0, stderr
+    assert "done plain-seed0: test accuracy" in stdout and "already complete" in stdout
+    page = (tmp_path / "study" / "report" / "index.html").read_text()
+    assert "Verdicts" in page and "stochrelax reproduce --preset smoke --seeds 1" in page
