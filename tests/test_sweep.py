@@ -216,3 +216,28 @@ def test_a_sweep_whose_worker_is_killed_completes_when_run_again(real_data_dir, 
         assert [s["epoch"] for s in runs.read_training_stats(run_dir)] == list(range(1, KILLABLE.epochs + 1))
         assert sorted(attack_rows(run_dir)) == sorted(ROWS[run_dir.name.split("-")[0]])
         assert not any(path.name.startswith(".") or path.name == runs.CHECKPOINT_FILE for path in run_dir.iterdir())
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_and_its_workers_at_once_and_the_rerun_completes(real_data_dir, tmp_path) -> None:
+    study = tmp_path / "study"
+    script = SWEEP_SCRIPT.format(grid=TINY_GRID, preset=dataclasses.asdict(KILLABLE))
+    sweep = subprocess.Popen([sys.executable, "-c", script, str(study), str(real_data_dir)], start_new_session=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    checkpoint = study / "relu-seed0" / runs.CHECKPOINT_FILE
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before its first checkpoint"
+        time.sleep(0.05)
+    workers = _worker_pids(sweep.pid)
+    os.killpg(sweep.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    _, stderr = sweep.communicate(timeout=20)
+    assert sweep.returncode != 0 and "KeyboardInterrupt" in stderr
+    time.sleep(0.5)
+    assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert not runs.is_finished(study / "relu-seed0")
+
+    results = run_sweep(expand_grid(TINY_GRID), study, preset=KILLABLE, workers=1, data_dir=real_data_dir)
+    assert sorted(result.status for result in results) == ["done", "done"]
+    assert [m["epoch"] for m in runs.read_metrics(study / "relu-seed0")] == list(range(1, KILLABLE.epochs + 1))
+    assert runs.read_events(study / "relu-seed0")[-1]["event"] == "resume"
