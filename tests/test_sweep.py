@@ -241,3 +241,10 @@ def test_ctrl_c_stops_a_sweep_and_its_workers_at_once_and_the_rerun_completes(re
     assert sorted(result.status for result in results) == ["done", "done"]
     assert [m["epoch"] for m in runs.read_metrics(study / "relu-seed0")] == list(range(1, KILLABLE.epochs + 1))
     assert runs.read_events(study / "relu-seed0")[-1]["event"] == "resume"
+
+
+def test_the_ray_backend_without_a_cluster_is_a_one_line_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # and no `ray start` on this machine: nothing to join
+    with pytest.raises(ConfigError, match=r"no Ray cluster to join .*ray start --head") as error:
+        run_sweep(expand_grid(TINY_GRID), tmp_path / "study", preset=TINY, backend="ray")
+    assert "\n" not in str(error.value) and not (tmp_path / "study").exists()

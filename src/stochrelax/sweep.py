@@ -306,21 +306,29 @@ def _local(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: s
 
 def _ray(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: str, workers: int,
          address: str | None = None) -> Iterator[JobResult]:
-    """One Ray task per job on an existing cluster (``ray.init(address=...)``); each task
-    asks for ``workers`` CPUs' worth of threads (default 1). A task lost with its node is
-    retried by Ray and resumes from the run's checkpoint. Each task uses one CPU thread
-    (``workers`` is the cluster's business: Ray runs as many tasks as it has CPUs).
-    ``OUT`` must be on a file system every node sees, and every node needs stochrelax
-    and Fashion-MNIST."""
+    """One Ray task per job on an existing cluster (``ray.init(address=...)``), joined at
+    once so that a missing cluster is reported before anything is written. Each task uses
+    one CPU thread (``workers`` is the cluster's business: Ray runs as many tasks as it has
+    CPUs). A task lost with its node is retried by Ray and resumes from the run's
+    checkpoint. ``OUT`` must be on a file system every node sees, and every node needs
+    stochrelax and Fashion-MNIST."""
     try:
         import ray
     except ImportError:
         raise ConfigError("--backend ray needs Ray: pip install 'stochrelax[ray]'") from None
-    threads = 1
-    ray.init(address=address or "auto", log_to_driver=False, logging_level="warning")
     try:
-        task = ray.remote(num_cpus=threads, max_retries=3)(run_job)
-        pending = [task.remote(job, preset, data_dir, device, threads) for job in jobs]
+        ray.init(address=address or "auto", log_to_driver=False, logging_level="warning")
+    except ConnectionError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ConfigError(f"--backend ray: no Ray cluster to join ({reason}); start one with `ray start --head` "
+                          "or pass --ray-address HOST:PORT") from None
+    task = ray.remote(num_cpus=1, max_retries=3)(run_job)
+    return _ray_results(ray, [task.remote(job, preset, data_dir, device, 1) for job in jobs])
+
+
+def _ray_results(ray: Any, pending: list) -> Iterator[JobResult]:
+    """Each task's result as it finishes; disconnects from the cluster at the end."""
+    try:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             try:
@@ -372,14 +380,15 @@ def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     settings = PRESETS[preset] if isinstance(preset, str) else preset
     jobs = plan_jobs(runs, seeds, settings, out_dir)
+    runner = BACKENDS[backend](jobs, settings, None if data_dir is None else str(data_dir), device, workers,
+                               ray_address)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"preset": preset if isinstance(preset, str) else "custom", "preset_settings": asdict(settings), "seeds": seeds, "backend": backend,
+    record = {"preset": preset if isinstance(preset, str) else "custom", "preset_settings": asdict(settings),
+              "seeds": seeds, "backend": backend,
               "jobs": {job.label: {"run": job.name, "seed": job.seed, "status": "pending"} for job in jobs}}
     _write_sweep_file(out_dir, record)
     results = []
-    runner = BACKENDS[backend](jobs, settings, None if data_dir is None else str(data_dir), device, workers,
-                               ray_address)
     with tqdm(total=len(jobs), desc="sweep", unit="run", disable=not progress) as bar:
         for result in runner:
             results.append(result)
