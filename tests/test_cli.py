@@ -201,7 +201,8 @@ def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsy
     (["sweep"], ["GRID", "--out", "--seeds", "--preset", "smoke", "quick", "thesis", "--backend", "ray",
                  "--workers", "--ray-address"]),
     (["reproduce"], ["--out", "--grid", "--seeds", "--preset", "--backend", "--workers", "--tsne-count"]),
-], ids=["top_level", "train", "evaluate", "attack", "data_info", "sweep", "reproduce"])
+    (["bench"], ["--quick", "--out", "--data-dir"]),
+], ids=["top_level", "train", "evaluate", "attack", "data_info", "sweep", "reproduce", "bench"])
 def test_help_exits_zero_and_lists_the_arguments(argv, mentions, capsys):
     with pytest.raises(SystemExit) as caught:
         main([*argv, "--help"])

@@ -1,4 +1,4 @@
-"""Command-line interface: ``stochrelax train | evaluate | attack | report | sweep | results | reproduce | data info``.
+"""Command-line interface: ``stochrelax train | evaluate | attack | report | sweep | results | reproduce | bench | data info``.
 
 Every command validates its inputs before doing any work and reports a bad input
 as one line on stderr with a non-zero exit status.
@@ -232,6 +232,25 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 1 if any(result.status == "failed" for result in results) else 0
 
 
+def _bench(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from stochrelax.bench import format_report, project_thesis_study, run_benchmarks, time_smoke_reproduce
+
+    report = run_benchmarks(quick=args.quick, progress=not args.no_progress, data_dir=args.data_dir)
+    cores = _cpu_count()
+    seconds, detail = project_thesis_study(report.rows, [run.config for run in load_grid(STUDY_GRID)], cores)
+    report.notes.append(f"projected wall time of the thesis preset, one seed: {seconds / 3600:.0f} h ({detail}; "
+                        "from the single-thread rates above)")
+    if not args.quick:
+        with tempfile.TemporaryDirectory() as study:
+            smoke = time_smoke_reproduce(study, args.data_dir)
+        report.notes.append(f"end to end: stochrelax reproduce --preset smoke --seeds 1 took {smoke:.0f} s")
+    print(format_report(report))
+    if args.out is not None:
+        print(f"written to {report.write_json(args.out)}")
+
+
 def _data_info(args: argparse.Namespace) -> None:
     info = data_info(args.data_dir)
     if args.json:
@@ -405,6 +424,19 @@ def build_parser() -> argparse.ArgumentParser:
                            help="test images per t-SNE plot (default 1000)")
     sweep_options(reproduce)
     reproduce.set_defaults(handler=_reproduce)
+
+    bench = commands.add_parser(
+        "bench", help="benchmarks: stochrelax against the plain alternatives, as ratios measured in one run",
+        description="Time stochrelax against the obvious alternatives in the same process (plain DataLoader "
+                    "training, ART attacks, looped EOT and Monte Carlo prediction, a large matrix product), "
+                    "alternating repetitions; print medians, ratios and spreads, and the end-to-end times.")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes, under a minute (what CI runs); "
+                                                            "no end-to-end run")
+    bench.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the report as JSON")
+    bench.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                       help="directory with the four Fashion-MNIST .gz files")
+    bench.add_argument("--no-progress", action="store_true", help="do not log each measurement to stderr")
+    bench.set_defaults(handler=_bench)
 
     data = commands.add_parser("data", help="dataset commands", description="Dataset commands.")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
