@@ -276,13 +276,14 @@ def test_comparisons_pair_runs_by_seed(tmp_path):
 def test_verdict_table_shows_thesis_criterion_ours_and_verdict(hand_made_results):
     table = verdict_table(list(hand_made_results.values()))
     assert table.header == ["id", "claim", "where", "thesis", "criterion", "ours: single-draw attacks",
-                            "ours: EOT attacks", "verdict"]
+                            "ours: EOT attacks", "verdict", "seeds holding"]
     rows = {row[0]: row for row in table.rows}
     assert rows["fgsm_ratio"][1:] == ["fgsm_ratio in words", "5.3", "1", "≥ ×1.5", "×2.00 ± 0.00 (n=2)",
-                                      "×1.70 ± 0.14 (n=2)", "reproduced"]
+                                      "×1.70 ± 0.14 (n=2)", "reproduced", "2/2 · 2/2"]
     assert rows["eot_only"][4:7] == ["≤ 0 points", "+20.0 ± 0.0 points (n=2)", "+0.0 ± 0.0 points (n=2)"]
+    assert rows["eot_only"][8] == "0/2 · 2/2"
     assert rows["clean_level"][4:6] == ["≥ 90%", "86.0 ± 1.4% (n=2)"]
-    assert rows["missing_run"][5:] == ["—", "—", NOT_MEASURED]
+    assert rows["missing_run"][5:] == ["—", "—", NOT_MEASURED, "— · —"]
     assert "missing_run: not measured, missing relu_noise-uniform-additive-0.05 (no finished run)" in table.notes
     assert f"weakest: {GAUSSIAN_NAME} (smallest of 2)" in table.notes
 
@@ -400,3 +401,14 @@ def test_a_malformed_claims_file_is_a_one_line_error(raw, message):
 def test_a_missing_claims_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="claims file not found"):
         load_claims(tmp_path / "claims.yaml")
+
+
+def test_seeds_holding_shows_when_a_verdict_rests_on_the_mean_alone(tmp_path):
+    for seed, (baseline, logistic) in enumerate([(0.80, 0.85), (0.80, 0.78)]):
+        write_run(tmp_path, BASELINE_NAME, BASELINE, seed, baseline, {})
+        write_run(tmp_path, LOGISTIC_NAME, LOGISTIC, seed, logistic, {})
+    claims = parse_claims({"claims": [claim("gain", "difference_to_reference", against_baseline(["clean"]),
+                                            {"above": 0.0})]})
+    [result] = evaluate_claims(claims, aggregate(read_study(tmp_path)))
+    assert result.verdict == "reproduced"  # mean +1.5 points
+    assert verdict_table([result]).rows[0][8] == "1/2 · 1/2"  # but seed 1 says otherwise

@@ -632,8 +632,15 @@ class Claim:
         return " and ".join(f"{COMPARISONS[name][1]} {self.unit.threshold_text(threshold)}"
                             for name, threshold in self.criterion.items())
 
+    def _meets(self, value: float) -> bool:
+        return all(COMPARISONS[name][0](value, threshold) for name, threshold in self.criterion.items())
+
     def holds(self, measurement: Measurement) -> bool:
-        return all(COMPARISONS[name][0](measurement.mean, threshold) for name, threshold in self.criterion.items())
+        return self._meets(measurement.mean)
+
+    def seeds_holding(self, measurement: Measurement) -> int:
+        """In how many seeds the criterion holds on its own: a verdict the seeds disagree on is weak."""
+        return sum(self._meets(value) for value in measurement.values.values())
 
 
 class _ClaimEntry(BaseModel):
@@ -760,14 +767,22 @@ def _result_notes(result: ClaimResult, listed: int = 5) -> list[str]:
     return notes
 
 
+def _agreement_text(result: ClaimResult) -> str:
+    """Seeds in which the criterion holds, single-draw / EOT, e.g. ``2/2 · 1/2``."""
+    return " · ".join(f"{result.claim.seeds_holding(measurement)}/{measurement.n}" if measurement.measured else "—"
+                      for measurement in (result.single, result.eot))
+
+
 def verdict_table(results: Sequence[ClaimResult]) -> Table:
     """One row per claim: what the thesis says and where, the criterion, our number with
-    single-draw and with EOT attacks (mean ± std over seeds, n), and the verdict."""
+    single-draw and with EOT attacks (mean ± std over seeds, n), the verdict, and in how
+    many seeds the criterion holds on its own (single-draw · EOT)."""
     header = ["id", "claim", "where", "thesis", "criterion", "ours: single-draw attacks", "ours: EOT attacks",
-              "verdict"]
+              "verdict", "seeds holding"]
     rows = [[result.claim.id, result.claim.text, result.claim.where, result.claim.thesis,
              result.claim.criterion_text(), _measurement_text(result.claim, result.single),
-             _measurement_text(result.claim, result.eot), result.verdict] for result in results]
+             _measurement_text(result.claim, result.eot), result.verdict, _agreement_text(result)]
+            for result in results]
     return Table(header, rows, [note for result in results for note in _result_notes(result)])
 
 
@@ -777,7 +792,9 @@ def verdict_table(results: Sequence[ClaimResult]) -> Table:
 RESULTS_CAPTION = ("Accuracy of the averaged predictor, mean ± sample std over seeds; n: seeds. Columns marked EOT: "
                    "attacks averaging their gradient over noise draws.")
 VERDICTS_CAPTION = ("The thesis' claims, each measured with single-draw attacks (the thesis' setting) and with EOT "
-                    "attacks; criteria apply to the mean over seeds, comparisons pair runs by seed.")
+                    "attacks; criteria apply to the mean over seeds, comparisons pair runs by seed. Seeds holding: "
+                    "in how many seeds the criterion holds on its own (single-draw · EOT); where they disagree, the "
+                    "verdict rests on the mean alone and more seeds are needed.")
 
 
 class ResultFiles(NamedTuple):
@@ -801,9 +818,11 @@ def _number(value: float) -> str:
     return f"{value:.6f}"
 
 
-def _measurement_fields(measurement: Measurement) -> tuple[str, str, int]:
-    """mean, std, n for the CSV; empty and 0 when not measured."""
-    return (_number(measurement.mean), _number(measurement.std), measurement.n) if measurement.measured else ("", "", 0)
+def _measurement_fields(claim: Claim, measurement: Measurement) -> tuple[str, str, int, int | str]:
+    """mean, std, n and seeds holding for the CSV; empty and 0 when not measured."""
+    if not measurement.measured:
+        return "", "", 0, ""
+    return _number(measurement.mean), _number(measurement.std), measurement.n, claim.seeds_holding(measurement)
 
 
 def write_results(root: str | Path, out_dir: str | Path | None = None) -> ResultFiles:
@@ -834,10 +853,11 @@ def write_results(root: str | Path, out_dir: str | Path | None = None) -> Result
           json.dumps({str(seed): value for seed, value in row.values.items()})] for row in rows)))
     files.results_md.write_text(f"{RESULTS_CAPTION}\n\n{markdown_table(results_table(runs))}\n")
     files.verdicts_csv.write_text(_csv_text(
-        ["id", "claim", "where", "thesis", "criterion", "single_mean", "single_std", "single_n", "eot_mean", "eot_std",
-         "eot_n", "verdict", "notes"],
+        ["id", "claim", "where", "thesis", "criterion", "single_mean", "single_std", "single_n", "single_seeds_holding",
+         "eot_mean", "eot_std", "eot_n", "eot_seeds_holding", "verdict", "notes"],
         ([result.claim.id, result.claim.text, result.claim.where, result.claim.thesis, result.claim.criterion_text(),
-          *_measurement_fields(result.single), *_measurement_fields(result.eot), result.verdict,
+          *_measurement_fields(result.claim, result.single), *_measurement_fields(result.claim, result.eot),
+          result.verdict,
           " | ".join(_result_notes(result))] for result in results)))
     files.verdicts_md.write_text(f"{VERDICTS_CAPTION}\n\n{markdown_table(verdict_table(results))}\n")
     return files
