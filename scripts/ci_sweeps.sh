@@ -29,7 +29,7 @@ ip netns exec "$NAMESPACE" ip link set lo up
 in_namespace() { ip netns exec "$NAMESPACE" env RAY_USAGE_STATS_ENABLED=0 "$@"; }
 in_namespace .venv/bin/ray start --head --num-cpus "$(nproc)" --include-dashboard=false --disable-usage-stats >/dev/null
 in_namespace "$STOCHRELAX" sweep configs/thesis_study.yaml --preset smoke --backend ray --out "$OUT/ray" --no-progress
-in_namespace .venv/bin/ray stop
+in_namespace .venv/bin/ray stop >/dev/null
 cleanup
 trap - EXIT
 "$STOCHRELAX" results "$OUT/ray" >/dev/null
