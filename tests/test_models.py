@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from stochrelax.config import parse_config
+from stochrelax.config import ModelConfig, parse_config
 from stochrelax.layers import StochasticActivation, noise_disabled
 from stochrelax.models import (ARCHITECTURES, build_model, collect_log_prob, evaluating, is_stochastic,
                                predictive_log_prob, sample_logits)
@@ -102,3 +102,16 @@ def test_architectures_registry_is_what_the_config_accepts() -> None:
     assert set(ARCHITECTURES) == {"thesis_allconv"}
     with pytest.raises(ValueError, match="thesis_allconv"):
         parse_config({"model": {"architecture": "resnet"}})
+
+
+def test_sample_logits_in_passes_of_few_rows_is_the_same_computation_as_one_pass() -> None:
+    """Deterministic: identical for any pass size; stochastic: same shapes and K independent draws."""
+    images = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    plain = build_model(ModelConfig()).eval()
+    one_pass = sample_logits(plain, images, 7, rows_per_pass=None)
+    torch.testing.assert_close(sample_logits(plain, images, 7, rows_per_pass=25), one_pass, rtol=0, atol=1e-6)
+    noisy = build_model(ModelConfig.model_validate({"activation": {"kind": "relu", "noise": "logistic", "std": 0.5}}))
+    for rows_per_pass in (None, 10, 25, 1):  # 1 row: still a whole draw (10 rows) per pass
+        logits = sample_logits(noisy.eval(), images, 7, rows_per_pass=rows_per_pass)
+        assert logits.shape == (7, 10, 10)
+        assert all(not torch.equal(logits[0], logits[k]) for k in range(1, 7))  # every draw its own noise

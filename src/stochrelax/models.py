@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from stochrelax.config import ModelConfig
 
 __all__ = ["ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock", "AllConvNet", "build_model",
-           "is_stochastic", "collect_log_prob", "sample_logits", "predictive_log_prob", "evaluating"]
+           "is_stochastic", "collect_log_prob", "ROWS_PER_PASS", "sample_logits", "predictive_log_prob", "evaluating"]
 
 
 @dataclass(frozen=True)
@@ -166,15 +166,28 @@ def collect_log_prob(model: nn.Module) -> torch.Tensor | None:
     return torch.stack(log_probs).sum(dim=0) if log_probs else None
 
 
-def sample_logits(model: nn.Module, images: torch.Tensor, samples: int) -> torch.Tensor:
-    """Class scores under ``samples`` independent noise draws, in one batched forward pass.
+ROWS_PER_PASS = 256
+"""Rows per batched forward pass of K noise draws: on a CPU one pass of K·B rows falls out of
+the caches — 32 draws of 500 images ran 3.4× slower in one pass than in passes of 256 rows."""
+
+
+def sample_logits(model: nn.Module, images: torch.Tensor, samples: int,
+                  rows_per_pass: int | None = ROWS_PER_PASS) -> torch.Tensor:
+    """Class scores under ``samples`` independent noise draws, batched over draws.
+
+    Each forward pass takes as many whole draws of the batch as fit in ``rows_per_pass``
+    rows (at least one); ``None`` makes it one pass of K·B rows — what training needs, so
+    that :func:`collect_log_prob` afterwards sees the log-probabilities of every draw.
 
     Returns:
         (K, B, classes); K = 1 for a model without active noise, whatever ``samples`` is.
     """
     draws = samples if is_stochastic(model) else 1
-    repeated = images.repeat(draws, *([1] * (images.dim() - 1)))  # (K·B, C, H, W)
-    return model(repeated).view(draws, images.shape[0], -1)  # (K, B, classes)
+    batch = images.shape[0]
+    per_pass = draws if rows_per_pass is None else max(1, rows_per_pass // max(batch, 1))
+    logits = [model(images.repeat(min(per_pass, draws - start), *([1] * (images.dim() - 1))))  # (k·B, classes)
+              for start in range(0, draws, per_pass)]
+    return torch.cat(logits).view(draws, batch, -1)  # (K, B, classes)
 
 
 def predictive_log_prob(logits: torch.Tensor) -> torch.Tensor:

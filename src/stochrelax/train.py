@@ -179,7 +179,7 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image
                                            total=steps, desc=description, leave=False, disable=not progress):
         with recorder.paused():
             batch_images = strategy.perturb(model, batch_images, batch_labels)
-        logits = sample_logits(model, batch_images, config.train_samples)  # (K, B, classes)
+        logits = sample_logits(model, batch_images, config.train_samples, rows_per_pass=None)  # (K, B, classes)
         draws, batch = logits.shape[:2]
         log_prob = predictive_log_prob(logits)  # (B, classes)
         loss = F.nll_loss(log_prob, batch_labels, reduction="none")  # (B,)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from stochrelax.attacks import FGSM, IterativeFGSM
 from stochrelax.attacks.fgsm import kurakin_steps
+from stochrelax.models import ROWS_PER_PASS
 from stochrelax.rng import seeded
 from tests.attacks.support import accuracy, assert_in_budget, first_images, mean_accuracy
 
@@ -89,10 +90,15 @@ def test_eot_fgsm_is_at_least_as_strong_as_single_draw_fgsm(stochastic_victim) -
 
 
 def _eot_gradient_sign(model: torch.nn.Module, images: torch.Tensor, classes: torch.Tensor, draws: int) -> torch.Tensor:
-    """sign ∇x Σ_k CE(f(x, ξ_k), c): K noise draws in one batched pass of K·B rows, as the attacks draw them."""
-    leaf = images.clone().requires_grad_(True)
-    logits = model(leaf.repeat(draws, 1, 1, 1))
-    (gradient,) = torch.autograd.grad(F.cross_entropy(logits, classes.repeat(draws), reduction="sum"), leaf)
+    """sign ∇x Σ_k CE(f(x, ξ_k), c): K noise draws batched as the attacks draw them, in passes of
+    as many whole draws as fit in ROWS_PER_PASS rows, each pass differentiated on its own."""
+    per_pass = max(1, ROWS_PER_PASS // images.shape[0])
+    gradient = torch.zeros_like(images)
+    for start in range(0, draws, per_pass):
+        count = min(per_pass, draws - start)
+        leaf = images.repeat(count, 1, 1, 1).requires_grad_(True)
+        loss = F.cross_entropy(model(leaf), classes.repeat(count), reduction="sum")
+        gradient += torch.autograd.grad(loss, leaf)[0].view(count, *images.shape).sum(dim=0)
     return gradient.sign()
 
 
@@ -195,8 +201,10 @@ def test_least_likely_target_on_a_deterministic_model(relu_victim) -> None:
 def test_least_likely_target_uses_the_predictive_distribution_of_a_stochastic_model(stochastic_victim) -> None:
     model, images, labels = first_images(stochastic_victim, 50)
     draws = 8
-    with seeded(5), torch.no_grad():  # the same noise as the attack's single batched pass of K·B rows
-        logits = model(images.repeat(draws, 1, 1, 1)).view(draws, len(images), -1)
+    per_pass = max(1, ROWS_PER_PASS // len(images))
+    with seeded(5), torch.no_grad():  # the same noise as the attack's passes of whole draws of the batch
+        logits = torch.cat([model(images.repeat(min(per_pass, draws - start), 1, 1, 1))
+                            for start in range(0, draws, per_pass)]).view(draws, len(images), -1)
     probabilities = torch.softmax(logits.double(), dim=-1).mean(dim=0)  # p(c | x) = mean over draws
     with seeded(5):
         targets = IterativeFGSM(model, eps=0.1, eot_samples=draws).targets(images, labels)
