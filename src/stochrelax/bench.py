@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from stochrelax.attacks import FGSM, PGD, IterativeFGSM
-from stochrelax.attacks.core import LossFn, check_eps, check_images, cross_entropy_loss, project_linf, random_start
+from stochrelax.attacks.core import LossFn, cross_entropy_loss
 from stochrelax.config import ModelConfig, RunConfig, TrainConfig
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.estimators import MovingAverageBaseline, score_function_surrogate
@@ -363,23 +363,11 @@ def looped_expected_gradient(model: nn.Module, images: torch.Tensor, labels: tor
     return total / eot_samples
 
 
-class LoopedEOTPGD:
+class LoopedEOTPGD(PGD):
     """:class:`stochrelax.attacks.PGD` (random start, sign step, projection) with a looped EOT gradient."""
 
-    def __init__(self, model: nn.Module, eps: float = 0.1, steps: int = 20, step_size: float | None = None,
-                 random_start: bool = True, eot_samples: int = 1, generator: torch.Generator | None = None) -> None:
-        self.model, self.eps, self.steps = model, check_eps(eps), int(steps)
-        self.step_size = 2.5 * self.eps / self.steps if step_size is None else float(step_size)
-        self.random_start, self.eot_samples, self.generator = random_start, eot_samples, generator
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        check_images(images, labels)
-        adversarial = random_start(images, self.eps, self.generator) if self.random_start else images.clone()
-        for _ in range(self.steps):
-            gradient = looped_expected_gradient(self.model, adversarial, labels, cross_entropy_loss,
-                                                self.eot_samples)
-            adversarial = project_linf(adversarial + self.step_size * gradient.sign(), images, self.eps)
-        return adversarial.detach()
+    def gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return looped_expected_gradient(self.model, images, labels, cross_entropy_loss, self.eot_samples)
 
 
 @torch.no_grad()

@@ -49,10 +49,13 @@ class PGD:
         check_images(images, labels)
         adversarial = random_start(images, self.eps, self.generator) if self.random_start else images.clone()
         for _ in range(self.steps):
-            gradient = expected_gradient(self.model, adversarial, labels, cross_entropy_loss,
-                                         self.eot_samples).gradient
+            gradient = self.gradient(adversarial, labels)
             adversarial = project_linf(adversarial + self.step_size * gradient.sign(), images, self.eps)
         return adversarial.detach()
+
+    def gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The EOT estimate of ∇x CE at ``images``, K draws batched (:func:`expected_gradient`)."""
+        return expected_gradient(self.model, images, labels, cross_entropy_loss, self.eot_samples).gradient
 
     def __repr__(self) -> str:
         return (f"PGD(eps={self.eps:g}, steps={self.steps}, step_size={self.step_size:g}, "
