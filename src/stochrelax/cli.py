@@ -22,7 +22,7 @@ from stochrelax.attacks import ATTACKS
 from stochrelax.config import ConfigError, load_config
 from stochrelax.data import DataError, data_info, load_fashion_mnist
 from stochrelax.evaluate import DEFAULT_BUDGETS, THESIS_ATTACKS, attack_run, evaluate_run
-from stochrelax.runs import CONFIG_FILE, RunDirError, check_run_dir, load_run
+from stochrelax.runs import CONFIG_FILE, SUMMARY_FILE, RunDirError, check_run_dir, is_finished, load_run
 from stochrelax.sweep import (BACKENDS, PRESETS, SWEEP_FILE, JobResult, SweepInterrupted, load_grid, run_sweep,
                               unfinished_work)
 from stochrelax.train import TrainingDiverged, train_run
@@ -223,8 +223,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     written = write_results(args.out)
     print(written.verdicts_md.read_text())
     print("results: " + ", ".join(str(path) for path in written))
-    finished = [args.out / f"{name}-seed0" for name in FIGURE_RUNS if (args.out / f"{name}-seed0" / "summary.json").is_file()]
-    figure_runs = finished or sorted(path.parent for path in args.out.glob("*/summary.json"))[:len(FIGURE_RUNS)]
+    finished = [args.out / f"{name}-seed0" for name in FIGURE_RUNS if is_finished(args.out / f"{name}-seed0")]
+    figure_runs = finished or sorted(path.parent for path in args.out.glob(f"*/{SUMMARY_FILE}"))[:len(FIGURE_RUNS)]
     data = load_fashion_mnist(args.data_dir).limit(test_limit=args.limit)
     page = build_report(figure_runs, args.out / "report", data, command, args.tsne_count,
                         progress=not args.no_progress, study_root=args.out)

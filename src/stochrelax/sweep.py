@@ -50,7 +50,7 @@ from tqdm import tqdm
 from stochrelax.config import ConfigError, RunConfig, load_config, merge_mappings, parse_config, read_yaml
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.evaluate import DEFAULT_BUDGETS, THESIS_ATTACKS, attack_plan, attack_run
-from stochrelax.runs import RunDirError, load_run, read_attack_table
+from stochrelax.runs import CONFIG_FILE, RunDirError, is_finished, load_run, read_attack_table
 from stochrelax.train import TrainingDiverged, train_run
 
 __all__ = ["PlannedRun", "expand_grid", "load_grid", "Preset", "PRESETS", "SweepJob", "JobResult", "plan_jobs",
@@ -248,16 +248,17 @@ def run_job(job: SweepJob, preset: Preset, data_dir: str | None = None, device: 
         torch.set_num_threads(threads)
     start = time.perf_counter()
     data = _data(data_dir)
-    trained = not (job.run_dir / "summary.json").is_file()
+    trained = not is_finished(job.run_dir)
     try:
         summary = train_run(job.config, data, job.run_dir, device=device, resume=True)
     except (TrainingDiverged, RunDirError) as error:
         return JobResult(job.label, "failed", trained, False, time.perf_counter() - start, error=str(error))
     attacked = not _attacks_complete(job.run_dir, _planned_attacks(job.config, preset))
     if attacked:
-        attack_run(load_run(job.run_dir), data.limit(test_limit=preset.attack_limit), attacks=THESIS_ATTACKS, budgets=preset.budgets,
-                   eot_samples=preset.eot_samples, prediction_samples=preset.prediction_samples, device=device,
-                   seed=job.seed, check_convergence=preset.check_convergence)
+        attack_run(load_run(job.run_dir), data.limit(test_limit=preset.attack_limit), attacks=THESIS_ATTACKS,
+                   budgets=preset.budgets, eot_samples=preset.eot_samples,
+                   prediction_samples=preset.prediction_samples, device=device, seed=job.seed,
+                   check_convergence=preset.check_convergence)
     return JobResult(job.label, "done", trained, attacked, time.perf_counter() - start, summary["test_accuracy"])
 
 
@@ -415,9 +416,9 @@ def unfinished_work(out_dir: str | Path) -> list[str]:
         run_dir = out_dir / label
         if job["status"] != "done":
             problems.append(f"{label}: {job['status']}" + (f" ({job['error']})" if job.get("error") else ""))
-        elif not (run_dir / "summary.json").is_file():
+        elif not is_finished(run_dir):
             problems.append(f"{label}: not trained")
-        elif not _attacks_complete(run_dir, _planned_attacks(load_config(run_dir / "config.yaml"), preset)):
+        elif not _attacks_complete(run_dir, _planned_attacks(load_config(run_dir / CONFIG_FILE), preset)):
             problems.append(f"{label}: attack results incomplete")
     return problems
 
