@@ -74,6 +74,7 @@ from stochrelax.estimators import MovingAverageBaseline, score_function_surrogat
 from stochrelax.layers import straight_through_gradients
 from stochrelax.models import build_model, collect_log_prob, evaluating, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
+from stochrelax.sweep import usable_cpus
 from stochrelax.train import fit
 
 __all__ = ["Row", "BenchReport", "BenchSizes", "QUICK", "FULL", "ROW_KEYS", "TRAIN_VARIANTS", "Workload",
@@ -237,11 +238,7 @@ def machine_facts() -> dict:
                 break
     except OSError:
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {"cpu_model": cpu_model, "cpu_count": os.cpu_count(), "usable_cpus": usable,
+    return {"cpu_model": cpu_model, "cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(),
             "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(),
             "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),

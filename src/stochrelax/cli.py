@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import textwrap
@@ -24,7 +23,7 @@ from stochrelax.data import DataError, data_info, load_fashion_mnist
 from stochrelax.evaluate import DEFAULT_BUDGETS, THESIS_ATTACKS, attack_run, evaluate_run
 from stochrelax.runs import CONFIG_FILE, SUMMARY_FILE, RunDirError, check_run_dir, is_finished, load_run
 from stochrelax.sweep import (BACKENDS, PRESETS, SWEEP_FILE, JobResult, SweepInterrupted, load_grid, run_sweep,
-                              unfinished_work)
+                              unfinished_work, usable_cpus)
 from stochrelax.train import TrainingDiverged, train_run
 
 __all__ = ["main", "build_parser", "resolve_device"]
@@ -169,10 +168,6 @@ def _results(args: argparse.Namespace) -> None:
     print(f"written to {', '.join(map(str, files))}")
 
 
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _print_job(result: JobResult) -> None:
     if result.status == "failed":
         print(f"FAILED {result.label}: {result.error}", flush=True)
@@ -188,7 +183,7 @@ def _run_sweep(args: argparse.Namespace) -> list[JobResult]:
         raise UsageError("--ray-address needs --backend ray")
     runs = load_grid(args.grid)
     device = resolve_device(args.device)
-    workers = args.workers or (1 if device.type == "cuda" else _cpu_count())
+    workers = args.workers or (1 if device.type == "cuda" else usable_cpus())
     print(f"sweep {args.grid}: {len(runs)} runs x {args.seeds} seeds, preset {args.preset}, "
           f"{args.backend} backend" + (f" ({workers} workers)" if args.backend == "local" else "")
           + f" -> {args.out}", flush=True)
@@ -239,7 +234,7 @@ def _bench(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     report = run_benchmarks(quick=args.quick, progress=not args.no_progress, data_dir=args.data_dir)
-    cores = _cpu_count()
+    cores = usable_cpus()
     seconds, detail = project_thesis_study(report.rows, [run.config for run in load_grid(STUDY_GRID)], cores)
     report.notes.append(f"projected wall time of the thesis preset, one seed: {seconds / 3600:.0f} h ({detail}, "
                         f"one run per core at the rates above, measured with {args.threads} thread(s))")

@@ -54,7 +54,7 @@ from stochrelax.runs import CONFIG_FILE, RunDirError, is_finished, load_run, rea
 from stochrelax.train import TrainingDiverged, train_run
 
 __all__ = ["PlannedRun", "expand_grid", "load_grid", "Preset", "PRESETS", "SweepJob", "JobResult", "plan_jobs",
-           "run_job", "run_sweep", "BACKENDS", "SweepInterrupted", "SWEEP_FILE", "unfinished_work"]
+           "run_job", "run_sweep", "BACKENDS", "SweepInterrupted", "SWEEP_FILE", "unfinished_work", "usable_cpus"]
 
 SWEEP_FILE = "sweep.json"
 
@@ -271,6 +271,11 @@ class SweepInterrupted(RuntimeError):
 JobRunner = Callable[[list[SweepJob], Preset, str | None, str, int], Iterator[JobResult]]
 
 
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _worker_init(threads: int) -> None:
     """Pool workers leave Ctrl-C to the sweep, which stops them (a terminal sends SIGINT to all)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -283,8 +288,7 @@ def _local(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: s
     threads divided among them: two torch processes with all threads each on the same
     cores run 10–20× slower than one. On Ctrl-C the workers are stopped at once: every
     file they write is replaced atomically, so nothing is lost but the epoch in progress."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cpus // workers)
+    threads = max(1, usable_cpus() // workers)
     children_before = set(multiprocessing.active_children())
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
                              initargs=(threads,)) as pool:
