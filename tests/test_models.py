@@ -34,6 +34,21 @@ def test_thesis_architecture_matches_figure_5_2() -> None:
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
 
+@pytest.mark.parametrize("activation", [{"kind": "relu"}, {"kind": "sign"}])
+def test_channels_last_layout_computes_what_the_default_layout_computes(activation: dict) -> None:
+    model = thesis_model(**activation).train()
+    assert model.blocks.block2.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    default_layout = thesis_model(**activation).train().to(memory_format=torch.contiguous_format)
+    images = torch.rand(16, 1, 28, 28)
+    ours, reference = model(images), default_layout(images)
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
+    ours.square().sum().backward()
+    reference.square().sum().backward()
+    # Gradients reach about 20; a bias before BatchNorm has a zero gradient up to rounding (~1e-5).
+    for a, b in zip(model.parameters(), default_layout.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-4)
+
+
 def test_batch_norm_can_be_switched_off() -> None:
     with seeded(0):
         model = build_model(parse_config({"model": {"batch_norm": False}}).model)

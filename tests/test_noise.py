@@ -94,3 +94,14 @@ def test_samples_follow_the_requested_device_dtype_and_generator() -> None:
     second = noise.sample((3, 4), dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     assert first.dtype == torch.float64 and first.shape == (3, 4)
     torch.testing.assert_close(first, second)
+
+
+@pytest.mark.parametrize("name", list(NOISES))
+def test_sample_like_keeps_the_layout_of_the_reference(name: str) -> None:
+    noise = make_noise(name, mean=0.5, std=2.0)
+    reference = torch.empty(4000, 3, 5, 5, dtype=torch.float64).to(memory_format=torch.channels_last)
+    samples = noise.sample_like(reference)
+    assert samples.shape == reference.shape and samples.dtype == torch.float64
+    assert samples.is_contiguous(memory_format=torch.channels_last)
+    # 300k draws: the mean is within 4 standard errors (2/sqrt(3e5) ≈ 0.0037) of 0.5.
+    assert abs(samples.mean().item() - 0.5) < 4 * 2.0 / math.sqrt(samples.numel())

@@ -54,7 +54,7 @@ def _relu(pre_activation: torch.Tensor, perturbed: torch.Tensor, noise: Noise | 
 
 def _sign(pre_activation: torch.Tensor, perturbed: torch.Tensor, noise: Noise | None, estimator: str | None,
           noisy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return ESTIMATORS[estimator](pre_activation, binarize(perturbed), noise, noisy)
+    return ESTIMATORS[estimator](pre_activation, binarize(perturbed.detach()), noise, noisy)
 
 
 # (pre_activation, perturbed pre-activation, noise, estimator, noisy) -> (output, log p(y | a) or None)
@@ -122,7 +122,7 @@ def stochastic_activation(pre_activation: torch.Tensor, activation: str, noise: 
     draw = noise is not None and noisy
     perturbed = pre_activation
     if draw:
-        xi = noise.sample(pre_activation.shape, device=pre_activation.device, dtype=pre_activation.dtype)
+        xi = noise.sample_like(pre_activation.detach())
         perturbed = MODES[mode](pre_activation, xi)
     return ACTIVATIONS[activation](pre_activation, perturbed, noise, estimator, draw)
 

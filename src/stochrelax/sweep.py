@@ -282,16 +282,26 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def worker_threads(workers: int) -> int:
+    """torch threads per worker when ``workers`` processes share this machine's cores."""
+    return max(1, usable_cpus() // workers)
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """The local backend's pool: ``workers`` spawned processes (so CUDA and threads start
+    clean), each with :func:`worker_threads` torch threads: two torch processes with all
+    threads each on the same cores run 10–20× slower than one."""
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                               initargs=(worker_threads(workers),))
+
+
 def _local(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: str, workers: int,
            address: str | None = None) -> Iterator[JobResult]:
-    """A pool of ``workers`` processes (spawned, so CUDA and threads start clean), the CPU
-    threads divided among them: two torch processes with all threads each on the same
-    cores run 10–20× slower than one. On Ctrl-C the workers are stopped at once: every
-    file they write is replaced atomically, so nothing is lost but the epoch in progress."""
-    threads = max(1, usable_cpus() // workers)
+    """Runs the jobs on a :func:`process_pool`. On Ctrl-C the workers are stopped at once:
+    every file they write is replaced atomically, so nothing is lost but the epoch in progress."""
+    threads = worker_threads(workers)
     children_before = set(multiprocessing.active_children())
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
-                             initargs=(threads,)) as pool:
+    with process_pool(workers) as pool:
         futures = [pool.submit(run_job, job, preset, data_dir, device, threads) for job in jobs]
         try:
             for future in as_completed(futures):
