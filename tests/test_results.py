@@ -20,6 +20,7 @@ from stochrelax.attacks import ATTACKS
 from stochrelax.cli import main
 from stochrelax.config import ConfigError, RunConfig, parse_config
 from stochrelax.results import (CLAIMS_FILE, NOT_MEASURED, ClaimsError, ResultFiles, aggregate, evaluate_claims,
+                                find_failed_runs,
                                 load_claims, parse_claims, read_study, results_table, verdict_table, write_results)
 from stochrelax.sweep import load_grid
 
@@ -151,6 +152,26 @@ def test_write_results_writes_long_csv_wide_markdown_and_verdicts(tmp_path):
         "baseline_clean_accuracy", "reproduced", pytest.approx(0.91), "2")
     assert all(row["verdict"] == NOT_MEASURED for row in verdicts[1:])  # no stochastic run in this study
     assert "| baseline_clean_accuracy |" in files.verdicts_md.read_text()
+
+
+def test_runs_that_failed_are_listed_under_the_tables_and_left_out_of_them(tmp_path):
+    write_run(tmp_path / "study", BASELINE_NAME, BASELINE, 0, 0.90, {("fgsm", 0.1, 1): 0.2})
+    failed = tmp_path / "study" / f"{LOGISTIC_NAME}-seed0"
+    failed.mkdir()
+    runs.write_config(failed, LOGISTIC)
+    runs.append_event(failed, "start", 1)
+    runs.append_event(failed, "failed", 2, batch=7, quantity="gradient", layer="blocks.block4.conv",
+                      message="non-finite training gradient at epoch 2, batch 7 (first in blocks.block4.conv)")
+    resumed = tmp_path / "study" / f"{LOGISTIC_NAME}-seed1"  # failed once, then resumed: not a failure
+    resumed.mkdir()
+    runs.append_event(resumed, "failed", 1, batch=1, quantity="loss", layer=None, message="m")
+    runs.append_event(resumed, "resume", 1)
+
+    assert [path.name for path, _ in find_failed_runs(tmp_path / "study")] == [failed.name]
+    text = write_results(tmp_path / "study").results_md.read_text()
+    assert text.endswith(f"## Failed runs\n\nNot in the tables above:\n\n- `{failed.name}`: non-finite training "
+                         "gradient at epoch 2, batch 7 (first in blocks.block4.conv)\n")
+    assert LOGISTIC_NAME not in text.split("## Failed runs")[0]
 
 
 def test_write_results_without_runs_is_a_one_line_error(tmp_path):

@@ -1,19 +1,27 @@
 """Tests of :mod:`stochrelax.runs`: creating run directories safely and reading finished runs back.
 
-A run directory is config.yaml + metrics.jsonl + model.safetensors + summary.json;
-weights are safetensors (never pickle), files are written atomically, and anything
-that cannot be read back raises :class:`~stochrelax.runs.RunDirError` naming the path.
+A run directory is stochrelax-run.json + config.yaml + metrics.jsonl + model.safetensors +
+summary.json; weights are safetensors (never pickle), files are written atomically, one
+process writes a run at a time, and anything that cannot be read back raises
+:class:`~stochrelax.runs.RunDirError` naming the path, in one line.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
+import shutil
+import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from stochrelax import runs
 from stochrelax.config import RunConfig, parse_config
@@ -60,7 +68,12 @@ def finished_run(tmp_path, config, model) -> Path:
 def test_create_run_dir_creates_missing_parent_directories(tmp_path):
     path = runs.create_run_dir(tmp_path / "a" / "b" / "run")
     assert path == tmp_path / "a" / "b" / "run"
-    assert path.is_dir() and not any(path.iterdir())
+    assert [p.name for p in path.iterdir()] == [runs.RUN_FILE]
+
+
+def test_create_run_dir_records_the_layout_version(tmp_path):
+    path = runs.create_run_dir(tmp_path / "run")
+    assert json.loads((path / runs.RUN_FILE).read_text()) == {"layout": runs.LAYOUT_VERSION} == {"layout": 1}
 
 
 def test_create_run_dir_accepts_an_existing_empty_directory(tmp_path):
@@ -83,8 +96,10 @@ def test_create_run_dir_refuses_an_existing_path_without_overwrite(tmp_path, as_
 
 
 def test_create_run_dir_with_overwrite_replaces_a_run_directory(finished_run):
+    (finished_run / "plots").mkdir()
+    (finished_run / "plots" / "loss.png").write_bytes(b"png")
     runs.create_run_dir(finished_run, overwrite=True)
-    assert finished_run.is_dir() and not any(finished_run.iterdir())
+    assert [p.name for p in finished_run.iterdir()] == [runs.RUN_FILE]
 
 
 @pytest.mark.parametrize("as_file", [False, True], ids=["directory", "file"])
@@ -151,7 +166,7 @@ def test_writes_leave_no_temporary_files(finished_run):
     runs.write_config(finished_run, parse_config({}))
     runs.write_summary(finished_run, {"again": True})
     assert sorted(p.name for p in finished_run.iterdir()) == sorted(
-        [runs.CONFIG_FILE, runs.METRICS_FILE, runs.WEIGHTS_FILE, runs.SUMMARY_FILE])
+        [runs.RUN_FILE, runs.CONFIG_FILE, runs.METRICS_FILE, runs.WEIGHTS_FILE, runs.SUMMARY_FILE])
 
 
 def test_failed_weights_write_keeps_the_previous_file_and_leaves_no_temporary(finished_run, model):
@@ -211,13 +226,360 @@ def test_load_run_refuses_weights_of_a_different_architecture(tmp_path, saved_ba
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("contents", [b"", b"not safetensors at all", "pickle"], ids=["empty", "garbage", "pickle"])
-def test_load_run_refuses_a_corrupt_weights_file(finished_run, model, contents):
+def data_start(raw: bytes) -> int:
+    """Where the tensor bytes of a safetensors file begin: after the u64 header size and the header."""
+    (header_size,) = struct.unpack("<Q", raw[:8])
+    return 8 + header_size
+
+
+WEIGHT_DAMAGE = {
+    "empty": lambda raw: b"",
+    "garbage": lambda raw: b"not safetensors at all",
+    "truncated": lambda raw: raw[:len(raw) - 100],
+    "corrupted_header": lambda raw: raw[:8] + b"X" + raw[9:],
+}
+
+
+@pytest.mark.parametrize("damage", [*WEIGHT_DAMAGE, "pickle"])
+def test_load_run_reports_a_damaged_weights_file_in_one_line(finished_run, model, damage):
     path = finished_run / runs.WEIGHTS_FILE
-    if contents == "pickle":
+    if damage == "pickle":
         torch.save(model.state_dict(), path)
     else:
-        path.write_bytes(contents)
+        path.write_bytes(WEIGHT_DAMAGE[damage](path.read_bytes()))
+    with pytest.raises(runs.RunDirError, match="is damaged .*; train the run again$") as caught:
+        runs.load_run(finished_run)
+    assert str(caught.value).startswith(f"{path} is damaged (")
+    assert "\n" not in str(caught.value)
+
+
+# --- weights checksum --------------------------------------------------------------------------
+
+def test_save_weights_returns_the_sha256_of_the_written_file(tmp_path, model):
+    digest = runs.save_weights(tmp_path, model)
+    assert digest == hashlib.sha256((tmp_path / runs.WEIGHTS_FILE).read_bytes()).hexdigest()
+
+
+def test_load_run_accepts_weights_that_match_the_summary_checksum(finished_run, model):
+    summary = {**SUMMARY, "weights_sha256": runs.save_weights(finished_run, model)}
+    runs.write_summary(finished_run, summary)
+    assert runs.load_run(finished_run).summary == summary
+
+
+@pytest.mark.parametrize("change", ["flipped_byte", "other_weights"])
+def test_load_run_refuses_weights_that_do_not_match_the_summary_checksum(finished_run, config, model, change):
+    runs.write_summary(finished_run, {**SUMMARY, "weights_sha256": runs.save_weights(finished_run, model)})
+    path = finished_run / runs.WEIGHTS_FILE
+    if change == "flipped_byte":  # still a loadable safetensors file of the right architecture
+        raw = bytearray(path.read_bytes())
+        raw[data_start(raw) + 5] ^= 0x01
+        path.write_bytes(raw)
+    else:
+        runs.save_weights(finished_run, trained_looking_model(config, seed=1))
     with pytest.raises(runs.RunDirError) as caught:
         runs.load_run(finished_run)
-    assert str(path) in str(caught.value)
+    assert str(caught.value) == (f"{path} does not match the checksum in summary.json (modified or damaged); "
+                                 "train the run again")
+
+
+# --- run-directory layout ----------------------------------------------------------------------
+
+LAYOUT_READERS = {
+    "load_run": runs.load_run,
+    "check_same_config": lambda run_dir: runs.check_same_config(run_dir, parse_config({})),
+    "load_checkpoint": runs.load_checkpoint,
+}
+
+
+@pytest.mark.parametrize("reader", list(LAYOUT_READERS))
+def test_readers_refuse_a_run_directory_of_another_layout(finished_run, reader):
+    (finished_run / runs.RUN_FILE).write_text(json.dumps({"layout": 2}))
+    with pytest.raises(runs.RunDirError) as caught:
+        LAYOUT_READERS[reader](finished_run)
+    assert str(caught.value) == (f"{finished_run} was written with run-directory layout 2; this stochrelax reads "
+                                 "layout 1: use the stochrelax version that wrote it, or train it again with "
+                                 "--overwrite")
+
+
+@pytest.mark.parametrize("reader", list(LAYOUT_READERS))
+def test_readers_refuse_a_run_directory_written_before_layouts(finished_run, reader):
+    (finished_run / runs.RUN_FILE).unlink()
+    with pytest.raises(runs.RunDirError) as caught:
+        LAYOUT_READERS[reader](finished_run)
+    assert str(caught.value) == (f"{finished_run} has no stochrelax-run.json: it was written by an older "
+                                 "stochrelax; train it again with --overwrite")
+
+
+@pytest.mark.parametrize("contents", [b"", b"{\"layout\": ", b"[1]", b"{}", b"\xff\xfe"],
+                         ids=["empty", "cut_short", "not_an_object", "no_layout", "not_utf8"])
+def test_check_layout_reports_an_unreadable_layout_file_in_one_line(finished_run, contents):
+    (finished_run / runs.RUN_FILE).write_bytes(contents)
+    with pytest.raises(runs.RunDirError, match="is damaged .*; train the run again with --overwrite$") as caught:
+        runs.check_layout(finished_run)
+    assert str(caught.value).startswith(f"{finished_run / runs.RUN_FILE} is damaged (")
+    assert "\n" not in str(caught.value)
+
+
+def test_check_layout_accepts_a_new_run_directory(tmp_path):
+    runs.check_layout(runs.create_run_dir(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("bookkeeping", [[runs.LOCK_FILE], [runs.RUN_FILE], [runs.LOCK_FILE, runs.RUN_FILE]])
+def test_a_directory_holding_only_a_lock_and_layout_file_counts_as_empty(tmp_path, bookkeeping):
+    path = tmp_path / "run"
+    path.mkdir()
+    for name in bookkeeping:
+        (path / name).write_text("")
+    assert runs.check_run_dir(path) is False
+    assert runs.check_run_dir(path, overwrite=True) is False
+    runs.create_run_dir(path)
+    runs.check_layout(path)
+
+
+def test_overwrite_never_deletes_a_directory_without_config_even_with_a_layout_file(tmp_path):
+    path = tmp_path / "run"
+    path.mkdir()
+    (path / runs.RUN_FILE).write_text(json.dumps({"layout": 1}))
+    (path / "chapter1.tex").write_text("my thesis")
+    with pytest.raises(runs.RunDirError, match="not a stochrelax run directory"):
+        runs.create_run_dir(path, overwrite=True)
+    assert (path / "chapter1.tex").read_text() == "my thesis"
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+CHECKPOINT_TENSORS = {
+    "weight": torch.linspace(-1, 1, 12).reshape(3, 4),
+    "half": torch.arange(6, dtype=torch.bfloat16),
+    "counts": torch.tensor([0, 2**40, -5]),
+    "mask": torch.tensor([True, False, True]),
+    "scalar": torch.tensor(7.5),
+    "empty": torch.zeros(0, 3),
+    "images": torch.arange(64, dtype=torch.uint8).reshape(4, 4, 4),
+}
+
+
+def test_checkpoint_round_trip_returns_the_saved_tensors_and_metadata(tmp_path):
+    runs.create_run_dir(tmp_path)
+    runs.save_checkpoint(tmp_path, {**CHECKPOINT_TENSORS, "strided": torch.arange(12.0).reshape(3, 4).t()},
+                         {"epoch": 3, "format": 1, "rng": [1, 2, 3]})
+    tensors, metadata = runs.load_checkpoint(tmp_path)
+    assert metadata == {"epoch": 3, "format": 1, "rng": [1, 2, 3]}
+    expected = {**CHECKPOINT_TENSORS, "strided": torch.arange(12.0).reshape(3, 4).t()}
+    assert tensors.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert tensors[name].dtype == tensor.dtype and torch.equal(tensors[name], tensor), name
+
+
+def test_load_checkpoint_of_a_run_without_one_is_none(tmp_path):
+    assert runs.load_checkpoint(runs.create_run_dir(tmp_path)) is None
+
+
+def saved_checkpoint(run_dir: Path) -> Path:
+    runs.create_run_dir(run_dir)
+    runs.save_checkpoint(run_dir, CHECKPOINT_TENSORS, {"epoch": 3})
+    return run_dir / runs.CHECKPOINT_FILE
+
+
+def flip_data_byte(raw: bytes) -> bytes:
+    flipped = bytearray(raw)
+    flipped[data_start(raw) + 3] ^= 0x10
+    return bytes(flipped)
+
+
+def change_epoch(raw: bytes) -> bytes:
+    assert raw.count(b'\\"epoch\\": 3') == 1  # the state is a JSON string inside the JSON header
+    return raw.replace(b'\\"epoch\\": 3', b'\\"epoch\\": 7')
+
+
+CHECKPOINT_DAMAGE = {
+    "flipped_data_byte": (flip_data_byte, "checksum mismatch"),
+    "changed_state": (change_epoch, "checksum mismatch"),
+    "truncated": (lambda raw: raw[:len(raw) - 20], "Error while deserializing header"),
+    "header_cut": (lambda raw: raw[:30], "Error while deserializing header"),
+}
+
+
+@pytest.mark.parametrize("damage", list(CHECKPOINT_DAMAGE))
+def test_load_checkpoint_reports_a_damaged_checkpoint_in_one_line(tmp_path, damage):
+    path = saved_checkpoint(tmp_path)
+    change, problem = CHECKPOINT_DAMAGE[damage]
+    path.write_bytes(change(path.read_bytes()))
+    with pytest.raises(runs.RunDirError) as caught:
+        runs.load_checkpoint(tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} is damaged ({problem}")
+    assert message.endswith("; delete it to restart the run from epoch 1") and "\n" not in message
+
+
+def test_load_checkpoint_refuses_a_checkpoint_without_checksum(tmp_path):
+    runs.create_run_dir(tmp_path)
+    save_file(CHECKPOINT_TENSORS, tmp_path / runs.CHECKPOINT_FILE, metadata={"state": json.dumps({"epoch": 3})})
+    with pytest.raises(runs.RunDirError) as caught:
+        runs.load_checkpoint(tmp_path)
+    assert str(caught.value) == (f"{tmp_path / runs.CHECKPOINT_FILE} is damaged (checksum missing); "
+                                 "delete it to restart the run from epoch 1")
+
+
+def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    saved_checkpoint(tmp_path)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        runs.save_checkpoint(tmp_path, {"weight": torch.ones(2)}, {"epoch": 4})
+    tensors, metadata = runs.load_checkpoint(tmp_path)
+    assert metadata == {"epoch": 3}
+    assert tensors.keys() == CHECKPOINT_TENSORS.keys() and torch.equal(tensors["weight"], CHECKPOINT_TENSORS["weight"])
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{runs.CHECKPOINT_FILE}.")]
+
+
+# --- one writer per run ------------------------------------------------------------------------
+
+TAKE_LOCK = """import sys, time
+from stochrelax import runs
+with runs.run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def lock_in_subprocess(run_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", TAKE_LOCK, str(run_dir), "0"], check=False, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_run_lock_refuses_a_second_process_while_held(tmp_path):
+    with runs.run_lock(tmp_path / "run") as run_dir:
+        assert run_dir == tmp_path / "run"
+        assert (run_dir / runs.LOCK_FILE).read_text().strip() == str(os.getpid())
+        other = lock_in_subprocess(run_dir)
+    assert other.returncode != 0 and "locked" not in other.stdout
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"stochrelax.runs.RunDirError: {run_dir} is being written by another stochrelax process (pid {os.getpid()}); "
+        "wait for it to finish or stop it")
+
+
+def test_run_lock_is_released_on_exit_and_clears_the_pid(tmp_path):
+    with runs.run_lock(tmp_path):
+        pass
+    assert (tmp_path / runs.LOCK_FILE).read_bytes() == b""
+    other = lock_in_subprocess(tmp_path)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout == "locked\n"
+
+
+def test_run_lock_refuses_a_second_lock_within_the_same_process(tmp_path):
+    with runs.run_lock(tmp_path), \
+            pytest.raises(runs.RunDirError, match=f"another stochrelax process \\(pid {os.getpid()}\\)"), \
+            runs.run_lock(tmp_path):
+        pass
+    with runs.run_lock(tmp_path):  # the failed attempt did not release or break the first
+        pass
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", TAKE_LOCK, str(tmp_path), "600"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(runs.RunDirError, match=f"pid {holder.pid}"), runs.run_lock(tmp_path):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+        holder.stdout.close()
+    assert holder.returncode == -signal.SIGKILL
+    assert (tmp_path / runs.LOCK_FILE).exists()  # the file stays; the lock went with the process
+    with runs.run_lock(tmp_path):
+        pass
+
+
+def test_replacing_a_run_keeps_the_lock_in_force(finished_run):
+    with runs.run_lock(finished_run):
+        runs.create_run_dir(finished_run, overwrite=True)
+        assert sorted(p.name for p in finished_run.iterdir()) == sorted([runs.LOCK_FILE, runs.RUN_FILE])
+        assert "is being written by another stochrelax process" in lock_in_subprocess(finished_run).stderr
+
+
+# --- writability before work -------------------------------------------------------------------
+
+def test_check_writable_creates_the_directory_and_leaves_it_empty(tmp_path):
+    runs.check_writable(tmp_path / "a" / "run", needed_bytes=1)
+    assert (tmp_path / "a" / "run").is_dir() and not any((tmp_path / "a" / "run").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_check_writable_refuses_a_read_only_directory(tmp_path):
+    path = tmp_path / "run"
+    path.mkdir(mode=0o500)
+    try:
+        with pytest.raises(runs.RunDirError) as caught:
+            runs.check_writable(path)
+    finally:
+        path.chmod(0o700)
+    assert str(caught.value) == (f"cannot write to {path} (Permission denied); choose another --out or fix its "
+                                 "permissions")
+
+
+def test_check_writable_refuses_a_path_below_a_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    path = tmp_path / "notes.txt" / "run"
+    with pytest.raises(runs.RunDirError) as caught:
+        runs.check_writable(path)
+    assert str(caught.value) == (f"cannot write to {path} (Not a directory); choose another --out or fix its "
+                                 "permissions")
+
+
+def test_check_writable_refuses_a_nearly_full_disk(tmp_path, monkeypatch):
+    real = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real._replace(free=12 * 2**20 + 5))
+    with pytest.raises(runs.RunDirError) as caught:
+        runs.check_writable(tmp_path / "run")
+    assert str(caught.value) == (f"{tmp_path / 'run'}: only 12 MB free on its disk, a run needs about 64 MB; "
+                                 "free some space or choose another --out")
+    runs.check_writable(tmp_path / "run", needed_bytes=12 * 2**20)
+
+
+# --- .jsonl records ----------------------------------------------------------------------------
+
+JSONL_READERS = {runs.METRICS_FILE: runs.read_metrics, runs.TRAINING_STATS_FILE: runs.read_training_stats,
+                 runs.EVENTS_FILE: runs.read_events}
+
+
+@pytest.mark.parametrize("name", list(JSONL_READERS))
+def test_readers_drop_a_last_line_cut_short(tmp_path, name):
+    (tmp_path / name).write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "train_lo')
+    assert JSONL_READERS[name](tmp_path) == [{"epoch": 1}, {"epoch": 2}]
+
+
+@pytest.mark.parametrize("name", list(JSONL_READERS))
+def test_readers_refuse_a_damaged_line_before_the_last(tmp_path, name):
+    (tmp_path / name).write_text('{"epoch": 1}\n{"epoch": 2, "tr\n{"epoch": 3}\n')
+    with pytest.raises(runs.RunDirError) as caught:
+        JSONL_READERS[name](tmp_path)
+    assert str(caught.value) == f"{tmp_path / name} line 2 is not JSON; the file is damaged"
+
+
+def test_a_damaged_last_line_followed_by_a_newline_is_refused(tmp_path):
+    (tmp_path / runs.METRICS_FILE).write_text('{"epoch": 1}\n{"epoch": 2, "tr\n')
+    with pytest.raises(runs.RunDirError, match="line 2 is not JSON"):
+        runs.read_metrics(tmp_path)
+
+
+def test_truncate_records_keeps_checkpointed_epochs_and_drops_lines_cut_short(tmp_path):
+    for epoch in (1, 2, 3):
+        runs.append_metrics(tmp_path, {"epoch": epoch})
+        runs.append_training_stats(tmp_path, {"epoch": epoch, "layers": {}})
+    runs.append_event(tmp_path, "start", 1)
+    for name in (runs.METRICS_FILE, runs.EVENTS_FILE):
+        with open(tmp_path / name, "a") as stream:
+            stream.write('{"ep')
+    runs.truncate_records(tmp_path, last_epoch=2)
+    runs.append_event(tmp_path, "resume", 3)
+    runs.append_metrics(tmp_path, {"epoch": 3})
+    assert runs.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
+    assert [stats["epoch"] for stats in runs.read_training_stats(tmp_path)] == [1, 2]
+    assert runs.read_events(tmp_path) == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": 3}]

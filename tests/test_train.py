@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,7 +67,8 @@ def test_run_directory_holds_exactly_the_documented_files(relu_run):
     _, run_dir, _, _ = relu_run
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         [runs.CONFIG_FILE, runs.METRICS_FILE, runs.TRAINING_STATS_FILE, runs.WEIGHTS_FILE, runs.SUMMARY_FILE,
-         runs.EVENTS_FILE])
+         runs.EVENTS_FILE, runs.RUN_FILE, runs.LOCK_FILE])
+    assert (run_dir / runs.LOCK_FILE).read_text() == "", "the lock is released with the pid cleared"
 
 
 def test_run_directory_records_config_metrics_and_summary(relu_run):
@@ -130,20 +138,20 @@ def seeded_runs(fashion_mnist, tmp_path_factory):
     for index, seed in enumerate((0, 0, 1)):
         run_dir = tmp_path_factory.mktemp("seeds") / f"run{index}"
         train_run(shipped("relu_logistic_additive", seed=seed), data, run_dir, progress=False)
-        results.append((weights(run_dir), runs.read_metrics(run_dir)[0]))
+        metrics = [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in runs.read_metrics(run_dir)]
+        results.append((weights(run_dir), metrics, runs.read_training_stats(run_dir)))
     return results
 
 
-def test_same_seed_gives_identical_weights_and_losses(seeded_runs):
-    (first, first_metrics), (second, second_metrics), _ = seeded_runs
+def test_same_seed_gives_identical_weights_metrics_and_statistics(seeded_runs):
+    (first, first_metrics, first_stats), (second, second_metrics, second_stats), _ = seeded_runs
     assert list(first) == list(second)
     assert all(torch.equal(first[name], second[name]) for name in first)
-    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
-        assert first_metrics[key] == second_metrics[key]
+    assert first_metrics == second_metrics and first_stats == second_stats
 
 
 def test_different_seed_gives_different_weights(seeded_runs):
-    (first, _), _, (other, _) = seeded_runs
+    (first, _, _), _, (other, _, _) = seeded_runs
     assert not torch.equal(first["blocks.block1.conv.weight"], other["blocks.block1.conv.weight"])
 
 
@@ -179,9 +187,65 @@ def test_fit_raises_training_diverged_on_a_non_finite_loss(fashion_mnist):
         for parameter in model.parameters():
             parameter.fill_(math.nan)
     reported: list[EpochMetrics] = []
-    with pytest.raises(TrainingDiverged, match=r"training loss became nan in epoch 1; lower train.lr"):
+    with pytest.raises(TrainingDiverged, match=r"non-finite training loss at epoch 1, batch 1 \(first in "
+                                               r"blocks.block1.conv\); lower train.lr"):
         fit(model, fashion_mnist.limit(64, 32), TrainConfig(epochs=2, batch_size=32), on_epoch=reported.append)
     assert reported == []
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in model.named_parameters()}
+
+
+def test_an_infinite_weight_is_traced_to_its_layer_and_the_step_is_not_applied(fashion_mnist):
+    model = build_model(parse_config({}).model)
+    with torch.no_grad():
+        model.blocks.block4.conv.weight[0, 0, 0, 0] = math.inf
+    before = _weights(model)
+    with pytest.raises(TrainingDiverged) as raised:
+        fit(model, fashion_mnist.limit(128, 32), TrainConfig(epochs=1, batch_size=64))
+    assert raised.value.as_dict() | {"message": None} == {"epoch": 1, "batch": 1, "quantity": "loss",
+                                                         "layer": "blocks.block4.conv", "message": None}
+    after = _weights(model)
+    assert all(torch.equal(before[name], after[name]) for name in before), "the failing step changed the weights"
+
+
+def test_a_layer_turning_non_finite_in_a_later_batch_is_named_with_epoch_and_batch(fashion_mnist):
+    model = build_model(parse_config({"model": {"activation": {"kind": "relu", "noise": "logistic",
+                                                                "std": 0.1}}}).model)
+    calls = []
+
+    def nan_from_the_third_call(module, inputs, output):  # also in the re-run that traces the failure
+        calls.append(1)
+        return output * math.nan if len(calls) >= 3 else output
+
+    model.blocks.block5.norm.register_forward_hook(nan_from_the_third_call)
+    with pytest.raises(TrainingDiverged) as raised:
+        fit(model, fashion_mnist.limit(320, 32), TrainConfig(epochs=1, batch_size=64))
+    assert (raised.value.epoch, raised.value.batch, raised.value.layer) == (1, 3, "blocks.block5.norm")
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_is_traced_to_its_parameter(fashion_mnist):
+    model = build_model(parse_config({}).model)
+    model.blocks.block7.conv.weight.register_hook(lambda gradient: gradient * math.inf)
+    before = _weights(model)
+    with pytest.raises(TrainingDiverged, match="non-finite training gradient at epoch 1, batch 1") as raised:
+        fit(model, fashion_mnist.limit(128, 32), TrainConfig(epochs=1, batch_size=64))
+    assert raised.value.layer == "blocks.block7.conv"
+    assert all(torch.equal(before[name], value) for name, value in _weights(model).items())
+
+
+def test_a_non_finite_score_function_log_probability_is_traced_to_its_unit(fashion_mnist):
+    model = build_model(parse_config({"model": {"activation": {"kind": "sign", "noise": "logistic", "std": 0.5,
+                                                                "estimator": "score"}}}).model)
+
+    def minus_infinity(module, inputs, output):
+        module.last_log_prob = module.last_log_prob - math.inf
+
+    model.blocks.block2.act.register_forward_hook(minus_infinity)
+    with pytest.raises(TrainingDiverged) as raised:
+        fit(model, fashion_mnist.limit(128, 32), TrainConfig(epochs=1, batch_size=64))
+    assert (raised.value.quantity, raised.value.layer) == ("log-probability", "blocks.block2.act")
 
 
 # --- adversarial training ----------------------------------------------------------------------
@@ -320,3 +384,98 @@ def test_resume_reports_a_damaged_checkpoint_in_one_line(fashion_mnist, tmp_path
     with pytest.raises(runs.RunDirError, match="is damaged.*delete it") as error:
         train_run(config, fashion_mnist, tmp_path / "run", resume=True)
     assert "\n" not in str(error.value)
+
+
+def _start_training(arguments: list[str], data_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stochrelax.cli", "train", *arguments, "--no-progress",
+                             "--device", "cpu", "--data-dir", str(data_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for_event(run_dir: Path, count: int, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until the run's events.jsonl has ``count`` lines: the process has (re)started training."""
+    deadline = time.monotonic() + timeout
+    while not ((run_dir / runs.EVENTS_FILE).is_file() and
+               len((run_dir / runs.EVENTS_FILE).read_text().splitlines()) >= count):
+        assert process.poll() is None, f"training exited early: {process.stderr.read()}"
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_run_sigkilled_three_times_at_random_points_resumes_bit_identical(real_data_dir, tmp_path):
+    """`stochrelax train` killed with SIGKILL three times, each at a random moment of its training
+    (mid-epoch, mid-evaluation or mid-checkpoint alike), then `train --resume` to the end."""
+    config = tmp_path / "run.yaml"
+    config.write_text("model: {activation: {kind: relu, noise: logistic, std: 0.1}}\n"
+                      "train: {epochs: 8, batch_size: 64, seed: 5}\n"
+                      "data: {train_limit: 1024, test_limit: 256}\n")
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    reference = _start_training([str(config), "--out", str(whole)], real_data_dir)
+    assert reference.wait() == 0, reference.stderr.read()
+
+    delays = random.Random(20261125).sample([0.05 * step for step in range(1, 21)], 3)  # 0.05 … 1.0 s
+    for attempt, delay in enumerate(delays, start=1):
+        arguments = [str(config), "--out", str(killed)] if attempt == 1 else ["--resume", str(killed)]
+        process = _start_training(arguments, real_data_dir)
+        _wait_for_event(killed, attempt, process)
+        time.sleep(delay)
+        assert process.poll() is None, f"training finished within {delay:.2f}s: make the run longer"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not runs.is_finished(killed)
+    resumed = _start_training(["--resume", str(killed)], real_data_dir)
+    assert resumed.wait() == 0, resumed.stderr.read()
+
+    assert weights(killed).keys() == weights(whole).keys()
+    for key, value in weights(whole).items():
+        assert torch.equal(value, weights(killed)[key]), f"{key} differs after kills at {delays}"
+    without_time = [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in runs.read_metrics(whole)]
+    assert [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in runs.read_metrics(killed)] == \
+        without_time
+    assert len(runs.read_events(killed)) == 4
+
+
+def test_a_diverging_run_is_marked_failed_with_where_and_keeps_its_last_checkpoint(fashion_mnist, tmp_path,
+                                                                                   monkeypatch):
+    config = tiny("relu_deterministic", epochs=3)
+    with pytest.raises(Interrupted):  # epoch 1 checkpointed, epoch 2 recorded but not checkpointed
+        train_run(config, fashion_mnist, tmp_path / "run", on_epoch=interrupt_at(2))
+    checkpoint_before = (tmp_path / "run" / runs.CHECKPOINT_FILE).read_bytes()
+
+    def build_poisoned_model(model_config):  # block2's convolution outputs NaN from now on
+        model = build_model(model_config)
+        model.blocks.block2.conv.register_forward_hook(lambda module, inputs, output: output * math.nan)
+        return model
+
+    monkeypatch.setattr("stochrelax.train.build_model", build_poisoned_model)
+    with pytest.raises(TrainingDiverged, match=r"non-finite training loss at epoch 2, batch 1 "
+                                               r"\(first in blocks.block2.conv\)"):
+        train_run(config, fashion_mnist, tmp_path / "run", resume=True)
+    failure = runs.read_failure(tmp_path / "run")
+    assert failure == {"event": "failed", "epoch": 2, "batch": 1, "quantity": "loss", "layer": "blocks.block2.conv",
+                       "message": failure["message"]}
+    assert (tmp_path / "run" / runs.CHECKPOINT_FILE).read_bytes() == checkpoint_before
+    assert not runs.is_finished(tmp_path / "run")
+    monkeypatch.undo()
+    train_run(config, fashion_mnist, tmp_path / "run", resume=True)  # a later resumption finishes the run
+    assert runs.read_failure(tmp_path / "run") is None and runs.is_finished(tmp_path / "run")
+
+
+def test_a_second_writer_of_a_run_is_refused_and_changes_nothing(fashion_mnist, tmp_path):
+    config = tiny("relu_deterministic", epochs=1)
+    train_run(config, fashion_mnist, tmp_path / "run")
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
+    with runs.run_lock(tmp_path / "run"):  # another process would hold it the same way (tests/test_runs.py)
+        with pytest.raises(runs.RunDirError, match="being written by another stochrelax process"):
+            train_run(config, fashion_mnist, tmp_path / "run", overwrite=True)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == before
+
+
+def test_a_full_disk_is_reported_before_training_starts(fashion_mnist, tmp_path, monkeypatch):
+    monkeypatch.setattr("shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(runs.RunDirError, match="only 1 MB free on its disk"):
+        train_run(tiny("relu_deterministic", epochs=1), fashion_mnist, tmp_path / "run",
+                  on_epoch=lambda metrics: pytest.fail("training started"))
+    assert not any((tmp_path / "run").glob("*.*")), "no run file may be written"

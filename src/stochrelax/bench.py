@@ -89,16 +89,18 @@ MEMORY_BUDGET_MB = 1536.0  # 1.5 GB
 TRAIN_VARIANTS: dict[str, dict] = {
     "deterministic": {"kind": "relu"},
     "relu-logistic": {"kind": "relu", "noise": "logistic", "std": 0.05},
+    "relu-gaussian": {"kind": "relu", "noise": "gaussian", "std": 0.05},
     "sign-ste": {"kind": "sign", "noise": "logistic", "std": 0.05, "estimator": "ste"},
     "sign-score": {"kind": "sign", "noise": "logistic", "std": 0.05, "estimator": "score"},
 }
 _VARIANT_TITLES = {
     "deterministic": "deterministic ReLU",
     "relu-logistic": "ReLU, additive logistic noise",
+    "relu-gaussian": "ReLU, additive Gaussian noise",
     "sign-ste": "sign, logistic noise, STE",
     "sign-score": "sign, logistic noise, score function",
 }
-STOCHASTIC_VARIANTS = ("relu-logistic", "sign-ste", "sign-score")
+STOCHASTIC_VARIANTS = ("relu-logistic", "relu-gaussian", "sign-ste", "sign-score")
 
 ROW_KEYS: tuple[str, ...] = (
     *(f"train/{name}" for name in TRAIN_VARIANTS),

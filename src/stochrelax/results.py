@@ -47,7 +47,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from stochrelax import plots
 from stochrelax.attacks import ATTACKS
 from stochrelax.config import ConfigError, RunConfig, load_config, read_yaml
-from stochrelax.runs import CONFIG_FILE, SUMMARY_FILE, RunDirError, read_attack_table
+from stochrelax.runs import CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, RunDirError, read_attack_table, read_failure
 
 __all__ = ["Table", "markdown_table", "describe_units", "describe_adversarial_training",
            "RunResults", "find_runs", "read_run_results", "read_study",
@@ -55,7 +55,8 @@ __all__ = ["Table", "markdown_table", "describe_units", "describe_adversarial_tr
            "ClaimsError", "Unit", "Measurement", "Measure", "MEASURES", "COMPARISONS", "NameGrid",
            "OneConfiguration", "AgainstReference", "MatchedPairs", "Claim", "CLAIMS_FILE",
            "parse_claims", "load_claims", "VERDICTS", "NOT_MEASURED", "ClaimResult", "evaluate_claims",
-           "verdict_table", "RESULTS_CAPTION", "VERDICTS_CAPTION", "ResultFiles", "write_results"]
+           "verdict_table", "RESULTS_CAPTION", "VERDICTS_CAPTION", "ResultFiles", "write_results",
+           "find_failed_runs", "failed_runs_text"]
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -131,6 +132,21 @@ def read_run_results(run_dir: str | Path) -> RunResults:
     table = read_attack_table(path)
     return RunResults(path, load_config(path / CONFIG_FILE), float(summary["test_accuracy"]),
                       None if table is None else tuple(table["rows"]))
+
+
+def find_failed_runs(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every unfinished run at or below ``root`` whose training stopped on a non-finite value,
+    with its ``"failed"`` event (epoch, batch, quantity, layer, message), sorted by path."""
+    failures = ((path.parent, read_failure(path.parent)) for path in Path(root).rglob(EVENTS_FILE)
+                if not (path.parent / SUMMARY_FILE).is_file())
+    return sorted((path, failure) for path, failure in failures if failure is not None)
+
+
+def failed_runs_text(root: str | Path) -> str:
+    """A Markdown list of the runs below ``root`` that failed, one line each; empty if none did."""
+    lines = [f"- `{path.relative_to(root) if path != Path(root) else path.name}`: {failure['message']}"
+             for path, failure in find_failed_runs(root)]
+    return "\n".join(["## Failed runs", "", "Not in the tables above:", "", *lines]) + "\n" if lines else ""
 
 
 def read_study(root: str | Path) -> list[RunResults]:
@@ -830,7 +846,8 @@ def write_results(root: str | Path, out_dir: str | Path | None = None) -> Result
 
     Writes, in ``out_dir`` (default ``root``): ``results.csv`` (long: configuration, metric,
     budget_name, budget, variant, eot_samples, n, mean, std, per_seed as JSON), ``results.md``
-    (the wide table of :func:`results_table`), ``verdicts.csv`` and ``verdicts.md`` (the
+    (the wide table of :func:`results_table`, then the runs that failed, see
+    :func:`find_failed_runs`), ``verdicts.csv`` and ``verdicts.md`` (the
     claims of the packaged ``claims.yaml``, see :func:`verdict_table`).
 
     Returns:
@@ -851,7 +868,9 @@ def write_results(root: str | Path, out_dir: str | Path | None = None) -> Result
         ([row.configuration, row.metric, row.budget_name or "", "" if row.budget is None else f"{row.budget:g}",
           row.variant, row.eot_samples, row.n, _number(row.mean), _number(row.std),
           json.dumps({str(seed): value for seed, value in row.values.items()})] for row in rows)))
-    files.results_md.write_text(f"{RESULTS_CAPTION}\n\n{markdown_table(results_table(runs))}\n")
+    failed = failed_runs_text(root)
+    files.results_md.write_text(f"{RESULTS_CAPTION}\n\n{markdown_table(results_table(runs))}\n"
+                                + (f"\n{failed}" if failed else ""))
     files.verdicts_csv.write_text(_csv_text(
         ["id", "claim", "where", "thesis", "criterion", "single_mean", "single_std", "single_n", "single_seeds_holding",
          "eot_mean", "eot_std", "eot_n", "eot_seeds_holding", "verdict", "notes"],

@@ -2,6 +2,8 @@
 
 A run directory holds
 
+- ``stochrelax-run.json``  ``{"layout": 1}``: the version of this layout, written first, so
+  that a stochrelax that reads another layout refuses the directory instead of misreading it;
 - ``config.yaml``       the resolved config (every field), enough to repeat the run;
 - ``metrics.jsonl``     one JSON object per epoch (losses, accuracies, seconds);
 - ``training_stats.jsonl``  one JSON object per epoch: per-layer distributions of
@@ -9,28 +11,37 @@ A run directory holds
   ``{"epoch": e, "layers": {"block1": {"activation": S, "gradient": S}, …}}`` with
   ``S = {"mean", "std", "min", "max", "histogram"}`` and ``histogram`` either ``null``
   or ``{"edges": [41 floats], "counts": [40 ints]}`` (first, middle and last epoch);
-- ``model.safetensors`` the final weights (never pickle);
+- ``model.safetensors`` the final weights (never pickle); ``summary.json`` holds their sha256;
 - ``checkpoint.safetensors``  while training: the state after the last finished epoch
   (weights, optimizer, random-number generators, …; :mod:`stochrelax.train`), from
-  which ``train --resume`` and ``sweep`` continue; removed when the run finishes;
-- ``events.jsonl``      one line per start or resumption of training (``{"event", "epoch"}``);
+  which ``train --resume`` and ``sweep`` continue, with a sha256 of its contents that is
+  checked on reading; removed when the run finishes;
+- ``events.jsonl``      one line per start, resumption or failure of training (``{"event", "epoch", …}``;
+  a failure also names the batch, the quantity and the first layer that became non-finite);
 - ``summary.json``      written last: its presence marks a finished run;
 - ``attacks.json``, ``attacks.csv``  the robustness table of ``stochrelax attack``
-  (rows merge across invocations; the JSON also holds the diagnostics).
+  (rows merge across invocations; the JSON also holds the diagnostics);
+- ``.lock``             locked by the process writing the run (:func:`run_lock`), so two never
+  write the same directory; the file stays after its process, which does not matter.
 
 Every file is written to a temporary name and renamed, so a crash never leaves a
-half-written file; the ``.jsonl`` files grow by one line per write. A line cut short by a kill, or an epoch
-recorded after the last checkpoint, is dropped on resumption (:func:`truncate_records`).
+half-written file; the ``.jsonl`` files grow by one line per write. A last line cut short
+by a kill is ignored when reading and dropped on resumption, as are epochs recorded after
+the last checkpoint (:func:`truncate_records`).
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
+import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +58,13 @@ __all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "TRAINING_STATS_
            "append_training_stats", "save_weights", "write_summary", "read_metrics", "read_training_stats",
            "load_run", "ATTACKS_JSON", "ATTACKS_CSV", "write_attack_table", "read_attack_table",
            "CHECKPOINT_FILE", "EVENTS_FILE", "save_checkpoint", "load_checkpoint", "remove_checkpoint",
-           "truncate_records", "append_event", "read_events", "is_finished", "check_same_config",
-           "read_summary"]
+           "truncate_records", "append_event", "read_events", "read_failure", "is_finished", "check_same_config",
+           "read_summary", "LAYOUT_VERSION", "RUN_FILE", "LOCK_FILE", "check_layout", "run_lock",
+           "check_writable"]
 
+LAYOUT_VERSION = 1  # raise it whenever a file of the run directory changes meaning
+RUN_FILE = "stochrelax-run.json"
+LOCK_FILE = ".lock"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 TRAINING_STATS_FILE = "training_stats.jsonl"
@@ -59,10 +74,20 @@ ATTACKS_JSON = "attacks.json"
 ATTACKS_CSV = "attacks.csv"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 EVENTS_FILE = "events.jsonl"
+_BOOKKEEPING = frozenset({RUN_FILE, LOCK_FILE})  # a directory holding only these holds no run
 
 
 class RunDirError(Exception):
     """A run directory that cannot be created or read; the message says what to do."""
+
+
+def _reason(error: Exception) -> str:
+    """A short reason for ``error`` to put in a one-line message: an OSError's own text
+    (``"Permission denied"``, without the path), otherwise the first line of its message."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, torch.Tensor] | None = None,
@@ -83,18 +108,92 @@ def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, to
         raise
 
 
+def check_writable(path: str | Path, needed_bytes: int = 64 * 2**20) -> None:
+    """Checks, before any work, that a run can be written to ``path`` (created if missing, parents too).
+
+    Writes, flushes and removes a probe file, then checks the free space on the disk, so
+    a read-only or full disk is reported at once rather than after hours of training.
+
+    Args:
+        path: the run directory.
+        needed_bytes: the space a run needs on the disk.
+
+    Raises:
+        RunDirError: if the directory cannot be created or written, or its disk is too full.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
+        try:
+            os.write(descriptor, b"stochrelax")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+            Path(probe).unlink()
+        free = shutil.disk_usage(path).free
+    except OSError as error:
+        raise RunDirError(f"cannot write to {path} ({_reason(error)}); choose another --out or fix its permissions") \
+            from None
+    if free < needed_bytes:
+        raise RunDirError(f"{path}: only {free // 2**20} MB free on its disk, a run needs about "
+                          f"{needed_bytes // 2**20} MB; free some space or choose another --out")
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Holds the run directory's lock, so no other process writes it meanwhile (created if missing).
+
+    The lock is a ``flock`` on ``run_dir/.lock``, which holds the holder's pid while it is
+    held and is emptied on release (so re-reading a finished run changes none of its bytes).
+    The operating system releases the lock when the holder exits, however it exits, so a
+    crashed process never leaves a stale lock; the file itself stays behind and is harmless.
+    The lock belongs to one opening of the file: a second ``run_lock`` on the same
+    directory fails also within the process that holds the first.
+
+    Yields:
+        The run directory.
+
+    Raises:
+        RunDirError: if another process holds the lock, or the lock file cannot be written.
+    """
+    path = Path(run_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise RunDirError(f"cannot write to {path} ({_reason(error)}); choose another --out or fix its permissions") \
+            from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode("ascii", errors="replace").strip() or "unknown"
+            raise RunDirError(f"{path} is being written by another stochrelax process (pid {holder}); "
+                              "wait for it to finish or stop it") from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(descriptor, 0)
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def check_run_dir(path: str | Path, overwrite: bool = False) -> bool:
     """Checks that a run may be written to ``path``; returns whether an old run must be removed first.
 
     An existing non-empty directory may be replaced only with ``overwrite`` and only if
     it is a stochrelax run directory (it has a ``config.yaml``), so a mistyped ``--out``
-    never deletes unrelated files.
+    never deletes unrelated files. A directory holding nothing but a lock and a layout
+    file counts as empty.
 
     Raises:
         RunDirError: if the directory exists and may not be replaced.
     """
     path = Path(path)
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+    if not path.exists() or (path.is_dir() and all(child.name in _BOOKKEEPING for child in path.iterdir())):
         return False
     if not overwrite:
         raise RunDirError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
@@ -104,12 +203,47 @@ def check_run_dir(path: str | Path, overwrite: bool = False) -> bool:
 
 
 def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
-    """Creates an empty run directory (see :func:`check_run_dir` for when it may replace one)."""
+    """Creates a run directory holding only its layout file (and a lock, if one is held).
+
+    See :func:`check_run_dir` for when it may replace a run; replacing deletes everything
+    but the lock file, so a :func:`run_lock` taken before stays in force.
+    """
     path = Path(path)
     if check_run_dir(path, overwrite):
-        shutil.rmtree(path)
+        for child in path.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     path.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path / RUN_FILE, json.dumps({"layout": LAYOUT_VERSION}) + "\n")
     return path
+
+
+def check_layout(run_dir: str | Path) -> None:
+    """Checks that the run directory was written with the layout this stochrelax reads.
+
+    Raises:
+        RunDirError: if its ``stochrelax-run.json`` is missing, unreadable or names another layout.
+    """
+    path = Path(run_dir)
+    run_file = path / RUN_FILE
+    if not run_file.is_file():
+        raise RunDirError(f"{path} has no {RUN_FILE}: it was written by an older stochrelax; "
+                          "train it again with --overwrite")
+    try:
+        contents = json.loads(run_file.read_bytes())
+        problem = None if isinstance(contents, dict) and "layout" in contents else 'no "layout" field'
+    except (OSError, ValueError) as error:
+        problem = _reason(error)
+    if problem is not None:
+        raise RunDirError(f"{run_file} is damaged ({problem}); train the run again with --overwrite")
+    if contents["layout"] != LAYOUT_VERSION:
+        raise RunDirError(f"{path} was written with run-directory layout {contents['layout']}; this stochrelax "
+                          f"reads layout {LAYOUT_VERSION}: use the stochrelax version that wrote it, or train it "
+                          "again with --overwrite")
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
@@ -120,8 +254,10 @@ def check_same_config(run_dir: str | Path, config: RunConfig) -> None:
     """Checks that an existing run was started with ``config``, so resuming it continues the same run.
 
     Raises:
-        RunDirError: if the run directory's ``config.yaml`` differs.
+        RunDirError: if the run directory has another layout (:func:`check_layout`) or its
+            ``config.yaml`` differs.
     """
+    check_layout(run_dir)
     if dump_config(load_config(Path(run_dir) / CONFIG_FILE)) != dump_config(config):
         raise RunDirError(f"{run_dir} was started with a different config; resume it with its own "
                           f"{CONFIG_FILE} or pass --overwrite to start again")
@@ -136,36 +272,63 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
         stream.write(json.dumps(record) + "\n")
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``.jsonl`` file (none if it is missing), without a last line that a kill cut short.
 
+    Only the last line can be cut short, and then it has no newline after it; an
+    unreadable line anywhere else means the file was damaged.
 
-def _whole_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``.jsonl`` file, without a last line that a kill cut short."""
+    Raises:
+        RunDirError: if a line other than an unterminated last one is not JSON.
+    """
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")  # the last item is the text after the last newline
     records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+        except ValueError:
+            if number == len(lines):
+                break
+            raise RunDirError(f"{path} line {number} is not JSON; the file is damaged") from None
     return records
 
 
+def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    _write_atomically(path, "".join(json.dumps(record) + "\n" for record in records))
+
+
 def truncate_records(run_dir: str | Path, last_epoch: int) -> None:
-    """Keeps only the metrics and training statistics of epochs ≤ ``last_epoch`` (the checkpoint's)."""
+    """Prepares the ``.jsonl`` files of an unfinished run for resuming after the checkpoint of ``last_epoch``.
+
+    Keeps only the metrics and training statistics of epochs ≤ ``last_epoch``, and drops
+    a last line cut short from every file, events included, so the next line appended
+    does not run into it.
+    """
+    run_dir = Path(run_dir)
     for name in (METRICS_FILE, TRAINING_STATS_FILE):
-        path = Path(run_dir) / name
-        kept = [record for record in _whole_records(path) if record["epoch"] <= last_epoch]
-        _write_atomically(path, "".join(json.dumps(record) + "\n" for record in kept))
+        _write_records(run_dir / name, [record for record in _read_records(run_dir / name)
+                                        if record["epoch"] <= last_epoch])
+    _write_records(run_dir / EVENTS_FILE, _read_records(run_dir / EVENTS_FILE))
 
 
-def append_event(run_dir: str | Path, event: str, epoch: int) -> None:
-    """Logs that training started (``event="start"``) or resumed (``"resume"``) at ``epoch``."""
-    _append_line(Path(run_dir) / EVENTS_FILE, {"event": event, "epoch": epoch})
+def append_event(run_dir: str | Path, event: str, epoch: int, **details: Any) -> None:
+    """Logs that training started (``event="start"``), resumed (``"resume"``) or failed
+    (``"failed"``, with what failed and where as ``details``) at ``epoch``."""
+    _append_line(Path(run_dir) / EVENTS_FILE, {"event": event, "epoch": epoch, **details})
+
+
+def read_failure(run_dir: str | Path) -> dict[str, Any] | None:
+    """The ``"failed"`` event of a run whose training stopped on it (its last event), else ``None``."""
+    events = read_events(run_dir) if (Path(run_dir) / EVENTS_FILE).is_file() else []
+    return events[-1] if events and events[-1]["event"] == "failed" else None
 
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
-    return _whole_records(Path(run_dir) / EVENTS_FILE)
+    return _read_records(Path(run_dir) / EVENTS_FILE)
 
 
 def is_finished(run_dir: str | Path) -> bool:
@@ -183,34 +346,64 @@ def append_training_stats(run_dir: Path, stats: dict[str, Any]) -> None:
     _append_line(Path(run_dir) / TRAINING_STATS_FILE, stats)
 
 
-def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_weights(run_dir: Path, model: torch.nn.Module) -> str:
+    """Writes the model's weights and buffers; returns the sha256 (hex) of the file, for ``summary.json``."""
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     _write_atomically(run_dir / WEIGHTS_FILE, tensors=tensors)
+    return _file_sha256(run_dir / WEIGHTS_FILE)
+
+
+def _checkpoint_sha256(tensors: dict[str, torch.Tensor], state: str) -> str:
+    """A digest of a checkpoint's contents: its state (JSON) and each tensor's name, dtype, shape and bytes.
+
+    Computed from the contents rather than the file, so it is stored inside the file it checks.
+    """
+    digest = hashlib.sha256(json.dumps(state).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def save_checkpoint(run_dir: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    """Atomically replaces the run's checkpoint: tensors in safetensors, ``metadata`` as JSON inside it."""
+    """Atomically replaces the run's checkpoint: tensors in safetensors, ``metadata`` as JSON inside it,
+    with a sha256 of both that :func:`load_checkpoint` checks."""
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
-    _write_atomically(Path(run_dir) / CHECKPOINT_FILE, tensors=tensors, metadata={"state": json.dumps(metadata)})
+    state = json.dumps(metadata)
+    _write_atomically(Path(run_dir) / CHECKPOINT_FILE, tensors=tensors,
+                      metadata={"state": state, "sha256": _checkpoint_sha256(tensors, state)})
 
 
 def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """The tensors and metadata of the run's checkpoint, or ``None`` if it has none.
 
     Raises:
-        RunDirError: if the checkpoint cannot be read.
+        RunDirError: if the run directory has another layout (:func:`check_layout`), or the
+            checkpoint cannot be read or does not match its checksum.
     """
+    check_layout(run_dir)
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.is_file():
         return None
     try:
         with safe_open(path, framework="pt") as stream:
-            metadata = json.loads((stream.metadata() or {})["state"])
+            stored = stream.metadata() or {}
             tensors = {name: stream.get_tensor(name) for name in stream.keys()}
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RunDirError(f"{path} is damaged ({reason}); delete it to restart the run from epoch 1") from None
-    return tensors, metadata
+    except (SafetensorError, OSError) as error:
+        raise _damaged_checkpoint(path, _reason(error)) from None
+    state = stored.get("state", "")
+    if stored.get("sha256") != _checkpoint_sha256(tensors, state):
+        raise _damaged_checkpoint(path, "checksum missing" if "sha256" not in stored else "checksum mismatch")
+    return tensors, json.loads(state)
+
+
+def _damaged_checkpoint(path: Path, problem: str) -> RunDirError:
+    return RunDirError(f"{path} is damaged ({problem}); delete it to restart the run from epoch 1")
 
 
 def remove_checkpoint(run_dir: str | Path) -> None:
@@ -222,12 +415,12 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    return _read_lines(Path(run_dir) / METRICS_FILE)
+    return _read_records(Path(run_dir) / METRICS_FILE)
 
 
 def read_training_stats(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch activation and gradient statistics of a run, in order; empty if it has none."""
-    return _read_lines(Path(run_dir) / TRAINING_STATS_FILE)
+    return _read_records(Path(run_dir) / TRAINING_STATS_FILE)
 
 
 @dataclass
@@ -243,22 +436,34 @@ class Run:
 def load_run(run_dir: str | Path) -> Run:
     """Reads a finished run directory: config, weights (safetensors) and summary.
 
+    The weights are checked against the sha256 in ``summary.json`` when it has one.
+
     Raises:
-        RunDirError: if the directory is missing, unfinished or its files do not match.
+        RunDirError: if the directory is missing, has another layout, is unfinished, or its
+            files are damaged or do not match.
     """
     path = Path(run_dir)
+    weights = path / WEIGHTS_FILE
     if not (path / CONFIG_FILE).is_file():
         raise RunDirError(f"{path} is not a stochrelax run directory (no {CONFIG_FILE})")
-    if not (path / SUMMARY_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+    check_layout(path)
+    if not (path / SUMMARY_FILE).is_file() or not weights.is_file():
         raise RunDirError(f"{path} is an unfinished run (no {SUMMARY_FILE} or {WEIGHTS_FILE}); train it again")
+    summary = read_summary(path)
+    if "weights_sha256" in summary and _file_sha256(weights) != summary["weights_sha256"]:
+        raise RunDirError(f"{weights} does not match the checksum in {SUMMARY_FILE} (modified or damaged); "
+                          "train the run again")
     config = load_config(path / CONFIG_FILE)
     model = build_model(config.model)
     try:
-        model.load_state_dict(load_file(path / WEIGHTS_FILE))
-    except (RuntimeError, OSError, SafetensorError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise RunDirError(f"{path / WEIGHTS_FILE} does not match {CONFIG_FILE}: {first_line}") from None
-    return Run(path, config, model, json.loads((path / SUMMARY_FILE).read_text()))
+        state = load_file(weights)
+    except (SafetensorError, OSError) as error:
+        raise RunDirError(f"{weights} is damaged ({_reason(error)}); train the run again") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise RunDirError(f"{weights} does not match {CONFIG_FILE}: {_reason(error)}") from None
+    return Run(path, config, model, summary)
 
 
 def write_attack_table(run_dir: str | Path, report: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ one noise draw), so the attack does not update BatchNorm statistics.
 
 :func:`fit` is the loop over tensors; :func:`train_run` wraps it with a run
 directory, seeding and data loading. After every epoch :func:`train_run` writes a
-:class:`Checkpoint` — weights, Adam state, the global and data-order random generators,
+:class:`Checkpoint` — weights, Adam state, the random generators (torch CPU and CUDA, Python, NumPy, data order),
 the score-function baseline, the histogram ranges and the FGSM-mixture set — so that an
 interrupted run resumes (``train_run(..., resume=True)``) exactly where it stopped: on
 the CPU the resumed run ends with the same weights, bit for bit, as an uninterrupted one. ``fit(..., recorder=...)`` also records per-layer
@@ -49,7 +49,7 @@ from stochrelax.data import FashionMNIST, batches
 from stochrelax.estimators import MovingAverageBaseline, score_function_surrogate
 from stochrelax.evaluate import evaluate_model
 from stochrelax.models import build_model, collect_log_prob, evaluating, predictive_log_prob, sample_logits
-from stochrelax.rng import seeded
+from stochrelax.rng import generator_states, host_generator_states, replaying, seeded, set_host_generator_states
 from stochrelax.stats import NullRecorder, TrainingStatsRecorder, histogram_epochs
 from stochrelax import runs
 from stochrelax.attacks import FGSM, PGD
@@ -58,11 +58,72 @@ from stochrelax.attacks.core import project_linf
 __all__ = ["EpochMetrics", "TrainingDiverged", "Checkpoint", "CleanTraining", "FGSMMixture", "PGDTraining",
            "ADVERSARIAL_TRAINING", "fit", "train_run"]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: Python's and NumPy's generator states
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """A loss, score-function log-probability or gradient of a training step became NaN or infinite.
+
+    The step is not applied, so the weights and the last checkpoint stay finite.
+
+    Attributes:
+        epoch: the epoch of the step (1-based).
+        batch: the batch of the step within its epoch (1-based).
+        quantity: ``"loss"``, ``"log-probability"`` or ``"gradient"``.
+        layer: the first module, in the order of the forward pass, where a non-finite value
+            appears (e.g. ``"blocks.block4.norm"``), or ``None`` if none could be found.
+    """
+
+    def __init__(self, epoch: int, batch: int, quantity: str, layer: str | None) -> None:
+        where = f"first in {layer}" if layer else "no layer output is non-finite"
+        super().__init__(f"non-finite training {quantity} at epoch {epoch}, batch {batch} ({where}); "
+                         "lower train.lr or the noise std")
+        self.epoch, self.batch, self.quantity, self.layer = epoch, batch, quantity, layer
+
+    def as_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch, "quantity": self.quantity, "layer": self.layer,
+                "message": str(self)}
+
+
+def _first_non_finite_output(model: torch.nn.Module, forward: Callable[[], object]) -> str | None:
+    """The first leaf module, in execution order, whose output has a NaN or an infinity in ``forward()``."""
+    found: list[str] = []
+
+    def watch(name: str):
+        def hook(module, inputs, output) -> None:
+            if not found and isinstance(output, torch.Tensor) and not torch.isfinite(output).all():
+                found.append(name)
+        return hook
+
+    leaves = [(name, module) for name, module in model.named_modules() if name and not any(module.children())]
+    handles = [module.register_forward_hook(watch(name)) for name, module in leaves]
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else None
+
+
+def _locate_non_finite(model: torch.nn.Module, rerun: Callable[[], object], loss: torch.Tensor,
+                       unit_log_prob: torch.Tensor | None) -> tuple[str, str | None]:
+    """What became non-finite in a training step, and the first layer where it did.
+
+    A non-finite loss is traced by re-running the step's forward pass (same noise) with a
+    hook on every leaf module; a non-finite log-probability by the score-function units'
+    own log-probabilities; a non-finite gradient by the first parameter, in definition
+    (= forward) order, whose gradient is non-finite.
+    """
+    if not torch.isfinite(loss).all():
+        return "loss", _first_non_finite_output(model, rerun)
+    if unit_log_prob is not None and not torch.isfinite(unit_log_prob).all():
+        units = [name for name, module in model.named_modules()
+                 if getattr(module, "last_log_prob", None) is not None and not torch.isfinite(module.last_log_prob).all()]
+        return "log-probability", units[0] if units else None
+    names = [name for name, parameter in model.named_parameters()
+             if parameter.grad is not None and not torch.isfinite(parameter.grad).all()]
+    return "gradient", names[0].rsplit(".", 1)[0] if names else None
 
 
 @dataclass(frozen=True)
@@ -169,17 +230,25 @@ ADVERSARIAL_TRAINING = {
 
 def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                  labels: torch.Tensor, config: TrainConfig, order: torch.Generator,
-                 baseline: MovingAverageBaseline, strategy: CleanTraining, description: str,
+                 baseline: MovingAverageBaseline, strategy: CleanTraining, epoch: int,
                  progress: bool, recorder: TrainingStatsRecorder) -> tuple[float, float]:
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     steps = math.ceil(images.shape[0] / config.batch_size)
-    for batch_images, batch_labels in tqdm(batches(images, labels, config.batch_size, shuffle=True, generator=order),
-                                           total=steps, desc=description, leave=False, disable=not progress):
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    batch_stream = batches(images, labels, config.batch_size, shuffle=True, generator=order)
+    for step, (batch_images, batch_labels) in enumerate(tqdm(batch_stream, total=steps, leave=False,
+                                                             desc=f"epoch {epoch}/{config.epochs}",
+                                                             disable=not progress), start=1):
         with recorder.paused():
             batch_images = strategy.perturb(model, batch_images, batch_labels)
-        logits = sample_logits(model, batch_images, config.train_samples, rows_per_pass=None)  # (K, B, classes)
+        noise_state = generator_states(images.device)  # to re-run this forward pass if it turns out non-finite
+
+        def forward() -> torch.Tensor:
+            return sample_logits(model, batch_images, config.train_samples, rows_per_pass=None)  # (K, B, classes)
+
+        logits = forward()
         draws, batch = logits.shape[:2]
         log_prob = predictive_log_prob(logits)  # (B, classes)
         loss = F.nll_loss(log_prob, batch_labels, reduction="none")  # (B,)
@@ -189,6 +258,14 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image
         objective = score_function_surrogate(loss, unit_log_prob, baseline.value)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
+        finite = torch.stack([torch.isfinite(objective)] + [torch.isfinite(p.grad).all() for p in parameters
+                                                               if p.grad is not None]).all()
+        if not finite.item():
+            def rerun() -> torch.Tensor:
+                with recorder.paused(), replaying(noise_state, images.device):
+                    return forward()
+
+            raise TrainingDiverged(epoch, step, *_locate_non_finite(model, rerun, loss, unit_log_prob))
         recorder.record_gradients()
         optimizer.step()
         if unit_log_prob is not None:
@@ -221,7 +298,7 @@ class _TrainingState:
         tensors.update({f"strategy/{key}": value for key, value in self.strategy.state_dict().items()})
         tensors = {key: value.detach().clone() for key, value in tensors.items()}
         metadata = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "baseline": self.baseline.state_dict(),
-                    "recorder": self.recorder.state_dict()}
+                    "recorder": self.recorder.state_dict(), "host_rng": host_generator_states()}
         return Checkpoint(epoch, tensors, metadata)
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -240,6 +317,7 @@ class _TrainingState:
         if self.device.type == "cuda" and "rng/cuda" in checkpoint.tensors:
             torch.cuda.set_rng_state(checkpoint.tensors["rng/cuda"], self.device)
         self.strategy.load_state_dict(section("strategy/"), self.device)
+        set_host_generator_states(checkpoint.metadata["host_rng"])
         self.baseline.load_state_dict(checkpoint.metadata["baseline"])
         self.recorder.load_state_dict(checkpoint.metadata["recorder"])
 
@@ -268,7 +346,8 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
         The metrics of the epochs trained by this call.
 
     Raises:
-        TrainingDiverged: if an epoch's loss is not finite.
+        TrainingDiverged: when a step's loss, log-probability or gradient is not finite (the
+            step is not applied).
     """
     recorder = recorder if recorder is not None else NullRecorder()
     state = _TrainingState(model, config, recorder)
@@ -286,12 +365,9 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
             epoch_images, epoch_labels = state.strategy.epoch_data(model, train_images, train_labels, epoch)
             recorder.begin_epoch(epoch)
             train_loss, train_accuracy = _train_epoch(model, state.optimizer, epoch_images, epoch_labels, config,
-                                                      state.order, state.baseline, state.strategy,
-                                                      f"epoch {epoch}/{config.epochs}", progress, recorder)
+                                                      state.order, state.baseline, state.strategy, epoch,
+                                                      progress, recorder)
             recorder.end_epoch()
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}; "
-                                       "lower train.lr or the noise std")
             trained = time.perf_counter()
             test = evaluate_model(model, test_images, test_labels, config.eval_samples, config.eval_batch_size)
             metrics = EpochMetrics(epoch, train_loss, train_accuracy, test.nll, test.accuracy,
@@ -340,21 +416,40 @@ def train_run(config: RunConfig, data: FashionMNIST, run_dir: str | Path, *, dev
     Returns:
         The summary written to ``summary.json``.
 
+    The run directory is checked for writability and free space before anything is
+    trained, and locked for the whole call (:func:`stochrelax.runs.run_lock`). A step that
+    turns non-finite stops the run: a ``"failed"`` event naming the epoch, batch and first
+    layer is appended to ``events.jsonl`` and :class:`TrainingDiverged` is raised; the last
+    checkpoint stays.
+
     Raises:
-        RunDirError: if ``run_dir`` holds another run (or, when resuming, one with another config).
+        RunDirError: if ``run_dir`` holds another run (or, when resuming, one with another
+            config), another process is writing it, or it cannot be written.
+        TrainingDiverged: see above.
     """
     device = torch.device(device)
     data = data.limit(config.data.train_limit, config.data.test_limit)
     run_dir = Path(run_dir)
+    resuming = resume and (run_dir / runs.CONFIG_FILE).is_file()
+    if not resuming:
+        runs.check_run_dir(run_dir, overwrite)  # before anything is created
+    runs.check_writable(run_dir)
+    with runs.run_lock(run_dir):
+        return _train_locked(config, data, run_dir, device, overwrite, resuming, progress, on_epoch)
+
+
+def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: torch.device, overwrite: bool,
+                  resuming: bool, progress: bool, on_epoch: Callable[[EpochMetrics], None] | None) -> dict:
+    """:func:`train_run` once it holds the run directory's lock."""
     checkpoint = None
-    if resume and (run_dir / runs.CONFIG_FILE).is_file():
+    if resuming:
         runs.check_same_config(run_dir, config)
         if runs.is_finished(run_dir):
             return runs.read_summary(run_dir)
         checkpoint = _read_checkpoint(run_dir)
         runs.truncate_records(run_dir, checkpoint.epoch if checkpoint else 0)
     else:
-        run_dir = runs.create_run_dir(run_dir, overwrite)
+        runs.create_run_dir(run_dir, overwrite)
         runs.write_config(run_dir, config)
     runs.append_event(run_dir, "resume" if checkpoint else "start", checkpoint.epoch + 1 if checkpoint else 1)
 
@@ -373,9 +468,14 @@ def train_run(config: RunConfig, data: FashionMNIST, run_dir: str | Path, *, dev
 
     with seeded(config.train.seed, device):
         model = build_model(config.model).to(device)
-        fit(model, data, config.train, on_epoch=record, progress=progress, recorder=recorder,
-            resume_from=checkpoint, on_checkpoint=save)
-    runs.save_weights(run_dir, model)
+        try:
+            fit(model, data, config.train, on_epoch=record, progress=progress, recorder=recorder,
+                resume_from=checkpoint, on_checkpoint=save)
+        except TrainingDiverged as error:
+            details = error.as_dict()
+            runs.append_event(run_dir, "failed", details.pop("epoch"), **details)
+            raise
+    weights_sha256 = runs.save_weights(run_dir, model)
     history = runs.read_metrics(run_dir)  # every epoch, also those before a resumption
     final = history[-1]
     summary = {
@@ -389,6 +489,7 @@ def train_run(config: RunConfig, data: FashionMNIST, run_dir: str | Path, *, dev
         "train_examples": int(data.train_labels.shape[0]),
         "test_examples": int(data.test_labels.shape[0]),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "weights_sha256": weights_sha256,
         "device": str(device),
         "data_source": str(data.source),
         "versions": {"stochrelax": stochrelax.__version__, "torch": torch.__version__,
