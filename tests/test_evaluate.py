@@ -116,3 +116,7 @@ def test_attack_run_writes_and_merges_the_table(fashion_mnist, relu_victim, tmp_
     assert table["test_examples"] == 100 and isinstance(table["warnings"], list)
     csv_lines = (run_dir / runs.ATTACKS_CSV).read_text().splitlines()
     assert csv_lines[0].startswith("attack,budget_name,budget,eot_samples") and len(csv_lines) == 3
+    with runs.run_lock(run_dir):  # another writer holds the run: refused before any attack, table untouched
+        with pytest.raises(runs.RunDirError, match="being written by another stochrelax process"):
+            attack_run(runs.load_run(run_dir), data, attacks=["fgsm"], budgets={"eps": (0.1,)})
+    assert json.loads((run_dir / runs.ATTACKS_JSON).read_text()) == table

@@ -27,7 +27,7 @@ from stochrelax.checks import GradientHealth, RobustnessRow, diagnose, gradient_
 from stochrelax.data import FashionMNIST, batches
 from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
-from stochrelax.runs import Run, read_attack_table, write_attack_table
+from stochrelax.runs import Run, read_attack_table, run_lock, write_attack_table
 
 __all__ = ["Evaluation", "evaluate_model", "evaluate_run"]
 
@@ -314,8 +314,21 @@ def attack_run(run: Run, data: FashionMNIST, *, attacks: Sequence[str] = THESIS_
     """Attacks a finished run on the test split of ``data`` and writes ``attacks.json`` / ``attacks.csv``.
 
     Rows of earlier invocations are kept unless measured again. See :func:`robustness_sweep`
-    for the arguments; ``seed`` fixes the noise draws, random starts and masks.
+    for the arguments; ``seed`` fixes the noise draws, random starts and masks. The run
+    directory is locked meanwhile (:func:`stochrelax.runs.run_lock`), so that two attacks on
+    one run never merge into the same table at once.
+
+    Raises:
+        RunDirError: if another process is writing the run.
     """
+    with run_lock(run.path):
+        return _attack_locked(run, data, attacks, budgets, eot_samples, prediction_samples, batch_size, settings,
+                              device, seed, check_convergence, progress)
+
+
+def _attack_locked(run: Run, data: FashionMNIST, attacks: Sequence[str], budgets: dict[str, Sequence[float]] | None,
+                   eot_samples: int, prediction_samples: int, batch_size: int, settings: dict[str, dict] | None,
+                   device: torch.device | str, seed: int, check_convergence: bool, progress: bool) -> RobustnessReport:
     previous = read_attack_table(run.path)
     previous_rows = [AttackResult(**row) for row in previous["rows"]] if previous else []
     model = run.model.to(device)
