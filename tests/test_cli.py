@@ -7,8 +7,11 @@ A bad input must give exit status 2 and exactly one line on stderr starting
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import io
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from stochrelax import runs
+from stochrelax import data, runs
 from stochrelax.cli import main
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "relu_deterministic.yaml"
@@ -191,7 +194,7 @@ def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsy
 # --- help --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("argv", "mentions"), [
-    ([], ["train", "evaluate", "attack", "data", "--version"]),
+    ([], ["train", "evaluate", "attack", "data", "--version", "--debug", "full Python traceback"]),
     (["train"], ["config", "--resume", "--out", "--epochs", "--seed", "--train-limit", "--test-limit", "--overwrite",
                  "--no-progress", "--data-dir", "--device"]),
     (["evaluate"], ["RUN_DIR", "--samples", "--seed", "--test-limit", "--data-dir", "--device"]),
@@ -286,3 +289,168 @@ def test_sweep_results_and_reproduce_on_a_small_grid(real_data_dir, tmp_path):
     assert "done plain-seed0: test accuracy" in stdout and "already complete" in stdout
     page = (tmp_path / "study" / "report" / "index.html").read_text()
     assert "Verdicts" in page and "stochrelax reproduce --preset smoke --seeds 1" in page
+
+
+# --- bad input changes nothing --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(real_data_dir, tmp_path_factory) -> Path:
+    """A finished tiny run (1 epoch, 64 images) alone in its directory ``ROOT/run``: every case below
+    checks that nothing under ROOT changed, so ROOT also catches a new run or study next to it."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    status, _, stderr = run_main(train_args(CONFIG, run, real_data_dir, "--epochs", "1", "--train-limit", "64",
+                                            "--test-limit", "64"))
+    assert status == 0 and runs.is_finished(run), stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def finished_files(finished_run) -> dict[str, str]:
+    """:func:`file_hashes` of the finished run's ROOT as training left it."""
+    return file_hashes(finished_run.parent)
+
+
+def flip_a_decompressed_byte(path: Path) -> None:
+    """Valid gzip whose contents fail the checksum."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+@pytest.fixture(scope="module")
+def damaged_data_dirs(real_data_dir, tmp_path_factory) -> dict[str, Path]:
+    """Copies of Fashion-MNIST with one file damaged: ``checksum`` (t10k-labels decompresses to other bytes)
+    and ``truncated`` (t10k-images lost its last 100 bytes)."""
+    damage = {"checksum": ("t10k-labels-idx1-ubyte.gz", flip_a_decompressed_byte),
+              "truncated": ("t10k-images-idx3-ubyte.gz", truncate)}
+    directories = {}
+    for kind, (name, damage_file) in damage.items():
+        directories[kind] = tmp_path_factory.mktemp(kind)
+        for file_name, _ in data.SPLIT_FILES.values():
+            shutil.copy(real_data_dir / file_name, directories[kind] / file_name)
+        damage_file(directories[kind] / name)
+    return directories
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """Every file and directory below ``root``: SHA-256 of a file's bytes, ``"dir"`` for a directory."""
+    return {str(path.relative_to(root)): "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*"))}
+
+
+BAD_CONFIGS: dict[str, bytes | None] = {  # name -> contents of a config file (None: no such file)
+    "malformed_yaml": b"train: {epochs: 3\n",
+    "unknown_key": b"train: {epochz: 3}\n",
+    "wrong_type": b"train: {epochs: ten}\n",
+    "negative_eps": b"train: {adversarial: {method: pgd, eps: -0.1}}\n",
+    "eps_above_one": b"train: {adversarial: {method: fgsm_mixture, eps: 8}}\n",
+    "zero_std": b"model: {activation: {noise: gaussian, std: 0}}\n",
+    "zero_epochs": b"train: {epochs: 0}\n",
+    "empty": b"",
+    "not_a_mapping": b"- train\n",
+    "binary": bytes(range(256)),
+    "missing": None,
+}
+
+CPU = " --data-dir {data} --device cpu"
+CHECKSUM_FAILURE = "{checksum}/t10k-labels-idx1-ubyte.gz fails its checksum"
+TRUNCATED = "{truncated}/t10k-images-idx3-ubyte.gz is truncated or corrupt gzip data"
+REPAIR = "replace it with a fresh copy from http"
+
+ERROR_CASES = {
+    # id: (the arguments, where {run}, {root}, {data}, {checksum}, {truncated}, {grid} and {config:NAME}
+    #      (a file of BAD_CONFIGS) stand for paths; fragments of the one error line, with the same paths)
+    "malformed_yaml": ("train {config:malformed_yaml} --out {run} --overwrite" + CPU,
+                       ["{config:malformed_yaml}: not valid YAML (", "at line 2, column 1"]),
+    "unknown_key": ("train {config:unknown_key} --out {run} --overwrite" + CPU,
+                    ["train.epochz: unknown key; allowed keys: epochs,"]),
+    "wrong_type": ("train {config:wrong_type} --out {run} --overwrite" + CPU,
+                   ["train.epochs: Input should be a valid integer (got 'ten')"]),
+    "negative_eps": ("train {config:negative_eps} --out {run} --overwrite" + CPU,
+                     ["train.adversarial.eps: must be >= 0 and <= 1 (got -0.1)"]),
+    "eps_above_one": ("train {config:eps_above_one} --out {run} --overwrite" + CPU,
+                      ["train.adversarial.eps: must be >= 0 and <= 1 (got 8)"]),
+    "zero_std": ("train {config:zero_std} --out {run} --overwrite" + CPU,
+                 ["model.activation.std: must be > 0 (got 0)"]),
+    "zero_epochs": ("train {config:zero_epochs} --out {run} --overwrite" + CPU, ["train.epochs: must be >= 1 (got 0)"]),
+    "zero_epochs_new_out": ("train {config:zero_epochs} --out {root}/new" + CPU,
+                            ["train.epochs: must be >= 1 (got 0)"]),
+    "empty_config": ("train {config:empty} --out {run} --overwrite" + CPU, ["the config file holds no settings"]),
+    "not_a_mapping": ("train {config:not_a_mapping} --out {run} --overwrite" + CPU, ["expected a mapping", "got list"]),
+    "binary_config": ("train {config:binary} --out {run} --overwrite" + CPU,
+                      ["not a text file (byte 128 is not UTF-8)"]),
+    "missing_config": ("train {config:missing} --out {run} --overwrite" + CPU,
+                       ["{config:missing}: config file not found; check the path"]),
+    "directory_as_config": ("train {root} --out {run} --overwrite" + CPU,
+                            ["{root}: cannot read the config file (Is a directory)"]),
+    "negative_seed": (f"train {CONFIG} --out {{run}} --overwrite --seed -1" + CPU,
+                      ["train.seed: must be >= 0 and <= 4294967295 (got -1)"]),
+    "resume_zero_epochs": ("train --resume {run} --epochs 0" + CPU, ["argument --epochs: must be >= 1, got 0"]),
+    "debug_bad_argument": ("--debug train --resume {run} --epochs ten" + CPU,  # never a traceback: nothing to see
+                           ["argument --epochs: invalid _positive_int value: 'ten'"]),
+    "train_checksum": (f"train {CONFIG} --out {{run}} --overwrite --data-dir {{checksum}} --device cpu",
+                       [CHECKSUM_FAILURE, REPAIR]),
+    "resume_truncated": ("train --resume {run} --data-dir {truncated} --device cpu", [TRUNCATED, REPAIR]),
+    "data_info_checksum": ("data info --data-dir {checksum}", [CHECKSUM_FAILURE, REPAIR]),
+    "data_info_truncated": ("data info --data-dir {truncated}", [TRUNCATED, REPAIR]),
+    "evaluate_checksum": ("evaluate {run} --data-dir {checksum} --device cpu", [CHECKSUM_FAILURE, REPAIR]),
+    "attack_checksum": ("attack {run} --limit 10 --data-dir {checksum} --device cpu", [CHECKSUM_FAILURE, REPAIR]),
+    "attack_p_above_one": ("attack {run} --attack missing --p 1.5" + CPU,
+                           ["--p: missing-feature ratios must be in [0, 1), got [1.5]"]),
+    "attack_negative_p": ("attack {run} --attack missing --p=-0.1" + CPU,
+                          ["--p: missing-feature ratios must be in [0, 1), got [-0.1]"]),
+    "attack_negative_eps": ("attack {run} --attack fgsm --eps=-0.1" + CPU,
+                            ["--eps: budgets are L-inf distances in [0, 1] pixel units, got [-0.1]"]),
+    "sweep_unsafe_name": ("sweep {grid} --out {root}/study --preset smoke" + CPU,
+                          ["{grid}: group '../../escaped' cannot be used in a run directory's name"]),
+}
+UNSAFE_GRID = "groups:\n  ../../escaped: {set: {model.activation.kind: relu}}\n"
+
+
+@pytest.fixture
+def places(finished_run, damaged_data_dirs, real_data_dir, tmp_path) -> dict[str, Path]:
+    """What the cases' placeholders stand for; the bad configs and the grid are written to ``tmp_path``."""
+    for name, contents in BAD_CONFIGS.items():
+        if contents is not None:
+            (tmp_path / f"{name}.yaml").write_bytes(contents)
+    (tmp_path / "grid.yaml").write_text(UNSAFE_GRID)
+    return {"run": finished_run, "root": finished_run.parent, "data": real_data_dir, "grid": tmp_path / "grid.yaml",
+            "config_dir": tmp_path, **damaged_data_dirs}
+
+
+def fill_in(template: str, places: dict[str, Path]) -> str:
+    """``template`` with every ``{name}`` and ``{config:NAME}`` replaced by its path."""
+    def path(match: re.Match) -> str:
+        return str(places["config_dir"] / f"{match[2]}.yaml" if match[1] else places[match[2]])
+
+    return re.sub(r"\{(config:)?(\w+)\}", path, template)
+
+
+@pytest.mark.parametrize(("template", "fragments"), list(ERROR_CASES.values()), ids=list(ERROR_CASES))
+def test_bad_input_is_one_error_line_and_changes_no_file(template, fragments, places, finished_files):
+    status, stdout, stderr = run_main(fill_in(template, places).split())
+    line = assert_one_line_error(status, stderr, *(fill_in(fragment, places) for fragment in fragments))
+    assert "Traceback" not in stderr and stdout == ""
+    assert file_hashes(places["root"]) == finished_files, line  # the run's bytes, and nothing new next to it
+
+
+def test_with_debug_a_bad_input_shows_its_traceback_and_still_changes_no_file(places, finished_files):
+    argv = fill_in(ERROR_CASES["negative_eps"][0], places).split()
+    result = subprocess.run([sys.executable, "-m", "stochrelax.cli", "--debug", *argv], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert result.stderr.splitlines()[-1].startswith("stochrelax.config.ConfigError: ")
+    assert "train.adversarial.eps: must be >= 0 and <= 1 (got -0.1)" in result.stderr.splitlines()[-1]
+    assert file_hashes(places["root"]) == finished_files
+
+
+def test_a_line_break_in_an_error_message_is_replaced_so_the_error_stays_one_line(tmp_path, capsys):
+    config = tmp_path / "two\nlines.yaml"
+    status = main(["train", str(config), "--out", str(tmp_path / "run")])
+    assert_one_line_error(status, capsys.readouterr().err, f"{tmp_path}/two lines.yaml: config file not found")
+    assert not (tmp_path / "run").exists()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stochrelax.config import ConfigError, RunConfig, dump_config, load_config, parse_config
 from stochrelax.layers import StochasticActivation
@@ -140,9 +142,9 @@ def test_multiplicative_noise_mean_defaults_to_one_in_the_model():
     assert units and all(unit.noise.mean == 1.0 for unit in units)
 
 
-def test_empty_file_gives_the_default_config(tmp_path):
-    (tmp_path / "empty.yaml").write_text("# only a comment\n")
-    assert load_config(tmp_path / "empty.yaml") == RunConfig()
+def test_an_empty_mapping_gives_the_default_config(tmp_path):
+    (tmp_path / "defaults.yaml").write_text("# every default\n{}\n")
+    assert load_config(tmp_path / "defaults.yaml") == RunConfig()
 
 
 # --- overrides ---------------------------------------------------------------------------------
@@ -193,7 +195,7 @@ ERROR_CASES = {
     "string_for_bool": ({"model": {"batch_norm": "yes"}}, "model.batch_norm", ["valid boolean"]),
     "string_for_float": ({"train": {"lr": "1e-3"}}, "train.lr", ["valid number", "'1e-3'"]),
     "negative_std": ({"model": {"activation": {"noise": "gaussian", "std": -0.1}}}, "model.activation.std",
-                     ["greater than 0", "-0.1"]),
+                     ["must be > 0", "(got -0.1)"]),
     "unknown_noise": ({"model": {"activation": {"noise": "cauchy", "std": 0.1}}}, "model.activation.noise",
                       ["'gaussian'", "'logistic'", "'uniform'", "'cauchy'"]),
     "unknown_activation": ({"model": {"activation": {"kind": "tanh"}}}, "model.activation.kind",
@@ -215,9 +217,15 @@ ERROR_CASES = {
     "beta_of_one": ({"train": {"betas": [0.9, 1.0]}}, "train.betas", ["Adam betas", "[0, 1)"]),
     "negative_beta": ({"train": {"betas": [-0.1, 0.999]}}, "train.betas", ["Adam betas", "[0, 1)"]),
     "one_beta": ({"train": {"betas": [0.9]}}, "train.betas.1", ["Field required"]),
-    "zero_epochs": ({"train": {"epochs": 0}}, "train.epochs", ["greater than or equal to 1", "(got 0)"]),
-    "zero_train_limit": ({"data": {"train_limit": 0}}, "data.train_limit", ["greater than or equal to 1"]),
-    "decay_of_one": ({"train": {"score_baseline_decay": 1.0}}, "train.score_baseline_decay", ["less than 1"]),
+    "zero_epochs": ({"train": {"epochs": 0}}, "train.epochs", ["must be >= 1", "(got 0)"]),
+    "zero_train_limit": ({"data": {"train_limit": 0}}, "data.train_limit", ["must be >= 1"]),
+    "decay_of_one": ({"train": {"score_baseline_decay": 1.0}}, "train.score_baseline_decay", ["must be >= 0 and < 1"]),
+    "epochs_as_text": ({"train": {"epochs": "ten"}}, "train.epochs", ["valid integer", "(got 'ten')"]),
+    "std_as_list": ({"model": {"activation": {"noise": "gaussian", "std": [1]}}}, "model.activation.std",
+                    ["valid number", "(got [1])"]),
+    "section_as_list": ({"model": [1, 2]}, "model", ["valid dictionary", "(got [1, 2])"]),
+    "non_text_key": ({"train": {1: 2}}, "train.1", ["Keys should be strings"]),
+    "key_with_a_line_break": ({"mod\nel": {}}, "'mod\\nel'", ["unknown key", "allowed keys: model, train, data"]),
     "section_not_a_mapping": ({"train": None}, "train", ["valid dictionary"]),
 }
 
@@ -251,26 +259,184 @@ def test_non_finite_numbers_are_rejected(raw, key):
 
 # --- file errors -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "fragments"), [
-    ("model: [unclosed\n  kind: relu\n", ["not valid YAML", "line"]),
-    ("- model\n- train\n", ["expected a mapping with sections model, train, data", "got list"]),
-    ("just a string\n", ["expected a mapping", "got str"]),
-    ("train:\n  epochs: 0\n", ["train.epochs:", "greater than or equal to 1"]),
-], ids=["invalid_yaml", "top_level_list", "top_level_string", "invalid_value"])
-def test_bad_config_file_raises_one_line_error_naming_the_file(tmp_path, text, fragments):
+def test_yaml_syntax_error_says_where_it_is(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    path.write_text("model: [unclosed\n  kind: relu\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert message.startswith(f"{path}: ")
-    for fragment in fragments:
-        assert fragment in message
+    assert str(caught.value) == (f"{path}: not valid YAML (expected ',' or ']', but got ':' at line 2, column 7); "
+                                 "fix the config file")
 
 
 def test_missing_config_file_raises_config_error_naming_the_path(tmp_path):
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError, match="config file not found") as caught:
         load_config(path)
-    assert str(caught.value) == f"{path}: config file not found"
+    assert str(caught.value) == f"{path}: config file not found; check the path"
+
+
+EMPTY = "the config file holds no settings (it is empty or null); write its settings, or {} for every default"
+NOT_YAML = "not valid YAML ("
+
+FILE_ERROR_CASES = {
+    # id: (file contents, what the message says after "PATH: ")
+    "empty": (b"", EMPTY),
+    "only_comments": (b"# nothing here\n\n", EMPTY),
+    "null_document": (b"~\n", EMPTY),
+    "unclosed_bracket": (b"train: {epochs: 3\n", NOT_YAML),
+    "bad_indentation": (b"train:\n  epochs: 3\n lr: 0.1\n", NOT_YAML),
+    "tab_indentation": (b"train:\n\tepochs: 3\n", NOT_YAML),
+    "undefined_alias": (b"train: *missing\n", NOT_YAML),
+    "python_tag": (b"train: !!python/object:os.system {}\n", NOT_YAML),
+    "nul_character": (b"train: {}\x00\n", NOT_YAML),
+    "empty_int_tag": (b"train: {epochs: !!int ''}\n", NOT_YAML),  # IndexError inside PyYAML
+    "bad_bool_tag": (b"model: {batch_norm: !!bool maybe}\n", NOT_YAML),  # KeyError inside PyYAML
+    "bad_timestamp_tag": (b"train: {seed: !!timestamp soon}\n", NOT_YAML),  # AttributeError inside PyYAML
+    "impossible_date": (b"train: {seed: 2001-02-30}\n", NOT_YAML),  # ValueError inside PyYAML
+    "huge_integer": (b"train: {epochs: " + b"9" * 5000 + b"}\n", NOT_YAML),  # over Python's 4300 digits
+    "deep_nesting": (b"[" * 5000, NOT_YAML),  # RecursionError inside PyYAML
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a text file (byte 0 is not UTF-8)"),
+    "latin1_text": ("train: {epochs: 3}  # réglé\n".encode("latin-1"), "not a text file (byte 23 is not UTF-8)"),
+    "top_level_list": (b"- model\n- train\n", "expected a mapping with sections model, train, data; got list"),
+    "top_level_number": (b"3\n", "expected a mapping with sections model, train, data; got int"),
+    "top_level_string": (b"just a string\n", "expected a mapping with sections model, train, data; got str"),
+    "unknown_key": (b"train: {epochz: 3}\n", "train.epochz: unknown key; allowed keys: epochs,"),
+    "epochs_as_text": (b"train: {epochs: ten}\n", "train.epochs: Input should be a valid integer (got 'ten')"),
+    "negative_eps": (b"train: {adversarial: {eps: -0.1}}\n", "train.adversarial.eps: must be >= 0 and <= 1"),
+}
+
+
+@pytest.mark.parametrize(("contents", "expected"), list(FILE_ERROR_CASES.values()), ids=list(FILE_ERROR_CASES))
+def test_bad_config_file_is_a_one_line_config_error_naming_the_file(tmp_path, contents, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(contents)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith(f"{path}: {expected}"), message
+
+
+def test_a_directory_given_as_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert str(caught.value) == (f"{tmp_path}: cannot read the config file (Is a directory); "
+                                 "check the path and its permissions")
+
+
+# --- ranges: the message names the field and its allowed range ----------------------------------
+
+RANGES = {
+    # dotted key: (allowed range as the message writes it, values at its edges, values outside it)
+    "train.adversarial.eps": (">= 0 and <= 1", [0, 1], [-0.01, -1, 1.01, 255]),  # pixel units
+    "model.activation.std": ("> 0", [1e-9], [0, 0.0, -0.05]),
+    "model.input_std": ("> 0", [1e-9], [0, -1.0]),
+    "train.epochs": (">= 1", [1], [0, -3]),
+    "train.batch_size": (">= 1", [1], [0, -64]),
+    "train.eval_batch_size": (">= 1", [1], [0]),
+    "train.lr": ("> 0", [1e-12], [0, 0.0, -1e-3]),
+    "train.train_samples": (">= 1", [1], [0]),
+    "train.eval_samples": (">= 1", [1], [0]),
+    "train.score_baseline_decay": (">= 0 and < 1", [0, 0.999], [-0.1, 1, 1.5]),  # a fraction
+    "train.seed": (">= 0 and <= 4294967295", [0, 2**32 - 1], [-1, 2**32, 2**70]),  # what torch and numpy take
+    "train.adversarial.regenerate_every": (">= 1", [1], [0]),
+    "train.adversarial.pgd_steps": (">= 1", [1], [0]),
+    "train.adversarial.pgd_step_size": ("> 0", [1e-9], [0, -0.01]),
+    "data.train_limit": (">= 1", [1], [0, -5]),
+    "data.test_limit": (">= 1", [1], [0]),
+}
+NOISY = {"model": {"activation": {"noise": "gaussian", "std": 0.1}}}  # so that a std is not refused as unused
+
+
+def _nested_value(dotted: str, value) -> dict:
+    *sections, field = dotted.split(".")
+    raw = {field: value}
+    for section in reversed(sections):
+        raw = {section: raw}
+    return raw
+
+
+@pytest.mark.parametrize(("key", "allowed", "value"),
+                         [(key, allowed, value) for key, (allowed, _, bad) in RANGES.items() for value in bad],
+                         ids=[f"{key}={value}" for key, (_, _, bad) in RANGES.items() for value in bad])
+def test_out_of_range_value_names_the_field_and_its_allowed_range(key, allowed, value):
+    assert config_error(NOISY, _nested_value(key, value)) == f"config: {key}: must be {allowed} (got {value!r})"
+
+
+@pytest.mark.parametrize(("key", "value"), [(key, value) for key, (_, edges, _) in RANGES.items() for value in edges],
+                         ids=[f"{key}={value}" for key, (_, edges, _) in RANGES.items() for value in edges])
+def test_values_at_the_edges_of_the_allowed_range_are_accepted(key, value):
+    field = parse_config(NOISY, _nested_value(key, value))
+    for part in key.split("."):
+        field = getattr(field, part)
+    assert field == value
+
+
+# --- fuzzing: whatever the input, a RunConfig or one ConfigError line ---------------------------
+
+FIELD_NAMES = ["model", "train", "data", "activation", "adversarial", "kind", "noise", "mode", "std", "mean",
+               "estimator", "architecture", "batch_norm", "input_mean", "input_std", "epochs", "batch_size", "lr",
+               "betas", "train_samples", "eval_samples", "score_baseline_decay", "eval_batch_size", "seed", "method",
+               "eps", "regenerate_every", "pgd_steps", "pgd_step_size", "train_limit", "test_limit"]
+CHOICES = ["relu", "sign", "gaussian", "logistic", "uniform", "additive", "multiplicative", "ste", "classic_ste",
+           "score", "fgsm_mixture", "pgd", "thesis_allconv"]
+KEYS = st.sampled_from(FIELD_NAMES) | st.text(max_size=8)
+SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(-3, 3) | st.floats() | st.floats(0, 1)
+           | st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0, 2**64]) | st.sampled_from(CHOICES)
+           | st.text(max_size=10))
+JSON_LIKE = st.recursive(SCALARS, lambda children: st.lists(children, max_size=4)
+                         | st.dictionaries(KEYS, children, max_size=6), max_leaves=30)
+SECTIONS = st.fixed_dictionaries({}, optional={
+    "model": st.fixed_dictionaries({}, optional={"activation": st.dictionaries(KEYS, JSON_LIKE, max_size=4),
+                                                 "batch_norm": JSON_LIKE, "input_std": JSON_LIKE}),
+    "train": st.dictionaries(KEYS, JSON_LIKE, max_size=5),
+    "data": st.dictionaries(KEYS, JSON_LIKE, max_size=3),
+})
+"""Mostly well-formed sections with arbitrary values: reaches the field validators, not only the key check."""
+
+FUZZ = settings(max_examples=200, deadline=None)
+
+
+def assert_config_or_one_line_error(load) -> None:
+    """``load()`` returns a RunConfig that survives a YAML round trip, or raises a one-line ConfigError."""
+    try:
+        config = load()
+    except ConfigError as error:
+        assert len(str(error).splitlines()) == 1, str(error)
+        return
+    assert isinstance(config, RunConfig)
+    assert parse_config(yaml.safe_load(dump_config(config))) == config
+
+
+@FUZZ
+@given(raw=JSON_LIKE | SECTIONS)
+def test_parse_config_on_any_value_gives_a_config_or_a_config_error(raw):
+    assert_config_or_one_line_error(lambda: parse_config(raw))
+
+
+YAML_PIECES = st.sampled_from(["model:", "train:", "data:", "activation:", " epochs: ", " std: ", "\n", "  ", "- ",
+                               "[", "]", "{", "}", ", ", ": ", "!!int ", "!!float ", "!!bool ", "!!timestamp ",
+                               "!!binary ", "!!set ", "!!omap ", "!!str ", "&a ", "*a", "? ", "'", '"', "# ", "~",
+                               "null", ".inf", ".nan", "1e400", "0x", "0o9", "2001-02-30", "relu", "gaussian",
+                               "0.05", "-1", "10", "%YAML 1.1\n---\n", "---\n", "...\n", "<<: "])
+YAML_LIKE = st.lists(YAML_PIECES | st.text(max_size=3), max_size=40).map("".join)
+
+
+@pytest.fixture(scope="module")
+def fuzz_file(tmp_path_factory) -> Path:
+    """One file that every fuzzing example overwrites (hypothesis runs many examples per test call)."""
+    return tmp_path_factory.mktemp("fuzz") / "config.yaml"
+
+
+@FUZZ
+@given(text=st.text() | YAML_LIKE | JSON_LIKE.map(yaml.safe_dump) | SECTIONS.map(yaml.safe_dump))
+def test_load_config_on_any_text_gives_a_config_or_a_config_error(fuzz_file, text):
+    fuzz_file.write_text(text, encoding="utf-8")
+    assert_config_or_one_line_error(lambda: load_config(fuzz_file))
+
+
+@FUZZ
+@given(contents=st.binary())
+def test_load_config_on_any_bytes_gives_a_config_or_a_config_error(fuzz_file, contents):
+    fuzz_file.write_bytes(contents)
+    assert_config_or_one_line_error(lambda: load_config(fuzz_file))

@@ -248,7 +248,7 @@ def test_file_that_is_not_gzip_is_reported(copied_dir: Path) -> None:
     (copied_dir / "train-images-idx3-ubyte.gz").write_bytes(b"<html>Not Found</html>\n")
     with pytest.raises(data.DataError, match="train-images") as error:
         data.load_fashion_mnist(copied_dir)
-    assert "not a gzip file" in str(error.value)
+    assert "not a valid gzip file" in str(error.value)
     assert_one_line(error)
 
 
@@ -257,6 +257,62 @@ def test_deleted_file_is_named(copied_dir: Path) -> None:
     with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz") as error:
         data.load_fashion_mnist(copied_dir)
     assert_one_line(error)
+
+
+def flip_gzip_crc(path: Path) -> None:
+    """Damages the CRC-32 in the gzip trailer: the deflate stream stays readable."""
+    compressed = bytearray(path.read_bytes())
+    compressed[-5] ^= 0xFF
+    path.write_bytes(bytes(compressed))
+
+
+def cut_short(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+DAMAGES = {
+    # damage -> (what it does to a file, how the message describes the file)
+    "checksum": (tamper, "fails its checksum (SHA-256 of the decompressed bytes is "),
+    "crc": (flip_gzip_crc, "is not a valid gzip file (CRC check failed"),
+    "truncated": (cut_short, "is truncated or corrupt gzip data ("),
+}
+
+def named(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path | None:
+    return directory
+
+
+def exported(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path | None:
+    monkeypatch.setenv(data.ENV_VAR, str(directory))
+    return None
+
+
+def installed(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path | None:
+    monkeypatch.setattr(data, "SYSTEM_DIR", directory)
+    return None
+
+
+ORIGINS = {
+    # how the damaged directory is chosen -> (making it so, giving data_dir; what the message says to do)
+    "argument": (named, f"replace it with a fresh copy from {data.DOWNLOAD_URL}"),
+    "environment": (exported, f"replace it with a fresh copy from {data.DOWNLOAD_URL}"),
+    "system": (installed,
+               f"reinstall the Debian package dataset-fashion-mnist, or point {data.ENV_VAR} at a good copy"),
+}
+
+
+@pytest.mark.parametrize("origin", ORIGINS)
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_file_is_named_with_what_to_do_about_it(copied_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          damage: str, origin: str) -> None:
+    damage_file, description = DAMAGES[damage]
+    choose, advice = ORIGINS[origin]
+    damaged = copied_dir / "train-labels-idx1-ubyte.gz"
+    damage_file(damaged)
+    with pytest.raises(data.DataError) as error:
+        data.data_info(choose(copied_dir, monkeypatch))
+    assert_one_line(error)
+    assert str(error.value).startswith(f"{damaged} {description}")
+    assert str(error.value).endswith(f"; {advice}")
 
 
 # --- read_idx -------------------------------------------------------------------

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stochrelax import runs
+from stochrelax.cli import main
 from stochrelax.config import ConfigError
-from stochrelax.sweep import PRESETS, SWEEP_FILE, Preset, expand_grid, load_grid, plan_jobs, run_sweep
+from stochrelax.sweep import PRESETS, SWEEP_FILE, PlannedRun, Preset, expand_grid, load_grid, plan_jobs, run_sweep
 
 THESIS_STUDY = Path(__file__).resolve().parents[1] / "configs" / "thesis_study.yaml"
 
@@ -84,6 +86,102 @@ def test_missing_grid_file_is_an_error(tmp_path: Path) -> None:
         load_grid(tmp_path / "nope.yaml")
 
 
+# --- run names are directory names inside the study directory ---------------------------------
+
+SAFE_NAME_RULE = "use 1 to 200 letters, digits, '.', '_', '-', '=' or '+', not starting with '.'"
+UNSAFE_GROUP_NAMES = ["../../x", "/tmp/abs", "a/b", "..", ".", ".hidden", "", "a b", "a\\b", "a\nb", "x" * 201]
+UNSAFE_AXIS_VALUES = ["../x", "/etc", "a/b", "..", ".x", "", "has space", "tab\there"]
+
+
+def unsafe_group_grid(name: str) -> dict:
+    return {"groups": {name: {"set": {"model.activation.kind": "relu"}}}}
+
+
+def unsafe_axis_grid(value: str) -> dict:
+    return {"groups": {"g": {"axes": {"model.batch_norm": [True], "model.architecture": ["thesis_allconv", value]}}}}
+
+
+@pytest.mark.parametrize("name", UNSAFE_GROUP_NAMES)
+def test_a_group_name_that_is_not_a_safe_directory_name_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        expand_grid(unsafe_group_grid(name))
+    assert str(caught.value) == f"grid: group {name!r} cannot be used in a run directory's name; {SAFE_NAME_RULE}"
+
+
+@pytest.mark.parametrize("value", UNSAFE_AXIS_VALUES)
+def test_an_axis_value_that_is_not_a_safe_directory_name_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        expand_grid(unsafe_axis_grid(value))
+    assert str(caught.value) == (f"grid: group g: axis 'model.architecture' value {value!r} cannot be used in a run "
+                                 f"directory's name; {SAFE_NAME_RULE}")
+
+
+def test_an_axis_of_lists_is_refused_as_names_of_runs() -> None:
+    with pytest.raises(ConfigError, match=r"axis 'train.betas' value \[0.9, 0.99\] cannot be used"):
+        expand_grid({"groups": {"g": {"axes": {"train.betas": [[0.9, 0.99]]}}}})
+
+
+def test_a_run_name_longer_than_a_directory_name_may_be_is_refused() -> None:
+    grid = {"groups": {"g" * 150: {"axes": {"model.activation.std": [0.05], "model.activation.noise": ["x" * 60]}}}}
+    with pytest.raises(ConfigError, match=r"run 'g{150}-0\.05-x{60}' cannot be used in a run directory's name"):
+        expand_grid(grid)
+
+
+def test_names_made_of_the_allowed_characters_are_kept() -> None:
+    grid = {"groups": {"Lr=1e-3+bn_v2.1": {"set": {"model.activation.noise": "gaussian"},
+                                           "axes": {"model.activation.std": [0.05, 1e-05], "train.seed": [-0]}}}}
+    assert [run.name for run in expand_grid(grid)] == ["Lr=1e-3+bn_v2.1-0.05-0", "Lr=1e-3+bn_v2.1-1e-05-0"]
+
+
+@pytest.mark.parametrize("grid", [unsafe_group_grid("../../x"), unsafe_axis_grid("../x")], ids=["group", "axis"])
+def test_load_grid_refuses_unsafe_names_from_a_file(grid: dict, tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: group .*'\.\./.*x' cannot be used"):
+        load_grid(path)
+
+
+@pytest.mark.parametrize("text", ["groups: {g: {set: &a {model: *a}}}", "base: &a {train: {x: *a}}\ngroups: {g: {}}"],
+                         ids=["set", "base"])
+def test_a_mapping_that_contains_itself_is_refused(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"^a mapping contains itself \(a YAML alias to a mapping around it\)"):
+        load_grid(path)
+
+
+@pytest.mark.parametrize("name", ["../x", "../../x", "/tmp/abs"])
+def test_planning_refuses_a_run_directory_outside_the_study_directory(name: str, tmp_path: Path) -> None:
+    study = tmp_path / "a" / "b" / "study"
+    with pytest.raises(ConfigError) as caught:
+        plan_jobs([PlannedRun(name, expand_grid(TINY_GRID)[0].config)], 1, TINY, study)
+    assert str(caught.value).startswith(f"run {name!r} would be written to ")
+    assert f"outside the study directory {study.resolve()}" in str(caught.value)
+    assert not (tmp_path / "a").exists()
+
+
+def test_planning_refuses_a_run_directory_that_is_a_link_to_outside(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "relu-seed0").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(ConfigError, match="outside the study directory"):
+        plan_jobs(expand_grid(TINY_GRID), 1, TINY, study)
+
+
+@pytest.mark.parametrize("name", ["../../x", "ABSOLUTE", "a/b", ".."])
+def test_sweep_command_refuses_unsafe_names_and_writes_nothing(name: str, tmp_path: Path, capsys) -> None:
+    name = str(tmp_path.parent / f"{tmp_path.name}-abs") if name == "ABSOLUTE" else name
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(unsafe_group_grid(name)))
+    study = tmp_path / "a" / "b" / "study"
+    status = main(["sweep", str(grid), "--out", str(study), "--preset", "smoke", "--device", "cpu", "--no-progress"])
+    assert status == 2
+    expected = f"stochrelax: error: {grid}: group {name!r} cannot be used in a run directory's name; {SAFE_NAME_RULE}"
+    assert capsys.readouterr().err.splitlines() == [expected]
+    assert sorted(tmp_path.rglob("*")) == [grid]  # no study directory, nothing next to it
+    assert not Path(f"{tmp_path.parent / tmp_path.name}-abs-seed0").exists()
+
+
 # --- running a sweep ---------------------------------------------------------------------------
 
 TINY = Preset(epochs=2, train_limit=500, test_limit=200, attack_limit=40, eps=(0.05,), p=(0.3,), eot_samples=2,
@@ -94,6 +192,13 @@ TINY_GRID = {"base": {"train": {"epochs": 100}},
 ROWS = {"relu": {("fgsm", 0.05, 1), ("ifgsm-ll", 0.05, 1), ("missing", 0.3, 1)},
         "noisy": {("fgsm", 0.05, 1), ("fgsm", 0.05, 2), ("ifgsm-ll", 0.05, 1), ("ifgsm-ll", 0.05, 2),
                   ("missing", 0.3, 1)}}
+
+
+def written_files(study: Path) -> dict[Path, int]:
+    """When each file of a study was last written, but the sweep's record and the runs' lock files
+    (a lock is taken, and its file touched, by every job that looks at its run)."""
+    return {path: path.stat().st_mtime_ns for path in study.rglob("*")
+            if path.is_file() and path.name not in {SWEEP_FILE, runs.LOCK_FILE}}
 
 
 def attack_rows(run_dir: Path) -> list[tuple[str, float, int]]:
@@ -142,11 +247,11 @@ def test_sweep_trains_and_attacks_every_run_and_seed_and_a_rerun_redoes_nothing(
     record = json.loads((study / SWEEP_FILE).read_text())
     assert {label: job["status"] for label, job in record["jobs"].items()} == {
         "relu-seed0": "done", "noisy-seed0": "done", "relu-seed1": "done", "noisy-seed1": "done"}
-    files = {path: path.stat().st_mtime_ns for path in study.rglob("*") if path.name != SWEEP_FILE}
+    files = written_files(study)
 
     again = run_sweep(expand_grid(TINY_GRID), study, seeds=2, preset=TINY, workers=1, data_dir=real_data_dir)
     assert not any(result.trained or result.attacked for result in again) and len(again) == 4
-    assert {path: path.stat().st_mtime_ns for path in study.rglob("*") if path.name != SWEEP_FILE} == files
+    assert written_files(study) == files
 
 
 @pytest.mark.slow
@@ -186,6 +291,42 @@ def _worker_pids(parent: int) -> list[int]:
     return pids
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: it exists and is not a zombie (an orphaned zombie may stay unreaped here)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers die with the sweep on Linux only")
+def test_workers_die_with_a_sigkilled_sweep_and_the_rerun_finds_the_run_free(real_data_dir, tmp_path) -> None:
+    study = tmp_path / "study"
+    script = SWEEP_SCRIPT.format(grid=TINY_GRID, preset=dataclasses.asdict(KILLABLE))
+    sweep = subprocess.Popen([sys.executable, "-c", script, str(study), str(real_data_dir)],
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    checkpoint = study / "relu-seed0" / runs.CHECKPOINT_FILE
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():  # the worker is training, holding the run's lock
+        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before its first checkpoint"
+        time.sleep(0.05)
+    workers = _worker_pids(sweep.pid)
+    assert len(workers) == 1
+    sweep.kill()
+    sweep.wait()
+    deadline = time.monotonic() + 10
+    while True:  # the worker's threads may take a moment to exit; an orphan would hold the lock for minutes
+        try:
+            with runs.run_lock(study / "relu-seed0"):
+                break
+        except runs.RunDirError:
+            assert time.monotonic() < deadline, "the worker outlived its sweep and still holds the run"
+            time.sleep(0.05)
+    assert not _alive(workers[0])
+
+
 @pytest.mark.slow
 def test_a_sweep_whose_worker_is_killed_completes_when_run_again(real_data_dir, tmp_path) -> None:
     study = tmp_path / "study"
@@ -215,7 +356,8 @@ def test_a_sweep_whose_worker_is_killed_completes_when_run_again(real_data_dir, 
         assert [m["epoch"] for m in runs.read_metrics(run_dir)] == list(range(1, KILLABLE.epochs + 1))
         assert [s["epoch"] for s in runs.read_training_stats(run_dir)] == list(range(1, KILLABLE.epochs + 1))
         assert sorted(attack_rows(run_dir)) == sorted(ROWS[run_dir.name.split("-")[0]])
-        assert not any(path.name.startswith(".") or path.name == runs.CHECKPOINT_FILE for path in run_dir.iterdir())
+        assert not any(path.name.startswith(".") and path.name != runs.LOCK_FILE or path.name == runs.CHECKPOINT_FILE
+                       for path in run_dir.iterdir())  # no temporary file or checkpoint left behind
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Command-line interface: ``stochrelax train | evaluate | attack | report | sweep | results | reproduce | bench | data info``.
 
 Every command validates its inputs before doing any work and reports a bad input
-as one line on stderr with a non-zero exit status.
+as one line on stderr (``stochrelax: error: ...``) with exit status 2, leaving every
+file as it was; ``stochrelax --debug COMMAND`` shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -290,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stochastic neurons (noise in pre-activations), trained on Fashion-MNIST, "
                     "and their adversarial robustness.")
     parser.add_argument("--version", action="version", version=f"stochrelax {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error in a command, show the full Python traceback instead of one line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sub: argparse.ArgumentParser) -> None:
@@ -446,14 +449,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error(error: Exception) -> int:
+    """Prints a user error as one line on stderr, whatever its message holds; returns exit status 2.
+
+    Messages are written to be one line; a line break that still gets in (from a file name,
+    say) is replaced by a space, so that the error is always exactly one line.
+    """
+    message = " ".join(line.strip() for line in str(error).splitlines())
+    print(f"stochrelax: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``stochrelax`` console script; returns the exit status."""
+    """Entry point of the ``stochrelax`` console script; returns the exit status.
+
+    A user error (:data:`USER_ERRORS`) is one line on stderr and exit status 2, or, with
+    ``--debug``, raised again so that its traceback shows. A bad command line is always
+    one line: it has no traceback worth showing.
+    """
     try:
         args = build_parser().parse_args(argv)
+    except UsageError as error:
+        return _user_error(error)
+    try:
         status = args.handler(args)
     except USER_ERRORS as error:
-        print(f"stochrelax: error: {error}", file=sys.stderr)
-        return 2
+        if args.debug:
+            raise
+        return _user_error(error)
     except KeyboardInterrupt:
         print("stochrelax: interrupted", file=sys.stderr)
         return 130

@@ -1,19 +1,24 @@
 """Run configuration: YAML files validated by a strict schema before any work starts.
 
 A config has three sections, ``model``, ``train`` and ``data``; every field has a
-default, so a YAML file only states what differs. An unknown key, a wrong type or an
-out-of-range value raises :class:`ConfigError` with one line that names the key and
-the allowed values. The *resolved* config (every field filled in) is what a run
-directory stores, so any run can be repeated from it alone.
+default, so a YAML file only states what differs (``{}`` for every default; an empty
+file is refused, as it is more likely a truncated or wrong file than a wish for the
+defaults). An unknown key, a wrong type or an out-of-range value raises
+:class:`ConfigError` with one line that names the key and the allowed values, as does
+a file that is missing, unreadable, not UTF-8 text or not YAML. The *resolved* config
+(every field filled in) is what a run directory stores, so any run can be repeated
+from it alone.
 """
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from stochrelax.estimators import ESTIMATORS
 from stochrelax.layers import ACTIVATIONS, MODES, check_activation_args
@@ -80,7 +85,7 @@ class TrainConfig(_Section):
     eval_samples: int = Field(default=1, ge=1)  # softmax samples averaged at test time (thesis: 1)
     score_baseline_decay: float = Field(default=0.9, ge=0, lt=1)  # EMA baseline of the score estimator
     eval_batch_size: int = Field(default=1000, ge=1)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # torch and numpy both take it
     adversarial: AdversarialConfig = AdversarialConfig()
 
     @field_validator("betas")
@@ -127,16 +132,48 @@ def _section_at(location: tuple) -> type[BaseModel] | None:
     return section
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+"""Short reprs of offending values and keys: a huge or deeply nested value stays a short line."""
+
+
+def _shown(value: Any) -> str:
+    """``value`` as it appears in a message: a short repr with every control character escaped."""
+    return _SHOWN.repr(value)
+
+
+def _key_text(key: Any) -> str:
+    """A key as it appears in a dotted location: plain when printable and short, else quoted and escaped."""
+    text = str(key)
+    return text if text.isprintable() and len(text) <= _SHOWN.maxstring else _shown(text)
+
+
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+"""Pydantic error types of a number outside its field's bounds."""
+
+_COMPARISONS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+"""Bound attribute of an ``annotated_types`` constraint -> how the message writes it."""
+
+
+def _allowed_range(field: FieldInfo) -> str:
+    """The bounds of a numeric field, e.g. ``>= 0 and <= 1``."""
+    return " and ".join(f"{symbol} {getattr(constraint, bound)}" for constraint in field.metadata
+                        for bound, symbol in _COMPARISONS.items() if hasattr(constraint, bound))
+
+
 def _describe(error: dict) -> str:
     location = tuple(error["loc"])
-    key = ".".join(map(str, location)) or "(top level)"
+    key = ".".join(map(_key_text, location)) or "(top level)"
     if error["type"] == "extra_forbidden":
         section = _section_at(location[:-1])
         allowed = f"; allowed keys: {', '.join(section.model_fields)}" if section else ""
         return f"{key}: unknown key{allowed}"
+    if error["type"] in _RANGE_ERRORS:
+        field = _section_at(location[:-1]).model_fields[location[-1]]
+        return f"{key}: must be {_allowed_range(field)} (got {_shown(error['input'])})"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] != "value_error" and "input" in error and not isinstance(error["input"], dict):
-        message += f" (got {error['input']!r})"
+        message += f" (got {_shown(error['input'])})"
     return f"{key}: {message}"
 
 
@@ -144,10 +181,8 @@ def parse_config(raw: Any, overrides: dict[str, Any] | None = None, source: str 
     """Validates a config mapping (e.g. parsed YAML) with optional nested overrides.
 
     Raises:
-        ConfigError: naming every offending key in one line.
+        ConfigError: naming every offending key in one line, or saying that ``raw`` is not a mapping.
     """
-    if raw is None:
-        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with sections model, train, data; got {type(raw).__name__}")
     try:
@@ -156,28 +191,59 @@ def parse_config(raw: Any, overrides: dict[str, Any] | None = None, source: str 
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in error.errors())) from None
 
 
+_YAML_FAILURES = (yaml.YAMLError, ValueError, LookupError, AttributeError, RecursionError)
+"""What ``yaml.safe_load`` raises on bad text: besides ``YAMLError``, its constructors raise plain
+``ValueError`` (``!!int x``, ``2001-02-30``, an integer of over 4300 digits), ``IndexError``
+(``!!int ''``), ``KeyError`` (``!!bool x``) and ``AttributeError`` (``!!timestamp x``), and deep
+nesting raises ``RecursionError``."""
+
+
+def _yaml_problem(error: Exception) -> str:
+    """What is wrong with a YAML text, in one line: e.g. ``expected ',' or ']', but got ':' at line 2, column 7``."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem and error.problem_mark:
+        text = f"{error.problem} at line {error.problem_mark.line + 1}, column {error.problem_mark.column + 1}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
 def read_yaml(path: str | Path, kind: str = "config") -> Any:
     """The parsed contents of a YAML file (safe loader).
 
     Raises:
-        ConfigError: if the file is missing or is not valid YAML; ``kind`` names it in the message.
+        ConfigError: if the file is missing or unreadable, is not UTF-8 text or is not valid
+            YAML; ``kind`` names it in the message. An empty file (or only comments) is ``None``.
     """
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: {kind} file not found") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+        raise ConfigError(f"{path}: {kind} file not found; check the path") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the {kind} file ({error.strerror}); "
+                          "check the path and its permissions") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a text file (byte {error.start} is not UTF-8); "
+                          f"give a YAML {kind} file") from None
+    try:
+        document = yaml.safe_load(text)
+    except _YAML_FAILURES as error:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(error)}); fix the {kind} file") from None
+    return document
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Reads and validates a YAML config file.
 
     Raises:
-        ConfigError: if the file is missing, is not valid YAML, or fails validation.
+        ConfigError: if the file is missing, unreadable, not UTF-8 text, not valid YAML,
+            empty, or fails validation.
     """
-    return parse_config(read_yaml(path), overrides, source=str(path))
+    document = read_yaml(path)
+    if document is None:
+        raise ConfigError(f"{path}: the config file holds no settings (it is empty or null); "
+                          "write its settings, or {} for every default")
+    return parse_config(document, overrides, source=str(path))
 
 
 def dump_config(config: RunConfig) -> str:

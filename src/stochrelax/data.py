@@ -287,7 +287,7 @@ def _gunzip(compressed: bytes, label: str, advice: str) -> bytes:
     try:
         return gzip.decompress(compressed)
     except gzip.BadGzipFile as error:
-        raise DataError(f"{label} is not a gzip file ({error}); {advice}") from error
+        raise DataError(f"{label} is not a valid gzip file ({error}); {advice}") from error
     except (EOFError, zlib.error) as error:
         raise DataError(
             f"{label} is truncated or corrupt gzip data ({error}); {advice}"

@@ -17,6 +17,9 @@ expands into the runs ``relu_noisy-gaussian-0.05``, ``relu_noisy-gaussian-0.1``,
 :class:`~stochrelax.config.RunConfig`; a run can be repeated alone from its resolved
 config. A group without axes is one run named after the group; a true/false axis
 appears as its key's last part or ``no_`` before it (``batch_norm``, ``no_batch_norm``).
+A run name is a directory name below the study directory, so group names and axis
+values may hold only letters, digits and ``. _ - = +`` (not starting with ``.``): a
+grid cannot make a sweep write anywhere else.
 
 :func:`run_sweep` executes a grid: every run × seed is one job that trains the run
 (``OUT/NAME-seedS``) and attacks it with the thesis' attacks, single-draw and with EOT
@@ -30,12 +33,16 @@ scales epochs, data and attack budgets (:data:`PRESETS`).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import itertools
 import json
 import multiprocessing
 import os
+import re
 import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -70,8 +77,11 @@ class PlannedRun:
     config: RunConfig
 
 
-def _nested(dotted: dict[str, Any]) -> dict[str, Any]:
-    """``{"a.b": 1, "a": {"c": 2}}`` → ``{"a": {"b": 1, "c": 2}}``."""
+def _nested(dotted: dict[str, Any], enclosing: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """``{"a.b": 1, "a": {"c": 2}}`` → ``{"a": {"b": 1, "c": 2}}``; ``enclosing``: ids of the
+    mappings around ``dotted``, to refuse one that contains itself (a YAML alias to an enclosing mapping)."""
+    if id(dotted) in enclosing:
+        raise ConfigError("a mapping contains itself (a YAML alias to a mapping around it); write the settings out")
     nested: dict[str, Any] = {}
     for key, value in dotted.items():
         *parents, leaf = str(key).split(".")
@@ -80,7 +90,7 @@ def _nested(dotted: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(parent, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"key {key!r} goes below {parent!r}, which is not a section")
-        node[leaf] = _nested(value) if isinstance(value, dict) else value
+        node[leaf] = _nested(value, enclosing | {id(dotted)}) if isinstance(value, dict) else value
     return nested
 
 
@@ -95,6 +105,27 @@ def _check_keys(mapping: Any, allowed: tuple[str, ...], where: str) -> dict:
     return mapping
 
 
+_NAME_LENGTH = 200
+"""Longest run name: with ``-seedN`` it stays below the 255 bytes of a file name."""
+
+_SAFE_NAME = re.compile(rf"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]{{0,{_NAME_LENGTH - 1}}}")
+"""A part of a run name, and a run name: no path separator, no ``..``, nothing hidden."""
+
+_SAFE_NAME_RULE = (f"use 1 to {_NAME_LENGTH} letters, digits, '.', '_', '-', '=' or '+', "
+                   "not starting with '.'")
+
+
+def _safe_name(name: str, what: str) -> str:
+    """``name`` if it can be (part of) a directory name inside the study directory.
+
+    Raises:
+        ConfigError: naming ``what`` (e.g. ``group '../x'``) and the allowed characters.
+    """
+    if not _SAFE_NAME.fullmatch(name):
+        raise ConfigError(f"{what} cannot be used in a run directory's name; {_SAFE_NAME_RULE}")
+    return name
+
+
 def _label(key: str, value: Any) -> str:
     """How an axis value appears in a run name: the value, or the key's last part for a flag."""
     leaf = str(key).rsplit(".", 1)[-1]
@@ -107,8 +138,9 @@ def expand_grid(grid: Any, source: str = "grid") -> list[PlannedRun]:
     """Expands a grid mapping (see the module docstring) into validated, uniquely named runs.
 
     Raises:
-        ConfigError: for a malformed grid, an axis without values, a duplicate run name,
-            or a run whose config is invalid (the message names the run).
+        ConfigError: for a malformed grid, an axis without values, a group name or axis
+            value that is not a safe directory name, a duplicate run name, or a run whose
+            config is invalid (the message names the run).
     """
     grid = _check_keys(grid, GRID_KEYS, source)
     base = _nested(grid.get("base") or {})
@@ -118,13 +150,18 @@ def expand_grid(grid: Any, source: str = "grid") -> list[PlannedRun]:
         raise ConfigError(f"{source}: 'groups' must map group names to their settings")
     runs: dict[str, PlannedRun] = {}
     for group, spec in groups.items():
-        spec = _check_keys(spec, GROUP_KEYS, f"{source}: group {group}")
+        prefix = _safe_name(str(group), f"{source}: group {str(group)!r}")
+        where = f"{source}: group {prefix}"
+        spec = _check_keys(spec, GROUP_KEYS, where)
         axes = spec.get("axes") or {}
         if not isinstance(axes, dict) or any(not isinstance(values, list) or not values for values in axes.values()):
-            raise ConfigError(f"{source}: group {group}: every axis must be a non-empty list of values")
+            raise ConfigError(f"{where}: every axis must be a non-empty list of values")
         group_base = merge_mappings(base, _nested(spec.get("set") or {}))
-        for values in itertools.product(*axes.values()):
-            name = "-".join([str(group), *(_label(key, value) for key, value in zip(axes, values))])
+        labels = [[_safe_name(_label(key, value), f"{where}: axis {key!r} value {value!r}") for value in axis_values]
+                  for key, axis_values in axes.items()]
+        for values, parts in zip(itertools.product(*axes.values()), itertools.product(*labels)):
+            name = "-".join([prefix, *parts])
+            _safe_name(name, f"{where}: run {name!r}")  # its parts are safe: only its length can be wrong
             if name in runs:
                 raise ConfigError(f"{source}: run name {name!r} occurs twice; rename a group")
             config = parse_config(group_base, _nested(dict(zip(axes, values))), source=f"{source}: run {name}")
@@ -208,13 +245,22 @@ class JobResult:
 
 def plan_jobs(runs: Iterable[PlannedRun], seeds: int, preset: Preset, out_dir: str | Path) -> list[SweepJob]:
     """Every run × seed (0 … seeds−1), seed-major: all runs of seed 0 come first, so an
-    interrupted sweep has whole seeds rather than whole runs."""
+    interrupted sweep has whole seeds rather than whole runs.
+
+    Raises:
+        ConfigError: for fewer than one seed, or a run whose directory would lie outside ``out_dir``.
+    """
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     out_dir = Path(out_dir).resolve()
     runs = list(runs)
-    return [SweepJob(run.name, seed, preset.apply(run.config, seed), out_dir / f"{run.name}-seed{seed}")
+    jobs = [SweepJob(run.name, seed, preset.apply(run.config, seed), out_dir / f"{run.name}-seed{seed}")
             for seed in range(seeds) for run in runs]
+    for job in jobs:  # expand_grid allows only safe names; this guards runs made some other way
+        if not job.run_dir.resolve().is_relative_to(out_dir):
+            raise ConfigError(f"run {job.name!r} would be written to {job.run_dir.resolve()}, outside the study "
+                              f"directory {out_dir}; rename the run ({_SAFE_NAME_RULE}) or remove the link")
+    return jobs
 
 
 @functools.lru_cache(maxsize=2)
@@ -276,9 +322,25 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Asks Linux to SIGKILL this process when the process that started it dies, however it
+    dies: a worker left behind would go on training, holding its run's lock, and make the
+    rerun of the sweep find that run busy. Elsewhere a worker ends after its current job."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the request was made
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _worker_init(threads: int) -> None:
-    """Pool workers leave Ctrl-C to the sweep, which stops them (a terminal sends SIGINT to all)."""
+    """Pool workers leave Ctrl-C to the sweep, which stops them (a terminal sends SIGINT to all),
+    and die with the sweep."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     torch.set_num_threads(threads)
 
 
