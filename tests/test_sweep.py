@@ -291,6 +291,23 @@ def _worker_pids(parent: int) -> list[int]:
     return pids
 
 
+def _sweep_in_its_first_run(study: Path, data_dir: Path, new_session: bool = False) -> tuple[subprocess.Popen, int]:
+    """A sweep of TINY_GRID in a subprocess (in its own session: a process group of its own),
+    once its one worker has checkpointed the first run's first epoch (and so holds that run's
+    lock); returns the sweep and its worker's pid."""
+    script = SWEEP_SCRIPT.format(grid=TINY_GRID, preset=dataclasses.asdict(KILLABLE))
+    sweep = subprocess.Popen([sys.executable, "-c", script, str(study), str(data_dir)], start_new_session=new_session,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    checkpoint = study / "relu-seed0" / runs.CHECKPOINT_FILE
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before its first checkpoint"
+        time.sleep(0.05)
+    workers = _worker_pids(sweep.pid)
+    assert len(workers) == 1
+    return sweep, workers[0]
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs: it exists and is not a zombie (an orphaned zombie may stay unreaped here)."""
     try:
@@ -304,16 +321,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers die with the sweep on Linux only")
 def test_workers_die_with_a_sigkilled_sweep_and_the_rerun_finds_the_run_free(real_data_dir, tmp_path) -> None:
     study = tmp_path / "study"
-    script = SWEEP_SCRIPT.format(grid=TINY_GRID, preset=dataclasses.asdict(KILLABLE))
-    sweep = subprocess.Popen([sys.executable, "-c", script, str(study), str(real_data_dir)],
-                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
-    checkpoint = study / "relu-seed0" / runs.CHECKPOINT_FILE
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():  # the worker is training, holding the run's lock
-        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before its first checkpoint"
-        time.sleep(0.05)
-    workers = _worker_pids(sweep.pid)
-    assert len(workers) == 1
+    sweep, worker = _sweep_in_its_first_run(study, real_data_dir)
     sweep.kill()
     sweep.wait()
     deadline = time.monotonic() + 10
@@ -324,23 +332,14 @@ def test_workers_die_with_a_sigkilled_sweep_and_the_rerun_finds_the_run_free(rea
         except runs.RunDirError:
             assert time.monotonic() < deadline, "the worker outlived its sweep and still holds the run"
             time.sleep(0.05)
-    assert not _alive(workers[0])
+    assert not _alive(worker)
 
 
 @pytest.mark.slow
 def test_a_sweep_whose_worker_is_killed_completes_when_run_again(real_data_dir, tmp_path) -> None:
     study = tmp_path / "study"
-    script = SWEEP_SCRIPT.format(grid=TINY_GRID, preset=dataclasses.asdict(KILLABLE))
-    sweep = subprocess.Popen([sys.executable, "-c", script, str(study), str(real_data_dir)],
-                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
-    checkpoint = study / "relu-seed0" / runs.CHECKPOINT_FILE
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():  # the first run has finished at least one epoch
-        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before its first checkpoint"
-        time.sleep(0.05)
-    workers = _worker_pids(sweep.pid)
-    assert len(workers) == 1
-    os.kill(workers[0], signal.SIGKILL)
+    sweep, worker = _sweep_in_its_first_run(study, real_data_dir)
+    os.kill(worker, signal.SIGKILL)
     _, stderr = sweep.communicate(timeout=60)
     assert sweep.returncode != 0 and "run the same command again" in stderr
     killed_at = runs.load_checkpoint(study / "relu-seed0")[1]["epoch"]
@@ -363,20 +362,14 @@ def test_a_sweep_whose_worker_is_killed_completes_when_run_again(real_data_dir, 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_sweep_and_its_workers_at_once_and_the_rerun_completes(real_data_dir, tmp_path) -> None:
     study = tmp_path / "study"
-    script = SWEEP_SCRIPT.format(grid=TINY_GRID, preset=dataclasses.asdict(KILLABLE))
-    sweep = subprocess.Popen([sys.executable, "-c", script, str(study), str(real_data_dir)], start_new_session=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
-    checkpoint = study / "relu-seed0" / runs.CHECKPOINT_FILE
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():
-        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before its first checkpoint"
-        time.sleep(0.05)
-    workers = _worker_pids(sweep.pid)
+    sweep, worker = _sweep_in_its_first_run(study, real_data_dir, new_session=True)
     os.killpg(sweep.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
-    _, stderr = sweep.communicate(timeout=20)
+    _, stderr = sweep.communicate(timeout=60)
     assert sweep.returncode != 0 and "KeyboardInterrupt" in stderr
-    time.sleep(0.5)
-    assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    deadline = time.monotonic() + 10
+    while _alive(worker):
+        assert time.monotonic() < deadline, "the worker outlived the interrupted sweep"
+        time.sleep(0.05)
     assert not runs.is_finished(study / "relu-seed0")
 
     results = run_sweep(expand_grid(TINY_GRID), study, preset=KILLABLE, workers=1, data_dir=real_data_dir)
