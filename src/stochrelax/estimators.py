@@ -124,8 +124,12 @@ def score_function(pre_activation: torch.Tensor, sample: torch.Tensor, noise: No
     if not torch.is_grad_enabled():
         return sample, None
     # μ + y·(a − μ) is a for y = +1 and 2μ − a for y = −1: arithmetic, ~8× cheaper than torch.where here.
-    log_prob = noise.log_cdf((pre_activation - noise.mean).mul_(sample).add_(noise.mean))
-    return sample.detach(), log_prob.flatten(1).sum(dim=1)  # (B,)
+    reflected = (pre_activation - noise.mean).mul_(sample).add_(noise.mean)
+    # In the default layout: the backward of the sum below meets a channels-last softplus 4× slower.
+    log_prob = noise.log_cdf(reflected.contiguous())
+    # Summed over the unit dimensions in place: flatten(1) would copy a channels-last tensor (10× slower).
+    unit_dims = tuple(range(1, log_prob.dim()))
+    return sample.detach(), log_prob.sum(dim=unit_dims) if unit_dims else log_prob  # (B,)
 
 
 ESTIMATORS: dict[str, EstimatorFn] = {
