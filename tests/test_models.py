@@ -36,17 +36,20 @@ def test_thesis_architecture_matches_figure_5_2() -> None:
 
 @pytest.mark.parametrize("activation", [{"kind": "relu"}, {"kind": "sign"}])
 def test_channels_last_layout_computes_what_the_default_layout_computes(activation: dict) -> None:
-    model = thesis_model(**activation).train()
+    # float64: in float32 the two layouts' kernels sum in different orders, and BatchNorm's backward
+    # amplifies that rounding to about 1% of a gradient — too loose a check to catch a layout bug.
+    model = thesis_model(**activation).train().double()
     assert model.blocks.block2.conv.weight.is_contiguous(memory_format=torch.channels_last)
-    default_layout = thesis_model(**activation).train().to(memory_format=torch.contiguous_format)
-    images = torch.rand(16, 1, 28, 28)
+    default_layout = thesis_model(**activation).train().double().to(memory_format=torch.contiguous_format)
+    with seeded(1):
+        images = torch.rand(16, 1, 28, 28, dtype=torch.float64)
     ours, reference = model(images), default_layout(images)
-    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10)
     ours.square().sum().backward()
     reference.square().sum().backward()
-    # Gradients reach about 20; a bias before BatchNorm has a zero gradient up to rounding (~1e-5).
+    # A bias before BatchNorm has a zero gradient up to rounding.
     for a, b in zip(model.parameters(), default_layout.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8)
 
 
 def test_batch_norm_can_be_switched_off() -> None:
