@@ -79,6 +79,13 @@ def stochastic_victim(fashion_mnist: data.FashionMNIST) -> Victim:
 
 
 @pytest.fixture(scope="session")
+def sign_ste_victim(fashion_mnist: data.FashionMNIST) -> Victim:
+    """Sign network with logistic noise of std 0.05 and the straight-through estimator: its own proxy
+    2p(a) is a spike, so attacks through it are blind (~53% clean accuracy)."""
+    return _trained(fashion_mnist, {"kind": "sign", "noise": "logistic", "std": 0.05, "estimator": "ste"})
+
+
+@pytest.fixture(scope="session")
 def sign_score_victim(fashion_mnist: data.FashionMNIST) -> Victim:
     """Sign network trained with the score function: no pathwise gradient, attacks need BPDA."""
     return _trained(fashion_mnist, {"kind": "sign", "noise": "logistic", "std": 0.5, "estimator": "score"})
@@ -100,7 +107,7 @@ def small_run_dirs(fashion_mnist: data.FashionMNIST, tmp_path_factory: pytest.Te
     (FGSM at eps 0, 0.05, 0.1 and missing features at p 0, 0.2 on 100 test images)."""
     from stochrelax import runs
     from stochrelax.config import load_config
-    from stochrelax.evaluate import attack_run
+    from stochrelax.robustness import AttackSettings, attack_run
     from stochrelax.train import train_run
 
     configs = Path(__file__).resolve().parents[1] / "configs"
@@ -110,7 +117,7 @@ def small_run_dirs(fashion_mnist: data.FashionMNIST, tmp_path_factory: pytest.Te
         overrides = {"train": {"epochs": 2, **train_overrides}, "data": {"train_limit": 2000, "test_limit": 300}}
         run_dirs[name] = root / name
         train_run(load_config(configs / config_file, overrides), fashion_mnist, run_dirs[name])
-        attack_run(runs.load_run(run_dirs[name]), fashion_mnist.limit(test_limit=100), attacks=["fgsm", "missing"],
-                   budgets={"eps": (0.0, 0.05, 0.1), "p": (0.0, 0.2)}, eot_samples=4, prediction_samples=4,
-                   check_convergence=False)
+        attack_run(runs.load_run(run_dirs[name]), fashion_mnist.limit(test_limit=100), AttackSettings(
+            attacks=("fgsm", "missing"), eps=(0.0, 0.05, 0.1), p=(0.0, 0.2), eot_samples=4, prediction_samples=4,
+            check_convergence=False))
     return run_dirs

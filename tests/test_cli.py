@@ -174,10 +174,13 @@ def test_attack_prints_the_table_and_writes_it_to_the_run(trained, real_data_dir
     captured = capsys.readouterr()
     assert (status, captured.err) == (0, "")
     lines = captured.out.splitlines()
-    assert re.fullmatch(rf"{re.escape(str(out))}: clean accuracy \d+\.\d% on 50 test images", lines[0])
-    assert lines[1].split() == ["attack", "budget", "EOT", "accuracy", "single", "draw", "success", "L-inf", "L2",
-                                "seconds"]
+    assert re.fullmatch(rf"{re.escape(str(out))}: clean accuracy \d+\.\d% on 50 test images "
+                        r"\(averaged predictor, fixed draws\)", lines[0])
+    assert lines[1].split() == ["attack", "budget", "EOT", "accuracy", "clean", "single", "draw", "success", "L-inf",
+                                "n", "K", "steps", "proxy", "seconds"]
     assert [line.split()[:2] for line in lines[3:6]] == [["fgsm", "eps=0"], ["fgsm", "eps=0.1"], ["missing", "p=0.2"]]
+    assert [line.split()[8:12] for line in lines[3:6]] == [["50", "1", "1", "own"], ["50", "1", "1", "own"],
+                                                            ["50", "1", "-", "-"]]
     assert (out / runs.ATTACKS_CSV).is_file() and (out / runs.ATTACKS_JSON).is_file()
 
 
@@ -186,7 +189,11 @@ def test_attack_prints_the_table_and_writes_it_to_the_run(trained, real_data_dir
     (["--eps", "-0.1"], "--eps"),
     (["--eps", "0.1,abc"], "comma-separated numbers"),
     (["--p", "1.0"], "--p"),
-], ids=["unknown_attack", "negative_eps", "not_a_number", "p_of_one"])
+    (["--eps", ""], "at least one budget"),
+    (["--proxies", "tanh"], "needs a temperature"),
+    (["--proxy", "relu:1"], "valid: tanh, own"),
+], ids=["unknown_attack", "negative_eps", "not_a_number", "p_of_one", "empty_eps", "proxy_without_temperature",
+        "unknown_proxy"])
 def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsys):
     assert_one_line_error(main(["attack", str(trained[0]), *argv]), capsys.readouterr().err, fragment)
 
@@ -199,7 +206,7 @@ def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsy
                  "--no-progress", "--data-dir", "--device"]),
     (["evaluate"], ["RUN_DIR", "--samples", "--seed", "--test-limit", "--data-dir", "--device"]),
     (["attack"], ["RUN_DIR", "--attack", "--eps", "--p", "--eot", "--samples", "--limit", "--seed", "apgd-ce",
-                  "square", "missing"]),
+                  "square", "missing", "worst-case", "--proxy", "--proxies", "--worst-case-steps", "--transfer-from"]),
     (["data", "info"], ["--data-dir", "--json"]),
     (["sweep"], ["GRID", "--out", "--seeds", "--preset", "smoke", "quick", "thesis", "--backend", "ray",
                  "--workers", "--ray-address"]),

@@ -105,3 +105,67 @@ def test_sample_like_keeps_the_layout_of_the_reference(name: str) -> None:
     assert samples.is_contiguous(memory_format=torch.channels_last)
     # 300k draws: the mean is within 4 standard errors (2/sqrt(3e5) ≈ 0.0037) of 0.5.
     assert abs(samples.mean().item() - 0.5) < 4 * 2.0 / math.sqrt(samples.numel())
+
+
+# --- E[relu(x − ξ)] = ∫_{−∞}^{x} F(t) dt ---------------------------------------------------------
+
+# Points x = mean + z·std: both tails, the body and, for the uniform (half-width √3 ≈ 1.73 std),
+# both sides of its support. (mean, std) pairs include a narrow and a wide distribution.
+RELU_POINTS = (-8.0, -3.0, -1.0, 0.0, 0.5, 2.0, 6.0)
+RELU_PARAMETERS = [(0.0, 1.0), (-0.7, 0.05), (2.0, 3.0)]
+
+
+@pytest.mark.parametrize("name", list(NOISES))
+@pytest.mark.parametrize("mean,std", RELU_PARAMETERS)
+def test_expected_relu_matches_monte_carlo(name: str, mean: float, std: float) -> None:
+    noise = make_noise(name, mean, std)
+    draws_count = 1_000_000
+    # Points where at least ~0.1% of draws fall below x (1000 non-zero outputs), or none (uniform, exactly 0).
+    x = mean + std * torch.tensor([z for z in RELU_POINTS if z >= -3.0], dtype=torch.float64)
+    with seeded(2):
+        draws = noise.sample((draws_count,), dtype=torch.float64)
+    outputs = torch.relu(x[:, None] - draws)  # (points, draws)
+    standard_error = outputs.std(dim=1) / math.sqrt(draws_count)
+    # Within 5 standard errors at every point (a false failure has probability < 1e-5 over the points).
+    assert ((noise.expected_relu(x) - outputs.mean(dim=1)).abs() <= 5 * standard_error).all()
+
+
+@pytest.mark.parametrize("name", list(NOISES))
+@pytest.mark.parametrize("mean,std", RELU_PARAMETERS)
+def test_expected_relu_is_the_integral_of_the_cdf(name: str, mean: float, std: float) -> None:
+    noise = make_noise(name, mean, std)
+    for z in RELU_POINTS:
+        # From 40 std below the mean, where the integral left out is < 1e-30 std; step 1.2e-4 std.
+        grid = mean + std * torch.linspace(-40.0, z, 400_001, dtype=torch.float64)
+        # exp(log F), not F: torch's Gaussian ndtr loses the lower tail below z ≈ −7 even in float64.
+        integral = torch.trapezoid(noise.log_cdf(grid).exp(), grid)
+        # The trapezoid rule's relative error is < 1e-7 here, even 8 std into the Gaussian's tail.
+        torch.testing.assert_close(noise.expected_relu(torch.tensor(mean + std * z, dtype=torch.float64)), integral,
+                                   rtol=1e-6, atol=0.0)
+
+
+@pytest.mark.parametrize("name", list(NOISES))
+def test_expected_relu_has_the_cdf_as_derivative(name: str) -> None:
+    mean, std = 0.4, 0.3
+    ends_of_the_uniform = torch.tensor([mean - std * math.sqrt(3.0), mean + std * math.sqrt(3.0)], dtype=torch.float64)
+    x = torch.cat([mean + std * torch.linspace(-30.0, 30.0, 1201, dtype=torch.float64), ends_of_the_uniform])
+    x.requires_grad_(True)
+    noise = make_noise(name, mean, std)
+    (gradient,) = torch.autograd.grad(noise.expected_relu(x).sum(), x)
+    # Relative to F itself, down to F ≈ 1e-198 in the Gaussian's tail; softplus's linear branch
+    # above 20 scales leaves the logistic's 1 − F ≤ 2e-9 out.
+    torch.testing.assert_close(gradient, noise.log_cdf(x.detach()).exp(), rtol=1e-8, atol=0.0)
+
+
+@pytest.mark.parametrize("name", list(NOISES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_expected_relu_has_the_right_limits_far_in_the_tails(name: str, dtype: torch.dtype) -> None:
+    mean, std = 0.5, 2.0
+    distance = std * torch.tensor([40.0, 100.0, 1e3, 1e4], dtype=dtype)
+    x = torch.cat([mean - distance, mean + distance]).requires_grad_(True)
+    expected = make_noise(name, mean, std).expected_relu(x)
+    (gradient,) = torch.autograd.grad(expected.sum(), x)
+    zeros, ones = torch.zeros_like(distance), torch.ones_like(distance)
+    assert (expected >= 0).all()
+    torch.testing.assert_close(expected, torch.cat([zeros, distance]))  # → 0 below, → x − mean above
+    torch.testing.assert_close(gradient, torch.cat([zeros, ones]))  # finite, and F = 0 and 1

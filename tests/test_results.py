@@ -19,7 +19,7 @@ from stochrelax import runs
 from stochrelax.attacks import ATTACKS
 from stochrelax.cli import main
 from stochrelax.config import ConfigError, RunConfig, parse_config
-from stochrelax.results import (CLAIMS_FILE, NOT_MEASURED, ClaimsError, ResultFiles, aggregate, evaluate_claims,
+from stochrelax.results import (CLAIMS_FILE, NOT_MEASURED, Cell, ClaimsError, ResultFiles, aggregate, evaluate_claims,
                                 find_failed_runs,
                                 load_claims, parse_claims, read_study, results_table, verdict_table, write_results)
 from stochrelax.sweep import load_grid
@@ -42,8 +42,9 @@ def write_run(root: Path, name: str, config: RunConfig, seed: int, clean: float,
     runs.write_config(run_dir, parse_config(config.model_dump(mode="json"), {"train": {"seed": seed}}))
     runs.write_summary(run_dir, {"test_accuracy": clean, "epochs": 1})
     if attacks is not None:
-        rows = [{"attack": attack, "budget_name": ATTACKS[attack].budget_name, "budget": budget, "eot_samples": draws,
-                 "accuracy": accuracy} for (attack, budget, draws), accuracy in attacks.items()]
+        rows = [{"attack": attack, "budget_name": "eps" if attack == "worst-case" else ATTACKS[attack].budget_name,
+                 "budget": budget, "eot_samples": draws, "accuracy": accuracy}
+                for (attack, budget, draws), accuracy in attacks.items()]
         runs.write_attack_table(run_dir, {"rows": rows, "warnings": []})
     return run_dir
 
@@ -297,14 +298,14 @@ def test_comparisons_pair_runs_by_seed(tmp_path):
 def test_verdict_table_shows_thesis_criterion_ours_and_verdict(hand_made_results):
     table = verdict_table(list(hand_made_results.values()))
     assert table.header == ["id", "claim", "where", "thesis", "criterion", "ours: single-draw attacks",
-                            "ours: EOT attacks", "verdict", "seeds holding"]
+                            "ours: EOT attacks", "ours: worst case", "verdict", "seeds holding"]
     rows = {row[0]: row for row in table.rows}
     assert rows["fgsm_ratio"][1:] == ["fgsm_ratio in words", "5.3", "1", "≥ ×1.5", "×2.00 ± 0.00 (n=2)",
-                                      "×1.70 ± 0.14 (n=2)", "reproduced", "2/2 · 2/2"]
-    assert rows["eot_only"][4:7] == ["≤ 0 points", "+20.0 ± 0.0 points (n=2)", "+0.0 ± 0.0 points (n=2)"]
-    assert rows["eot_only"][8] == "0/2 · 2/2"
+                                      "×1.70 ± 0.14 (n=2)", "—", "reproduced", "2/2 · 2/2 · —"]
+    assert rows["eot_only"][4:8] == ["≤ 0 points", "+20.0 ± 0.0 points (n=2)", "+0.0 ± 0.0 points (n=2)", "—"]
+    assert rows["eot_only"][9] == "0/2 · 2/2 · —"
     assert rows["clean_level"][4:6] == ["≥ 90%", "86.0 ± 1.4% (n=2)"]
-    assert rows["missing_run"][5:] == ["—", "—", NOT_MEASURED, "— · —"]
+    assert rows["missing_run"][5:] == ["—", "—", "—", NOT_MEASURED, "— · — · —"]
     assert "missing_run: not measured, missing relu_noise-uniform-additive-0.05 (no finished run)" in table.notes
     assert f"weakest: {GAUSSIAN_NAME} (smallest of 2)" in table.notes
 
@@ -432,4 +433,32 @@ def test_seeds_holding_shows_when_a_verdict_rests_on_the_mean_alone(tmp_path):
                                             {"above": 0.0})]})
     [result] = evaluate_claims(claims, aggregate(read_study(tmp_path)))
     assert result.verdict == "reproduced"  # mean +1.5 points
-    assert verdict_table([result]).rows[0][8] == "1/2 · 1/2"  # but seed 1 says otherwise
+    assert verdict_table([result]).rows[0][9] == "1/2 · 1/2 · —"  # but seed 1 says otherwise
+
+
+def test_the_worst_case_is_the_robust_accuracy_the_verdicts_judge(tmp_path):
+    """Logistic beats the baseline by ×2 under the thesis' FGSM, but the worst case takes both to the same level."""
+    for seed in (0, 1):
+        write_run(tmp_path, BASELINE_NAME, BASELINE, seed, 0.90, {("fgsm", 0.1, 1): 0.2, ("worst-case", 0.1, 1): 0.1,
+                                                                  ("missing", 0.3, 1): 0.5})
+        write_run(tmp_path, LOGISTIC_NAME, LOGISTIC, seed, 0.88, {("fgsm", 0.1, 1): 0.4, ("fgsm", 0.1, 8): 0.4,
+                                                                  ("worst-case", 0.1, 8): 0.1,
+                                                                  ("missing", 0.3, 1): 0.6})
+    rows = aggregate(read_study(tmp_path))
+    logistic = by_cell(rows, LOGISTIC_NAME)
+    assert logistic[("fgsm", 0.1, "worst-case")].mean == pytest.approx(0.1)  # an L∞ cell reads the worst case
+    assert logistic[("missing", 0.3, "worst-case")].mean == pytest.approx(0.6)  # other cells their EOT number
+    assert logistic[("clean", None, "worst-case")].mean == pytest.approx(0.88)
+    assert logistic[("worst-case", 0.1, "worst-case")].eot_samples == 8
+    claims = parse_claims({"claims": [
+        claim("fgsm_ratio", "ratio_to_reference", against_baseline(["fgsm eps=0.1"]), {"at_least": 1.5}),
+        claim("missing_gain", "difference_to_reference", against_baseline(["missing p=0.3"]), {"above": 0.0})]})
+    fgsm, missing = evaluate_claims(claims, rows)
+    assert (fgsm.single.mean, fgsm.worst_case.mean) == (pytest.approx(2.0), pytest.approx(1.0))
+    assert fgsm.verdict == "reproduced only against the thesis' attacks"
+    assert missing.verdict == "reproduced"
+    table = results_table(read_study(tmp_path))
+    assert table.header[-1] == "worst-case eps=0.1" and table.header.count("worst-case eps=0.1") == 1
+    assert Cell.parse("worst-case eps=0.1") == Cell("worst-case", "eps", 0.1)
+    with pytest.raises(ValueError, match="takes a budget eps"):
+        Cell.parse("worst-case p=0.1")

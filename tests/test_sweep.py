@@ -18,6 +18,7 @@ import yaml
 from stochrelax import runs
 from stochrelax.cli import main
 from stochrelax.config import ConfigError
+from stochrelax.robustness import AttackSettings
 from stochrelax.sweep import PRESETS, SWEEP_FILE, PlannedRun, Preset, expand_grid, load_grid, plan_jobs, run_sweep
 
 THESIS_STUDY = Path(__file__).resolve().parents[1] / "configs" / "thesis_study.yaml"
@@ -184,8 +185,8 @@ def test_sweep_command_refuses_unsafe_names_and_writes_nothing(name: str, tmp_pa
 
 # --- running a sweep ---------------------------------------------------------------------------
 
-TINY = Preset(epochs=2, train_limit=500, test_limit=200, attack_limit=40, eps=(0.05,), p=(0.3,), eot_samples=2,
-              prediction_samples=2, check_convergence=False)
+TINY = Preset(epochs=2, train_limit=500, test_limit=200, attack_limit=40, attack=AttackSettings(
+    eps=(0.05,), p=(0.3,), eot_samples=2, prediction_samples=2, check_convergence=False))
 TINY_GRID = {"base": {"train": {"epochs": 100}},
              "groups": {"relu": {"set": {"model.activation.kind": "relu"}},
                         "noisy": {"set": {"model.activation": {"kind": "relu", "noise": "logistic", "std": 0.05}}}}}
@@ -267,13 +268,14 @@ def test_a_run_that_cannot_be_done_fails_alone_and_the_sweep_carries_on(real_dat
     assert json.loads((study / SWEEP_FILE).read_text())["jobs"]["relu-seed0"]["status"] == "failed"
 
 
-KILLABLE = Preset(epochs=6, train_limit=1000, test_limit=200, attack_limit=40, eps=(0.05,), p=(0.3,), eot_samples=2,
-                  prediction_samples=2, check_convergence=False)
+KILLABLE = Preset(epochs=6, train_limit=1000, test_limit=200, attack_limit=40, attack=AttackSettings(
+    eps=(0.05,), p=(0.3,), eot_samples=2, prediction_samples=2, check_convergence=False))
 SWEEP_SCRIPT = """
 import sys
 from stochrelax.sweep import Preset, expand_grid, run_sweep
 grid = {grid!r}
-run_sweep(expand_grid(grid), sys.argv[1], seeds=1, preset=Preset(**{preset!r}), workers=1, data_dir=sys.argv[2])
+run_sweep(expand_grid(grid), sys.argv[1], seeds=1, preset=Preset.from_dict({preset!r}), workers=1,
+          data_dir=sys.argv[2])
 """
 
 

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from stochrelax.attacks import FGSM, PGD, IterativeFGSM
-from stochrelax.attacks.core import LossFn, cross_entropy_loss
+from stochrelax.attacks.core import GradientEstimate, LossFn, cross_entropy_loss
 from stochrelax.config import ModelConfig, RunConfig, TrainConfig
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.estimators import MovingAverageBaseline, score_function_surrogate
@@ -365,10 +365,20 @@ def looped_expected_gradient(model: nn.Module, images: torch.Tensor, labels: tor
 
 
 class LoopedEOTPGD(PGD):
-    """:class:`stochrelax.attacks.PGD` (random start, sign step, projection) with a looped EOT gradient."""
+    """:class:`stochrelax.attacks.PGD` (random start, sign step, projection, best iterate), EOT as a loop of passes."""
 
-    def gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return looped_expected_gradient(self.model, images, labels, cross_entropy_loss, self.eot_samples)
+    def estimate(self, images: torch.Tensor, labels: torch.Tensor) -> GradientEstimate:
+        """:func:`looped_expected_gradient`, with the loss and logits its K passes saw."""
+        draws = []  # (logits (B, classes), loss (B,)) of each pass
+
+        def recorded_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            loss = cross_entropy_loss(logits, labels)
+            draws.append((logits.detach(), loss.detach()))
+            return loss
+
+        gradient = looped_expected_gradient(self.model, images, labels, recorded_loss, self.eot_samples)
+        logits, losses = zip(*draws)
+        return GradientEstimate(gradient, torch.stack(losses).sum(dim=0) / self.eot_samples, torch.stack(logits))
 
 
 @torch.no_grad()

@@ -18,10 +18,11 @@ from typing import Callable
 import torch
 
 from stochrelax import __version__
-from stochrelax.attacks import ATTACKS
+from stochrelax.attacks.proxies import Proxy
 from stochrelax.config import ConfigError, load_config
 from stochrelax.data import DataError, data_info, load_fashion_mnist
-from stochrelax.evaluate import DEFAULT_BUDGETS, THESIS_ATTACKS, attack_run, evaluate_run
+from stochrelax.evaluate import evaluate_run
+from stochrelax.robustness import DEFAULT_BUDGETS, DEFAULT_PROXIES, EVALUATIONS, THESIS_ATTACKS, AttackSettings, attack_run
 from stochrelax.runs import CONFIG_FILE, SUMMARY_FILE, RunDirError, check_run_dir, is_finished, load_run
 from stochrelax.sweep import (BACKENDS, PRESETS, SWEEP_FILE, JobResult, SweepInterrupted, load_grid, run_sweep,
                               unfinished_work, usable_cpus)
@@ -101,25 +102,41 @@ def _float_list(text: str) -> tuple[float, ...]:
 
 
 def _attack_names(text: str) -> tuple[str, ...]:
-    names = tuple(ATTACKS) if text == "all" else tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in ATTACKS]
+    names = tuple(EVALUATIONS) if text == "all" else tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in EVALUATIONS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown attack(s) {', '.join(unknown) or text!r}; "
-                                         f"valid: {', '.join(ATTACKS)}, all")
+                                         f"valid: {', '.join(EVALUATIONS)}, all")
+    return names
+
+
+def _proxy_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated proxies such as own,tanh:0.5, got {text!r}")
+    for name in names:
+        try:
+            Proxy.parse(name)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
     return names
 
 
 def format_attack_table(rows: list) -> str:
-    """The robustness rows as an aligned text table."""
-    header = (f"{'attack':9} {'budget':>9} {'EOT':>4} {'accuracy':>9} {'single draw':>14} {'success':>8} "
-              f"{'L-inf':>6} {'L2':>6} {'seconds':>8}")
+    """The robustness rows as an aligned text table, with how each was measured (n, K, steps, proxy)."""
+    header = (f"{'attack':10} {'budget':>9} {'EOT':>4} {'accuracy':>9} {'clean':>6} {'single draw':>14} "
+              f"{'success':>8} {'L-inf':>6} {'n':>5} {'K':>3} {'steps':>5} {'proxy':>8} {'seconds':>8}")
     lines = [header, "-" * len(header)]
     for row in rows:
         single = f"{row.accuracy_single_draw:.1%}" + (f"±{row.accuracy_single_draw_std:.1%}"
                                                        if row.prediction_samples > 1 else "")
-        lines.append(f"{row.attack:9} {row.budget_name + '=' + format(row.budget, 'g'):>9} {row.eot_samples:>4} "
-                     f"{row.accuracy:>9.1%} {single:>14} {row.success_rate:>8.1%} {row.mean_linf:>6.3f} "
-                     f"{row.mean_l2:>6.2f} {row.seconds:>8.1f}")
+        steps = "-" if row.steps is None else str(row.steps)
+        lines.append(f"{row.attack:10} {row.budget_name + '=' + format(row.budget, 'g'):>9} {row.eot_samples:>4} "
+                     f"{row.accuracy:>9.1%} {row.clean_accuracy:>6.1%} {single:>14} {row.success_rate:>8.1%} "
+                     f"{row.mean_linf:>6.3f} {row.examples:>5} {row.prediction_samples:>3} {steps:>5} "
+                     f"{row.proxy:>8} {row.seconds:>8.1f}")
+        lines += [f"  {member['attack']}[{member['proxy']}] broke {member['broke']}" for member in row.members
+                  if member["broke"]]
     return "\n".join(lines)
 
 
@@ -131,14 +148,19 @@ def _attack(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     run = load_run(args.run_dir)
     data = load_fashion_mnist(args.data_dir).limit(test_limit=args.limit)
+    if args.eps == () or args.p == ():
+        raise UsageError("--eps and --p need at least one budget each when given")
     budgets = {name: values for name, values in (("eps", args.eps), ("p", args.p)) if values is not None}
-    settings = {"pgd": {"steps": args.pgd_steps}, "apgd-ce": {"steps": args.apgd_steps},
-                "apgd-dlr": {"steps": args.apgd_steps}, "square": {"queries": args.square_queries}}
-    report = attack_run(run, data, attacks=args.attack, budgets=budgets, eot_samples=args.eot,
-                        prediction_samples=args.samples, batch_size=args.batch_size, settings=settings,
-                        device=device, seed=args.seed, check_convergence=not args.no_convergence_check,
+    transfer_source = load_run(args.transfer_from) if args.transfer_from is not None else None
+    settings = AttackSettings(attacks=args.attack, **budgets, eot_samples=args.eot, prediction_samples=args.samples,
+                              batch_size=args.batch_size, pgd_steps=args.pgd_steps, apgd_steps=args.apgd_steps,
+                              square_queries=args.square_queries, proxy=args.proxy, proxies=args.proxies,
+                              worst_case_steps=args.worst_case_steps, check_convergence=not args.no_convergence_check,
+                              seed=args.seed)
+    report = attack_run(run, data, settings, transfer_source=transfer_source, device=device,
                         progress=not args.no_progress)
-    print(f"{run.path}: clean accuracy {report.clean_accuracy:.1%} on {data.test_labels.shape[0]} test images")
+    print(f"{run.path}: clean accuracy {report.clean_accuracy:.1%} on {data.test_labels.shape[0]} test images "
+          f"(averaged predictor, fixed draws)")
     print(format_attack_table(report.rows))
     for warning in report.warnings:
         print(f"warning: {warning}")
@@ -332,10 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
         "attack", help="attack a finished run and write its robustness table",
         description="Attack a finished run on the test set, write attacks.csv and attacks.json in the run "
                     "directory, and warn about signs of gradient masking. Stochastic models are attacked "
-                    "twice per gradient attack: with one noise draw and with --eot draws (EOT).")
+                    "twice per gradient attack: with one noise draw and with --eot draws (EOT). "
+                    "--attack worst-case adds the adaptive per-example worst case, the robust accuracy to report.")
     attack.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     attack.add_argument("--attack", type=_attack_names, default=THESIS_ATTACKS, metavar="NAMES",
-                        help=f"comma-separated names from {', '.join(ATTACKS)}, or all "
+                        help=f"comma-separated names from {', '.join(EVALUATIONS)}, or all; worst-case: an "
+                             "image is robust only if it survives every attack of an adaptive ensemble "
                              f"(default: the thesis' {','.join(THESIS_ATTACKS)})")
     attack.add_argument("--eps", type=_float_list, default=None, metavar="LIST",
                         help=f"L-inf budgets in pixels (default {','.join(map(str, DEFAULT_BUDGETS['eps']))})")
@@ -351,7 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--pgd-steps", type=_positive_int, default=20, metavar="N", help="default 20")
     attack.add_argument("--apgd-steps", type=_positive_int, default=100, metavar="N", help="default 100")
     attack.add_argument("--square-queries", type=_positive_int, default=5000, metavar="N", help="default 5000")
-    attack.add_argument("--seed", type=int, default=0, metavar="S", help="seed of noise, random starts, masks")
+    attack.add_argument("--proxy", type=lambda text: _proxy_list(text)[0], default="own", metavar="PROXY",
+                        help="how the per-attack rows differentiate sign units: own (the trained estimator's "
+                             "proxy, default) or tanh:T")
+    attack.add_argument("--proxies", type=_proxy_list, default=DEFAULT_PROXIES, metavar="LIST",
+                        help=f"proxies the worst case tries on sign units (default {','.join(DEFAULT_PROXIES)})")
+    attack.add_argument("--worst-case-steps", type=_positive_int, default=50, metavar="N",
+                        help="iterations of the worst case's PGD members (default 50)")
+    attack.add_argument("--transfer-from", type=Path, default=None, metavar="RUN_DIR",
+                        help="a second, independently trained run: the worst case adds PGD examples crafted on it")
+    attack.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="seed of noise, random starts, masks and the fixed evaluation draws")
     attack.add_argument("--no-convergence-check", action="store_true",
                         help="skip the probe that reruns PGD with twice the steps and EOT samples")
     attack.add_argument("--no-progress", action="store_true", help="no progress bar")

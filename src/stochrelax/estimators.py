@@ -39,6 +39,7 @@ from stochrelax.noise import Noise
 __all__ = [
     "ESTIMATORS",
     "binarize",
+    "with_gradient_of",
     "straight_through",
     "classic_straight_through",
     "score_function",
@@ -80,9 +81,13 @@ class _StraightThrough(torch.autograd.Function):
         return grad_output * ctx.derivative(pre_activation), None, None
 
 
-def _with_gradient_of(value: torch.Tensor, pre_activation: torch.Tensor,
-                      derivative: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``value`` in the forward pass; ``derivative(pre_activation)`` times the gradient backward."""
+def with_gradient_of(value: torch.Tensor, pre_activation: torch.Tensor,
+                     derivative: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``value`` in the forward pass; ``derivative(pre_activation)`` times the gradient backward.
+
+    The straight-through construction every estimator here and every attack proxy
+    (:mod:`stochrelax.attacks.proxies`) is built from.
+    """
     return _StraightThrough.apply(pre_activation, value, derivative)
 
 
@@ -92,13 +97,13 @@ def straight_through(pre_activation: torch.Tensor, sample: torch.Tensor, noise: 
     if noise is None:
         raise ValueError("estimator 'ste' differentiates E[sign(a - ξ)] and needs a noise distribution; "
                          "use 'classic_ste' for a deterministic sign unit")
-    return _with_gradient_of(sample, pre_activation, lambda a: 2.0 * noise.pdf(a)), None  # d/da (2F(a) − 1)
+    return with_gradient_of(sample, pre_activation, lambda a: 2.0 * noise.pdf(a)), None  # d/da (2F(a) − 1)
 
 
 def classic_straight_through(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None = None,
                              noisy: bool = True) -> tuple[torch.Tensor, None]:
     """Sample value forward, gradient of hard-tanh(a) backward (1 where |a| ≤ 1)."""
-    return _with_gradient_of(sample, pre_activation, lambda a: (a.abs() <= 1.0).to(a.dtype)), None
+    return with_gradient_of(sample, pre_activation, lambda a: (a.abs() <= 1.0).to(a.dtype)), None
 
 
 def score_function(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None,

@@ -24,17 +24,19 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 
-from stochrelax.estimators import ESTIMATORS, binarize
+from stochrelax.estimators import ESTIMATORS, binarize, with_gradient_of
 from stochrelax.noise import NOISES, Noise, make_noise
 
 __all__ = [
     "ACTIVATIONS",
+    "GradientProxy",
     "MODES",
     "DEFAULT_NOISE_MEAN",
     "check_activation_args",
     "stochastic_activation",
     "StochasticActivation",
     "noise_disabled",
+    "gradient_proxies",
     "straight_through_gradients",
 ]
 
@@ -47,17 +49,24 @@ MODES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 DEFAULT_NOISE_MEAN = {"additive": 0.0, "multiplicative": 1.0}
 
 
+GradientProxy = Callable[[torch.Tensor], torch.Tensor]
+"""Derivative s'(a) of a smooth stand-in s for a sign unit, evaluated at the pre-activation."""
+
+
 def _relu(pre_activation: torch.Tensor, perturbed: torch.Tensor, noise: Noise | None, estimator: str | None,
-          noisy: bool) -> tuple[torch.Tensor, None]:
+          noisy: bool, gradient_proxy: GradientProxy | None) -> tuple[torch.Tensor, None]:
     return torch.relu(perturbed), None
 
 
 def _sign(pre_activation: torch.Tensor, perturbed: torch.Tensor, noise: Noise | None, estimator: str | None,
-          noisy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return ESTIMATORS[estimator](pre_activation, binarize(perturbed.detach()), noise, noisy)
+          noisy: bool, gradient_proxy: GradientProxy | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    sample = binarize(perturbed.detach())
+    if gradient_proxy is not None:
+        return with_gradient_of(sample, pre_activation, gradient_proxy), None
+    return ESTIMATORS[estimator](pre_activation, sample, noise, noisy)
 
 
-# (pre_activation, perturbed pre-activation, noise, estimator, noisy) -> (output, log p(y | a) or None)
+# (pre_activation, perturbed pre-activation, noise, estimator, noisy, gradient proxy) -> (output, log p(y | a) or None)
 ACTIVATIONS = {"relu": _relu, "sign": _sign}
 
 
@@ -104,7 +113,8 @@ def check_activation_args(activation: str, noise: str | None, mode: str, std: fl
 
 def stochastic_activation(pre_activation: torch.Tensor, activation: str, noise: Noise | None = None,
                           mode: str = "additive", estimator: str | None = None,
-                          noisy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                          noisy: bool = True, gradient_proxy: GradientProxy | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Applies f(a − ξ) or f(a · ξ) with a fresh noise draw.
 
     Args:
@@ -114,6 +124,9 @@ def stochastic_activation(pre_activation: torch.Tensor, activation: str, noise: 
         mode: ``"additive"`` or ``"multiplicative"``.
         estimator: gradient estimator of a sign unit (see :mod:`stochrelax.estimators`).
         noisy: draw noise; ``False`` gives the deterministic counterpart f(a).
+        gradient_proxy: for a sign unit, back-propagate through this derivative instead of
+            the estimator's (BPDA for attacks, :mod:`stochrelax.attacks.proxies`); the forward
+            value is still the sample. Ignored by ReLU units, which have a true gradient.
 
     Returns:
         The activation (same shape as the input) and, for score-function sign units,
@@ -124,7 +137,7 @@ def stochastic_activation(pre_activation: torch.Tensor, activation: str, noise: 
     if draw:
         xi = noise.sample_like(pre_activation.detach())
         perturbed = MODES[mode](pre_activation, xi)
-    return ACTIVATIONS[activation](pre_activation, perturbed, noise, estimator, draw)
+    return ACTIVATIONS[activation](pre_activation, perturbed, noise, estimator, draw, gradient_proxy)
 
 
 class StochasticActivation(nn.Module):
@@ -143,6 +156,9 @@ class StochasticActivation(nn.Module):
         noise_enabled: set ``False`` for the deterministic counterpart f(a).
         last_log_prob: per-example log p(y | a) of the last forward pass of a
             score-function unit, (B,); ``None`` otherwise.
+        gradient_proxy: set by attacks (:func:`gradient_proxies`) so that a sign unit
+            back-propagates through a smooth proxy of their choice; ``None`` (the default)
+            uses the unit's estimator.
 
     Example:
         >>> layer = StochasticActivation("sign", "logistic", "additive", std=0.05, estimator="ste")
@@ -160,6 +176,7 @@ class StochasticActivation(nn.Module):
         self.noise_name = noise
         self.noise_enabled = True
         self.last_log_prob: torch.Tensor | None = None
+        self.gradient_proxy: GradientProxy | None = None
 
     @property
     def is_stochastic(self) -> bool:
@@ -168,7 +185,8 @@ class StochasticActivation(nn.Module):
 
     def forward(self, pre_activation: torch.Tensor) -> torch.Tensor:
         output, self.last_log_prob = stochastic_activation(
-            pre_activation, self.activation, self.noise, self.mode, self.estimator, self.noise_enabled)
+            pre_activation, self.activation, self.noise, self.mode, self.estimator, self.noise_enabled,
+            self.gradient_proxy)
         return output
 
     def extra_repr(self) -> str:
@@ -200,19 +218,41 @@ def noise_disabled(module: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextmanager
-def straight_through_gradients(module: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, score-function sign units back-propagate through the 2p(a) proxy.
+def gradient_proxies(module: nn.Module,
+                     proxy_of: Callable[[StochasticActivation], GradientProxy | None]) -> Iterator[nn.Module]:
+    """Within the block every sign unit ``u`` of ``module`` back-propagates through ``proxy_of(u)``.
 
-    Sign units have zero gradient almost everywhere, and score-function units pass none
-    at all; a gradient attack on them differentiates through the smooth straight-through
-    proxy instead (BPDA, Athalye et al. 2018), whatever estimator trained them. Units
-    already using a straight-through estimator are unchanged; settings are restored on exit.
+    Sign units have zero gradient almost everywhere; a gradient attack differentiates
+    through a smooth proxy instead while keeping the real forward pass (BPDA, Athalye et
+    al. 2018, https://arxiv.org/abs/1802.00420). A unit for which ``proxy_of`` returns
+    ``None`` keeps its current setting. The previous settings are restored on exit.
     """
-    layers = [m for m in module.modules() if isinstance(m, StochasticActivation) and m.estimator == "score"]
+    layers = [m for m in module.modules() if isinstance(m, StochasticActivation) and m.activation == "sign"]
+    previous = [layer.gradient_proxy for layer in layers]
     for layer in layers:
-        layer.estimator = "ste"
+        layer.gradient_proxy = proxy_of(layer) or layer.gradient_proxy
     try:
         yield module
     finally:
-        for layer in layers:
-            layer.estimator = "score"
+        for layer, proxy in zip(layers, previous):
+            layer.gradient_proxy = proxy
+
+
+def _score_unit_proxy(layer: StochasticActivation) -> GradientProxy | None:
+    if layer.estimator != "score" or layer.gradient_proxy is not None:
+        return None
+    noise = layer.noise
+    return lambda pre_activation: 2.0 * noise.pdf(pre_activation)  # d/da E[y] = d/da (2F(a) − 1)
+
+
+@contextmanager
+def straight_through_gradients(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, score-function sign units back-propagate through the 2p(a) proxy.
+
+    Score-function units pass no gradient at all; an attack that uses the units' own
+    estimators differentiates them through 2p(a), the straight-through estimator's proxy.
+    Units with a straight-through estimator, or with a gradient proxy already set
+    (:func:`gradient_proxies`), are unchanged; settings are restored on exit.
+    """
+    with gradient_proxies(module, _score_unit_proxy):
+        yield module

@@ -13,7 +13,8 @@ random draw itself is most of the cost of a stochastic unit.
 
 Each distribution offers ``sample``, ``pdf``, ``cdf`` and the log-CDF / log-survival
 function that the score-function estimator needs (``log P(ξ ≤ x)``, ``log P(ξ > x)``),
-computed stably in the tails.
+computed stably in the tails, and ``expected_relu``, the mean E[relu(x − ξ)] of a stochastic
+ReLU unit, from which a smooth deterministic surrogate of the unit is built.
 """
 
 from __future__ import annotations
@@ -75,6 +76,17 @@ class Noise(ABC):
     def log_sf(self, x: torch.Tensor) -> torch.Tensor:
         """log P(ξ > x), accurate in the upper tail."""
 
+    @abstractmethod
+    def expected_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """E[relu(x − ξ)] = E[(x − ξ)⁺] = ∫_{−∞}^{x} F(t) dt, elementwise.
+
+        The mean output of the stochastic ReLU unit y = relu(a − ξ) at pre-activation a = x,
+        so replacing each unit by it gives a smooth deterministic surrogate of the network.
+        The integral form follows from E[Z⁺] = ∫_0^∞ P(Z > u) du with Z = x − ξ, substituting
+        t = x − u; hence d/dx E[(x − ξ)⁺] = F(x), the CDF. Closed form in each subclass,
+        differentiable, finite in both tails, → 0 as x → −∞ and ~ x − mean as x → +∞.
+        """
+
     def _standardise(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         return (x - self.mean) / scale
 
@@ -98,6 +110,22 @@ class Gaussian(Noise):
 
     def log_sf(self, x):
         return torch.special.log_ndtr(-self._standardise(x, self.std))
+
+    def expected_relu(self, x):
+        """(x − μ)·Φ(z) + σ·φ(z) with z = (x − μ)/σ, the mean of a rectified Gaussian.
+
+        Φ is exp(log_ndtr(z)), not ndtr(z): on the CPU torch's ndtr loses the lower tail (in
+        float32 it moves in steps of 3e-8, 4% off at z = −5 and 0 below z ≈ −5.6; in float64 it
+        is 0 below z ≈ −8.5), which would make the mean negative there and its gradient wrong.
+        For z ≪ 0 the two terms cancel (their sum is ≈ σ·φ(z)/z²), so the relative error grows
+        like z²·eps and, among float32 subnormals, the sum can round below 0: it is clamped at 0.
+        Far below the mean both terms underflow to 0; far above it Φ = 1 and φ = 0 give exactly
+        x − μ.
+        """
+        z = self._standardise(x, self.std)
+        density = torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+        mean = (x - self.mean) * torch.special.log_ndtr(z).exp() + self.std * density
+        return mean.clamp(min=0.0)
 
 
 @dataclass(frozen=True)
@@ -125,6 +153,11 @@ class Logistic(Noise):
     def log_sf(self, x):
         return F.softplus(self._standardise(x, self.scale)).neg()
 
+    def expected_relu(self, x):
+        """s·softplus((x − μ)/s), the integral of the sigmoid CDF: softplus is log1p(exp) below its
+        threshold and the identity above it, so neither tail overflows."""
+        return self.scale * F.softplus(self._standardise(x, self.scale))
+
 
 @dataclass(frozen=True)
 class Uniform(Noise):
@@ -149,6 +182,17 @@ class Uniform(Noise):
 
     def log_sf(self, x):
         return torch.log1p(-self.cdf(x))
+
+    def expected_relu(self, x):
+        """0 for x ≤ μ − w; (x − μ + w)²/(4w) inside; x − μ for x ≥ μ + w.
+
+        Written as clamp(x − μ + w, 0, 2w)²/(4w) + relu(x − μ − w): the first term saturates at w
+        above the support, where the second takes over. relu (gradient 0 at 0) rather than a
+        clamp (gradient 1 at its bound) keeps the derivative at x = μ + w equal to F = 1, not 2.
+        """
+        w = self.half_width
+        inside = (x - self.mean + w).clamp(0.0, 2.0 * w)
+        return inside * inside / (4.0 * w) + torch.relu(x - self.mean - w)
 
 
 NOISES: dict[str, type[Noise]] = {"gaussian": Gaussian, "logistic": Logistic, "uniform": Uniform}

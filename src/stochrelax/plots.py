@@ -42,6 +42,7 @@ from stochrelax.layers import MODES
 from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sample_logits
 from stochrelax.noise import NOISES, make_noise
 from stochrelax.rng import seeded
+from stochrelax.robustness import WORST_CASE
 
 __all__ = [
     "MissingData", "DPI", "EVALUATION_IMAGES",
@@ -73,6 +74,7 @@ ATTACK_TITLES = {
     "apgd-dlr": "APGD-DLR",
     "square": "Square (score-based)",
     "missing": "missing features (thesis Fig. 5.5)",
+    "worst-case": "worst case over an adaptive ensemble",
 }
 EXAMPLE_FIGURES = {"ifgsm-ll": "thesis Fig. 4.2", "fgsm": "thesis Fig. 4.3", "missing": "thesis Fig. 4.5"}
 NOISE_COLOURS = {"gaussian": "tab:blue", "logistic": "tab:orange", "uniform": "tab:green"}
@@ -411,7 +413,8 @@ def accuracy_vs_budget(run_dirs: Sequence[str | Path], budget_name: str = "eps")
         raise MissingData(f"no attack table in {', '.join(map(str, paths))}: run `stochrelax attack {paths[0]}`"
                           + (" and likewise for the others" if len(paths) > 1 else ""))
     present = {row["attack"] for path in attacked for row in tables[path]["rows"]}
-    attacks = [name for name, info in ATTACKS.items() if info.budget_name == budget_name and name in present]
+    budget_names = {**{name: info.budget_name for name, info in ATTACKS.items()}, WORST_CASE: "eps"}
+    attacks = [name for name, kind in budget_names.items() if kind == budget_name and name in present]
     if not attacks:
         suggested = ",".join(name for name, info in ATTACKS.items() if info.budget_name == budget_name)
         raise MissingData(f"the attack tables of {', '.join(map(str, attacked))} have no {budget_name} attack: "

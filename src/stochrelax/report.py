@@ -25,6 +25,7 @@ from stochrelax.data import FashionMNIST
 from stochrelax.results import (RESULTS_CAPTION, VERDICTS_CAPTION, Table, aggregate, describe_adversarial_training,
                                 describe_units, evaluate_claims, load_claims, markdown_table, read_study,
                                 results_table, verdict_table)
+from stochrelax.robustness import WORST_CASE
 from stochrelax.runs import Run, load_run, read_attack_table
 
 __all__ = ["SUMMARY_BUDGETS", "ReportFigure", "summary_table", "build_report"]
@@ -52,6 +53,8 @@ def _cell(rows: list[dict], attack: str, budget: float, stochastic: bool) -> str
         return "—"
     single = matching.get(1)
     eot = max((k for k in matching if k > 1), default=None)
+    if attack == WORST_CASE:  # one number: the worst case attacks with EOT already
+        return f"{matching[max(matching)]:.1%}"
     if stochastic and eot is not None:
         single_text = "—" if single is None else f"{single:.1%}"
         return f"{single_text} / {matching[eot]:.1%}"

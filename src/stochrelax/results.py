@@ -11,9 +11,9 @@ summary and attack table, never the weights — and
    with its mean and sample standard deviation;
 2. checks the thesis' claims, stated as data in the packaged ``claims.yaml``
    (:func:`load_claims`), against those numbers (:func:`evaluate_claims`,
-   :func:`verdict_table`): once with single-draw attacks, the thesis' setting, and once
-   with EOT attacks (Athalye et al. 2018), which randomized defenses must survive before
-   their robustness means anything.
+   :func:`verdict_table`): with single-draw attacks, the thesis' setting; with EOT
+   attacks (Athalye et al. 2018), which randomized defenses must survive before their
+   robustness means anything; and against the adaptive per-example worst case.
 
 :func:`write_results` does both for a directory tree and writes ``results.csv``,
 ``results.md``, ``verdicts.csv`` and ``verdicts.md``.
@@ -23,7 +23,10 @@ from one noise draw) or ``"eot"`` (the largest number of draws > 1 measured). Wh
 cannot change an attack — the model is deterministic, or the attack never queries the
 model's gradient or scores (missing features) — the single-draw number is also the EOT
 number, so that every comparison has its cells under both variants. Clean accuracy is
-the same under both. The accuracy is always that of the averaged predictor.
+the same under both. A third variant, ``"worst-case"``, reads every L∞ attack cell as the
+per-example worst case at its eps (:mod:`stochrelax.robustness`) — the robust accuracy the
+verdicts judge — and every other cell as its EOT number. The accuracy is always that of
+the averaged predictor.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from stochrelax import plots
 from stochrelax.attacks import ATTACKS
+from stochrelax.robustness import WORST_CASE
 from stochrelax.config import ConfigError, RunConfig, load_config, read_yaml
 from stochrelax.runs import CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, RunDirError, read_attack_table, read_failure
 
@@ -163,8 +167,10 @@ def read_study(root: str | Path) -> list[RunResults]:
 
 # --- aggregation over seeds --------------------------------------------------------------------
 
-VARIANTS = ("single", "eot")  # attacks with one noise draw per gradient, and with EOT over many
-_VARIANT_NAMES = {"single": "single-draw", "eot": "EOT"}
+# attacks with one noise draw per gradient, with EOT over many, and the adaptive per-example worst case
+VARIANTS = ("single", "eot", "worst-case")
+_VARIANT_NAMES = {"single": "single-draw", "eot": "EOT", "worst-case": "worst case"}
+_BUDGET_NAMES = {**{name: info.budget_name for name, info in ATTACKS.items()}, WORST_CASE: "eps"}
 Values = dict[int, float]  # a number per seed
 
 _SEED_SUFFIX = re.compile(r"-seed\d+$")
@@ -197,9 +203,9 @@ class Cell:
             if budget_name is not None:
                 raise ValueError(f"{text!r}: clean accuracy takes no budget")
             return CLEAN
-        if metric not in ATTACKS:
-            raise ValueError(f"{text!r}: unknown attack {metric!r}; valid: clean, {', '.join(ATTACKS)}")
-        expected = ATTACKS[metric].budget_name
+        if metric not in _BUDGET_NAMES:
+            raise ValueError(f"{text!r}: unknown attack {metric!r}; valid: clean, {', '.join(_BUDGET_NAMES)}")
+        expected = _BUDGET_NAMES[metric]
         if budget_name != expected:
             raise ValueError(f"{text!r}: {metric} takes a budget {expected}=…")
         try:
@@ -218,8 +224,8 @@ def _budget_key(budget: float) -> float:
 
 
 def _cell_order(cell: Cell) -> tuple:
-    """Clean accuracy first, then attacks in registry order, then budgets ascending."""
-    attacks = list(ATTACKS)
+    """Clean accuracy first, then attacks in registry order and the worst case, then budgets ascending."""
+    attacks = list(_BUDGET_NAMES)
     rank = -1 if cell == CLEAN else attacks.index(cell.metric) if cell.metric in attacks else len(attacks)
     return rank, cell.metric, cell.budget or 0.0
 
@@ -304,9 +310,13 @@ def _eot_can_change(config: RunConfig, attack: str) -> bool:
 
 def _run_cells(run: RunResults) -> dict[tuple[Cell, str], tuple[float, int]]:
     """(cell, variant) → (accuracy, EOT draws) of one run (see the module docstring for the variants)."""
-    cells = {(CLEAN, variant): (run.test_accuracy, 1) for variant in VARIANTS}
+    cells = {(CLEAN, variant): (run.test_accuracy, 1) for variant in ("single", "eot")}
     by_draws: dict[Cell, dict[int, float]] = {}  # later rows of the same cell and draws win: they are newer
+    worst: dict[float, tuple[float, int]] = {}  # eps -> worst-case accuracy and its EOT draws
     for row in run.attack_rows or ():
+        if row["attack"] == WORST_CASE:
+            worst[_budget_key(row["budget"])] = (float(row["accuracy"]), int(row["eot_samples"]))
+            continue
         cell = Cell(row["attack"], row["budget_name"], _budget_key(row["budget"]))
         by_draws.setdefault(cell, {})[int(row["eot_samples"])] = float(row["accuracy"])
     for cell, accuracies in by_draws.items():
@@ -317,6 +327,13 @@ def _run_cells(run: RunResults) -> dict[tuple[Cell, str], tuple[float, int]]:
             cells[(cell, "eot")] = (accuracies[eot_draws], eot_draws)
         elif 1 in accuracies and not _eot_can_change(run.config, cell.metric):
             cells[(cell, "eot")] = (accuracies[1], 1)
+    for budget, measured in worst.items():
+        cells[(Cell(WORST_CASE, "eps", budget), "worst-case")] = measured
+    if worst:  # every cell read as the robust accuracy: an L∞ attack's is the worst case at its eps
+        for (cell, variant), measured in list(cells.items()):
+            if variant == "eot":
+                cells[(cell, "worst-case")] = worst.get(cell.budget) if cell.budget_name == "eps" else measured
+        cells = {key: value for key, value in cells.items() if value is not None}
     return cells
 
 
@@ -354,7 +371,8 @@ def results_table(runs: Iterable[RunResults | str | Path]) -> Table:
     """One row per configuration, one column per cell and variant: mean ± sample std over seeds.
 
     A cell measured on fewer seeds than the configuration has adds ``(n=k)``. An EOT column
-    appears only for cells some run attacked with EOT; a run without an attack table adds a note.
+    appears only for cells some run attacked with EOT; the worst case has one column per eps;
+    a run without an attack table adds a note.
     """
     runs = _as_results(runs)
     configurations = _configurations(runs)
@@ -362,7 +380,9 @@ def results_table(runs: Iterable[RunResults | str | Path]) -> Table:
     every_row = [row for rows in rows_of.values() for row in rows]
     attacked = sorted({row.cell for row in every_row if row.cell != CLEAN}, key=_cell_order)
     with_eot = {row.cell for row in every_row if row.variant == "eot" and row.eot_samples > 1}
-    columns = [(cell, variant) for cell in attacked for variant in VARIANTS if variant == "single" or cell in with_eot]
+    columns = [(cell, variant) for cell in attacked
+               for variant in (("worst-case",) if cell.metric == WORST_CASE else VARIANTS[:2])
+               if variant != "eot" or cell in with_eot]
     header = ["configuration", "units", "adversarial training", "n", "clean accuracy"]
     header += [str(cell) + (" EOT" if variant == "eot" else "") for cell, variant in columns]
     table_rows = []
@@ -725,11 +745,18 @@ def load_claims(path: str | Path = CLAIMS_FILE) -> list[Claim]:
     return parse_claims(read_yaml(path, kind="claims"), source=str(path))
 
 
-# (holds with single-draw attacks, holds with EOT attacks) → verdict
+# Studies without the worst case: (holds with single-draw attacks, holds with EOT attacks) → verdict
 VERDICTS: dict[tuple[bool, bool], str] = {
     (True, True): "reproduced",
     (True, False): "reproduced only without EOT",
     (False, True): "reproduced only with EOT",
+    (False, False): "not reproduced",
+}
+# With the worst case, the robust accuracy: (holds with the thesis' single-draw attacks, holds against the worst case)
+WORST_CASE_VERDICTS: dict[tuple[bool, bool], str] = {
+    (True, True): "reproduced",
+    (True, False): "reproduced only against the thesis' attacks",
+    (False, True): "reproduced only against the worst case",
     (False, False): "not reproduced",
 }
 NOT_MEASURED = "not measured"
@@ -737,30 +764,42 @@ NOT_MEASURED = "not measured"
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """A claim measured with single-draw and with EOT attacks, and the verdict."""
+    """A claim measured with single-draw attacks, with EOT attacks and against the worst case, and the verdict."""
 
     claim: Claim
     single: Measurement
     eot: Measurement
-    verdict: str  # a value of VERDICTS, or NOT_MEASURED
+    worst_case: Measurement
+    verdict: str  # a value of WORST_CASE_VERDICTS (VERDICTS where the study has no worst case), or NOT_MEASURED
+
+    @property
+    def measurements(self) -> tuple[Measurement, Measurement, Measurement]:
+        """In the order of :data:`VARIANTS`."""
+        return self.single, self.eot, self.worst_case
 
 
 def evaluate_claims(claims: Sequence[Claim], rows: Sequence[ResultRow]) -> list[ClaimResult]:
     """Measures every claim on the aggregated rows, once per attack variant, and gives its verdict.
 
-    A claim holds when its criterion holds for the mean over seeds. It is "not measured"
-    when a run or cell it needs is missing under either variant; "reproduced only without
-    EOT" when it holds against single-draw attacks — the only ones the thesis ran — and
-    fails once the attacks average gradients over noise draws.
+    A claim holds when its criterion holds for the mean over seeds. The verdict judges the
+    robust accuracy by the worst case (every L∞ attack cell read as the worst case at its eps)
+    and says whether it changes from the thesis' single-draw attacks: "reproduced only
+    against the thesis' attacks" when the claim holds against them and fails against the
+    worst case. A study without worst-case rows gets the single-draw/EOT verdicts of
+    :data:`VERDICTS`. "Not measured" when a run or cell it needs is missing.
     """
     lookup = _Lookup.of(rows)
     results = []
     for claim in claims:
         measure = MEASURES[claim.measure]
-        single, eot = (measure.evaluate(lookup, variant, claim.arguments) for variant in VARIANTS)
-        verdict = (VERDICTS[(claim.holds(single), claim.holds(eot))] if single.measured and eot.measured
-                   else NOT_MEASURED)
-        results.append(ClaimResult(claim, single, eot, verdict))
+        single, eot, worst = (measure.evaluate(lookup, variant, claim.arguments) for variant in VARIANTS)
+        if not (single.measured and eot.measured):
+            verdict = NOT_MEASURED
+        elif worst.measured:
+            verdict = WORST_CASE_VERDICTS[(claim.holds(single), claim.holds(worst))]
+        else:
+            verdict = VERDICTS[(claim.holds(single), claim.holds(eot))]
+        results.append(ClaimResult(claim, single, eot, worst, verdict))
     return results
 
 
@@ -771,11 +810,14 @@ def _measurement_text(claim: Claim, measurement: Measurement) -> str:
 def _result_notes(result: ClaimResult, listed: int = 5) -> list[str]:
     notes = []
     missing = list(dict.fromkeys(result.single.missing + result.eot.missing))
+    if not missing and not result.worst_case.measured:
+        notes.append(f"{result.claim.id}: no worst case in this study, so the verdict rests on the thesis' attacks "
+                     "and EOT; sign networks in particular are overstated by them")
     if missing:
         more = f" and {len(missing) - listed} more" if len(missing) > listed else ""
         notes.append(f"{result.claim.id}: not measured, missing {'; '.join(missing[:listed])}{more}")
     details = {_VARIANT_NAMES[variant]: measurement.detail
-               for variant, measurement in zip(VARIANTS, (result.single, result.eot)) if measurement.detail}
+               for variant, measurement in zip(VARIANTS, result.measurements) if measurement.detail}
     if len(set(details.values())) == 1:
         notes.append(f"{result.claim.id}: {next(iter(details.values()))}")
     elif details:
@@ -784,20 +826,20 @@ def _result_notes(result: ClaimResult, listed: int = 5) -> list[str]:
 
 
 def _agreement_text(result: ClaimResult) -> str:
-    """Seeds in which the criterion holds, single-draw / EOT, e.g. ``2/2 · 1/2``."""
+    """Seeds in which the criterion holds, single-draw · EOT · worst case, e.g. ``2/2 · 1/2 · 0/2``."""
     return " · ".join(f"{result.claim.seeds_holding(measurement)}/{measurement.n}" if measurement.measured else "—"
-                      for measurement in (result.single, result.eot))
+                      for measurement in result.measurements)
 
 
 def verdict_table(results: Sequence[ClaimResult]) -> Table:
     """One row per claim: what the thesis says and where, the criterion, our number with
-    single-draw and with EOT attacks (mean ± std over seeds, n), the verdict, and in how
-    many seeds the criterion holds on its own (single-draw · EOT)."""
+    single-draw and EOT attacks and against the worst case (mean ± std over seeds, n), the
+    verdict, and in how many seeds the criterion holds on its own (single-draw · EOT · worst case)."""
     header = ["id", "claim", "where", "thesis", "criterion", "ours: single-draw attacks", "ours: EOT attacks",
-              "verdict", "seeds holding"]
+              "ours: worst case", "verdict", "seeds holding"]
     rows = [[result.claim.id, result.claim.text, result.claim.where, result.claim.thesis,
-             result.claim.criterion_text(), _measurement_text(result.claim, result.single),
-             _measurement_text(result.claim, result.eot), result.verdict, _agreement_text(result)]
+             result.claim.criterion_text(), *(_measurement_text(result.claim, m) for m in result.measurements),
+             result.verdict, _agreement_text(result)]
             for result in results]
     return Table(header, rows, [note for result in results for note in _result_notes(result)])
 
@@ -806,10 +848,14 @@ def verdict_table(results: Sequence[ClaimResult]) -> Table:
 
 # What the tables show, above them in results.md, verdicts.md and the report.
 RESULTS_CAPTION = ("Accuracy of the averaged predictor, mean ± sample std over seeds; n: seeds. Columns marked EOT: "
-                   "attacks averaging their gradient over noise draws.")
-VERDICTS_CAPTION = ("The thesis' claims, each measured with single-draw attacks (the thesis' setting) and with EOT "
-                    "attacks; criteria apply to the mean over seeds, comparisons pair runs by seed. Seeds holding: "
-                    "in how many seeds the criterion holds on its own (single-draw · EOT); where they disagree, the "
+                   "attacks averaging their gradient over noise draws. Worst case: an image counts as robust only if "
+                   "it survives every attack of an adaptive ensemble (proxies, surrogates, APGD, Square) — the robust "
+                   "accuracy to report.")
+VERDICTS_CAPTION = ("The thesis' claims, each measured with single-draw attacks (the thesis' setting), with EOT "
+                    "attacks, and against the adaptive worst case (every L∞ attack cell read as the worst case at "
+                    "its eps); the verdict judges the worst case and says when it differs from the thesis' attacks. "
+                    "Criteria apply to the mean over seeds, comparisons pair runs by seed. Seeds holding: in how many "
+                    "seeds the criterion holds on its own (single-draw · EOT · worst case); where they disagree, the "
                     "verdict rests on the mean alone and more seeds are needed.")
 
 
@@ -873,9 +919,10 @@ def write_results(root: str | Path, out_dir: str | Path | None = None) -> Result
                                 + (f"\n{failed}" if failed else ""))
     files.verdicts_csv.write_text(_csv_text(
         ["id", "claim", "where", "thesis", "criterion", "single_mean", "single_std", "single_n", "single_seeds_holding",
-         "eot_mean", "eot_std", "eot_n", "eot_seeds_holding", "verdict", "notes"],
+         "eot_mean", "eot_std", "eot_n", "eot_seeds_holding", "worst_case_mean", "worst_case_std", "worst_case_n",
+         "worst_case_seeds_holding", "verdict", "notes"],
         ([result.claim.id, result.claim.text, result.claim.where, result.claim.thesis, result.claim.criterion_text(),
-          *_measurement_fields(result.claim, result.single), *_measurement_fields(result.claim, result.eot),
+          *(field for m in result.measurements for field in _measurement_fields(result.claim, m)),
           result.verdict,
           " | ".join(_result_notes(result))] for result in results)))
     files.verdicts_md.write_text(f"{VERDICTS_CAPTION}\n\n{markdown_table(verdict_table(results))}\n")

@@ -22,8 +22,8 @@ values may hold only letters, digits and ``. _ - = +`` (not starting with ``.``)
 grid cannot make a sweep write anywhere else.
 
 :func:`run_sweep` executes a grid: every run × seed is one job that trains the run
-(``OUT/NAME-seedS``) and attacks it with the thesis' attacks, single-draw and with EOT
-(:func:`run_job`). Jobs go to a local process pool (the CPU threads divided among the
+(``OUT/NAME-seedS``) and attacks it with the thesis' attacks, single-draw and with EOT, and
+with the adaptive per-example worst case (:func:`run_job`, :mod:`stochrelax.robustness`). Jobs go to a local process pool (the CPU threads divided among the
 workers) or to a Ray cluster, one task per job. Everything a job does is resumable: a
 finished run is not trained again, an unfinished one continues from its last epoch
 checkpoint, and a run whose attack table is complete is not attacked again — so an
@@ -46,7 +46,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from stochrelax.config import ConfigError, RunConfig, load_config, merge_mappings, parse_config, read_yaml
 from stochrelax.data import FashionMNIST, load_fashion_mnist
-from stochrelax.evaluate import DEFAULT_BUDGETS, THESIS_ATTACKS, attack_plan, attack_run
+from stochrelax.robustness import DEFAULT_BUDGETS, THESIS_ATTACKS, WORST_CASE, AttackSettings, attack_plan, attack_run
 from stochrelax.runs import CONFIG_FILE, RunDirError, is_finished, load_run, read_attack_table
 from stochrelax.train import TrainingDiverged, train_run
 
@@ -178,17 +178,13 @@ def load_grid(path: str | Path) -> list[PlannedRun]:
 
 @dataclass(frozen=True)
 class Preset:
-    """How much of the protocol a sweep runs: epochs and data of training, and the attack sweep."""
+    """How much of the protocol a sweep runs: epochs and data of training, and how runs are attacked."""
 
     epochs: int | None  # training epochs (None: the grid's own, the thesis' 100)
     train_limit: int | None  # first N training images (None: all 60,000)
     test_limit: int | None  # first N test images for the per-epoch evaluation (None: all 10,000)
     attack_limit: int  # first N test images attacked
-    eps: tuple[float, ...]  # L-inf budgets of FGSM and targeted iterative FGSM
-    p: tuple[float, ...]  # missing-feature ratios
-    eot_samples: int  # noise draws per attack gradient of the EOT variant
-    prediction_samples: int  # softmax samples of the averaged predictor that judges the attacks
-    check_convergence: bool  # the PGD convergence probe of the gradient-masking checks
+    attack: AttackSettings  # attacks, budgets, draws, steps and proxies (the seed is the run's)
 
     def apply(self, config: RunConfig, seed: int) -> RunConfig:
         """``config`` with this preset's epochs and data limits and the given seed."""
@@ -196,21 +192,28 @@ class Preset:
         data = {"train_limit": self.train_limit, "test_limit": self.test_limit}
         return parse_config(config.model_dump(mode="python"), {"train": train, "data": data})
 
-    @property
-    def budgets(self) -> dict[str, tuple[float, ...]]:
-        return {"eps": self.eps, "p": self.p}
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "Preset":
+        """The preset as :func:`dataclasses.asdict` wrote it into ``sweep.json``."""
+        attack = {key: tuple(value) if isinstance(value, list) else value for key, value in record["attack"].items()}
+        return cls(**{**record, "attack": AttackSettings(**attack)})
 
+
+_STUDY_ATTACKS = (*THESIS_ATTACKS, WORST_CASE)
 
 PRESETS: dict[str, Preset] = {
     # a few minutes on 2 CPU cores: checks that the whole pipeline works, numbers are noise
-    "smoke": Preset(epochs=2, train_limit=2000, test_limit=500, attack_limit=100, eps=(0.03, 0.07, 0.1), p=(0.3,),
-                    eot_samples=4, prediction_samples=4, check_convergence=False),
+    "smoke": Preset(epochs=2, train_limit=2000, test_limit=500, attack_limit=100, attack=AttackSettings(
+        attacks=_STUDY_ATTACKS, eps=(0.03, 0.07, 0.1), p=(0.3,), eot_samples=4, prediction_samples=4,
+        worst_case_steps=10, apgd_steps=10, square_queries=50, check_convergence=False)),
     # well under an hour on 2 CPU cores with 2 seeds: every claim gets a first answer
-    "quick": Preset(epochs=3, train_limit=10_000, test_limit=2000, attack_limit=200, eps=(0.0, 0.03, 0.07, 0.1),
-                    p=(0.0, 0.1, 0.3, 0.5), eot_samples=4, prediction_samples=8, check_convergence=False),
+    "quick": Preset(epochs=3, train_limit=10_000, test_limit=2000, attack_limit=200, attack=AttackSettings(
+        attacks=_STUDY_ATTACKS, eps=(0.0, 0.03, 0.07, 0.1), p=(0.0, 0.1, 0.3, 0.5), eot_samples=4,
+        prediction_samples=8, worst_case_steps=20, apgd_steps=20, square_queries=200, check_convergence=False)),
     # the thesis protocol (100 epochs, all data) and budgets; attacks on 1000 test images
-    "thesis": Preset(epochs=None, train_limit=None, test_limit=None, attack_limit=1000, eps=DEFAULT_BUDGETS["eps"],
-                     p=DEFAULT_BUDGETS["p"], eot_samples=16, prediction_samples=16, check_convergence=True),
+    "thesis": Preset(epochs=None, train_limit=None, test_limit=None, attack_limit=1000, attack=AttackSettings(
+        attacks=_STUDY_ATTACKS, eps=DEFAULT_BUDGETS["eps"], p=DEFAULT_BUDGETS["p"], eot_samples=16,
+        prediction_samples=16, worst_case_steps=50, apgd_steps=100, square_queries=1000, check_convergence=True)),
 }
 
 
@@ -271,7 +274,7 @@ def _data(data_dir: str | None) -> FashionMNIST:
 
 def _planned_attacks(config: RunConfig, preset: Preset) -> list[tuple[str, float, int]]:
     stochastic = config.model.activation.noise is not None
-    return attack_plan(THESIS_ATTACKS, preset.budgets, preset.eot_samples, stochastic)
+    return attack_plan(preset.attack, stochastic)
 
 
 def _attacks_complete(run_dir: Path, planned: list[tuple[str, float, int]]) -> bool:
@@ -301,10 +304,8 @@ def run_job(job: SweepJob, preset: Preset, data_dir: str | None = None, device: 
         return JobResult(job.label, "failed", trained, False, time.perf_counter() - start, error=str(error))
     attacked = not _attacks_complete(job.run_dir, _planned_attacks(job.config, preset))
     if attacked:
-        attack_run(load_run(job.run_dir), data.limit(test_limit=preset.attack_limit), attacks=THESIS_ATTACKS,
-                   budgets=preset.budgets, eot_samples=preset.eot_samples,
-                   prediction_samples=preset.prediction_samples, device=device, seed=job.seed,
-                   check_convergence=preset.check_convergence)
+        attack_run(load_run(job.run_dir), data.limit(test_limit=preset.attack_limit),
+                   replace(preset.attack, seed=job.seed), device=device)
     return JobResult(job.label, "done", trained, attacked, time.perf_counter() - start, summary["test_accuracy"])
 
 
@@ -485,8 +486,7 @@ def unfinished_work(out_dir: str | Path) -> list[str]:
     if not (out_dir / SWEEP_FILE).is_file():
         return [f"{out_dir} holds no {SWEEP_FILE}: it was not written by `stochrelax sweep`"]
     record = json.loads((out_dir / SWEEP_FILE).read_text())
-    preset = Preset(**{key: tuple(value) if isinstance(value, list) else value
-                       for key, value in record["preset_settings"].items()})
+    preset = Preset.from_dict(record["preset_settings"])
     problems = []
     for label, job in record["jobs"].items():
         run_dir = out_dir / label

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from stochrelax.attacks.core import (check_eps, check_images, cross_entropy_loss, expected_gradient,
-                                     project_linf, random_start)
+from stochrelax.attacks.core import (GradientEstimate, check_eps, check_images, cross_entropy_loss,
+                                     expected_gradient, project_linf, random_start)
+from stochrelax.models import predictive_log_prob
 
 __all__ = ["PGD"]
+
+
+def _misclassified(estimate: GradientEstimate, labels: torch.Tensor) -> torch.Tensor:
+    """Whether the predictive distribution of the estimate's draws puts another class first, (B,)."""
+    return predictive_log_prob(estimate.logits).argmax(dim=1) != labels
 
 
 class PGD:
@@ -16,7 +22,13 @@ class PGD:
     Madry, Makelov, Schmidt, Tsipras, Vladu 2018, "Towards deep learning models resistant
     to adversarial attacks", https://arxiv.org/abs/1706.06083:
     x_0 ~ U(B_eps(x)), x_{t+1} = Π_{B_eps(x) ∩ [0,1]}(x_t + α · sign(∇x E_ξ CE(f(x_t, ξ), y))).
-    Returns the last iterate.
+
+    Returns, per example, the last iterate found misclassified, else the highest-loss
+    iterate, among x_0 … x_T, T = ``steps`` (as AutoAttack returns APGD's, Croce & Hein
+    2020, https://arxiv.org/abs/2003.01690). For a stochastic model the loss of an iterate
+    is the mean over its ``eot_samples`` noise draws, and it counts as misclassified when
+    the predictive distribution of those draws puts another class first. Every iterate
+    is evaluated, x_T included: T + 1 EOT estimates, the gradient at x_T unused.
 
     Threat model: white-box L∞ untargeted; BPDA through sign units; EOT for stochastic models.
 
@@ -47,15 +59,25 @@ class PGD:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_images(images, labels)
-        adversarial = random_start(images, self.eps, self.generator) if self.random_start else images.clone()
+        per_example = (-1,) + (1,) * (images.dim() - 1)  # views a (B,) tensor as (B, 1, 1, 1)
+        current = random_start(images, self.eps, self.generator) if self.random_start else images.clone()
+        estimate = self.estimate(current, labels)
+        found = _misclassified(estimate, labels)  # (B,)
+        best, best_loss, misclassified_point = current, estimate.loss, current
         for _ in range(self.steps):
-            gradient = self.gradient(adversarial, labels)
-            adversarial = project_linf(adversarial + self.step_size * gradient.sign(), images, self.eps)
-        return adversarial.detach()
+            current = project_linf(current + self.step_size * estimate.gradient.sign(), images, self.eps)
+            estimate = self.estimate(current, labels)
+            misclassified = _misclassified(estimate, labels)  # (B,)
+            misclassified_point = torch.where(misclassified.view(per_example), current, misclassified_point)
+            found = found | misclassified
+            improved = estimate.loss > best_loss  # (B,)
+            best = torch.where(improved.view(per_example), current, best)
+            best_loss = torch.where(improved, estimate.loss, best_loss)
+        return torch.where(found.view(per_example), misclassified_point, best).detach()
 
-    def gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The EOT estimate of ∇x CE at ``images``, K draws batched (:func:`expected_gradient`)."""
-        return expected_gradient(self.model, images, labels, cross_entropy_loss, self.eot_samples).gradient
+    def estimate(self, images: torch.Tensor, labels: torch.Tensor) -> GradientEstimate:
+        """The EOT estimate of ∇x CE at ``images`` with its K draws' loss and logits (:func:`expected_gradient`)."""
+        return expected_gradient(self.model, images, labels, cross_entropy_loss, self.eot_samples)
 
     def __repr__(self) -> str:
         return (f"PGD(eps={self.eps:g}, steps={self.steps}, step_size={self.step_size:g}, "
