@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--batch-size", type=_positive_int, default=500, metavar="B")
     attack.add_argument("--pgd-steps", type=_positive_int, default=20, metavar="N", help="default 20")
     attack.add_argument("--apgd-steps", type=_positive_int, default=100, metavar="N", help="default 100")
-    attack.add_argument("--square-queries", type=_positive_int, default=5000, metavar="N", help="default 5000")
+    attack.add_argument("--square-queries", type=_positive_int, default=1000, metavar="N",
+                        help="default 1000 (AutoAttack: 5000; a stochastic model costs 2 x --eot passes per query)")
     attack.add_argument("--proxy", type=lambda text: _proxy_list(text)[0], default="own", metavar="PROXY",
                         help="how the per-attack rows differentiate sign units: own (the trained estimator's "
                              "proxy, default) or tanh:T")

@@ -42,7 +42,7 @@ from stochrelax.layers import MODES
 from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sample_logits
 from stochrelax.noise import NOISES, make_noise
 from stochrelax.rng import seeded
-from stochrelax.robustness import WORST_CASE
+from stochrelax.robustness import BUDGET_NAMES
 
 __all__ = [
     "MissingData", "DPI", "EVALUATION_IMAGES",
@@ -413,8 +413,7 @@ def accuracy_vs_budget(run_dirs: Sequence[str | Path], budget_name: str = "eps")
         raise MissingData(f"no attack table in {', '.join(map(str, paths))}: run `stochrelax attack {paths[0]}`"
                           + (" and likewise for the others" if len(paths) > 1 else ""))
     present = {row["attack"] for path in attacked for row in tables[path]["rows"]}
-    budget_names = {**{name: info.budget_name for name, info in ATTACKS.items()}, WORST_CASE: "eps"}
-    attacks = [name for name, kind in budget_names.items() if kind == budget_name and name in present]
+    attacks = [name for name, kind in BUDGET_NAMES.items() if kind == budget_name and name in present]
     if not attacks:
         suggested = ",".join(name for name, info in ATTACKS.items() if info.budget_name == budget_name)
         raise MissingData(f"the attack tables of {', '.join(map(str, attacked))} have no {budget_name} attack: "

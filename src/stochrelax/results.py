@@ -49,7 +49,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from stochrelax import plots
 from stochrelax.attacks import ATTACKS
-from stochrelax.robustness import WORST_CASE
+from stochrelax.robustness import BUDGET_NAMES, WORST_CASE
 from stochrelax.config import ConfigError, RunConfig, load_config, read_yaml
 from stochrelax.runs import CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, RunDirError, read_attack_table, read_failure
 
@@ -170,7 +170,6 @@ def read_study(root: str | Path) -> list[RunResults]:
 # attacks with one noise draw per gradient, with EOT over many, and the adaptive per-example worst case
 VARIANTS = ("single", "eot", "worst-case")
 _VARIANT_NAMES = {"single": "single-draw", "eot": "EOT", "worst-case": "worst case"}
-_BUDGET_NAMES = {**{name: info.budget_name for name, info in ATTACKS.items()}, WORST_CASE: "eps"}
 Values = dict[int, float]  # a number per seed
 
 _SEED_SUFFIX = re.compile(r"-seed\d+$")
@@ -203,9 +202,9 @@ class Cell:
             if budget_name is not None:
                 raise ValueError(f"{text!r}: clean accuracy takes no budget")
             return CLEAN
-        if metric not in _BUDGET_NAMES:
-            raise ValueError(f"{text!r}: unknown attack {metric!r}; valid: clean, {', '.join(_BUDGET_NAMES)}")
-        expected = _BUDGET_NAMES[metric]
+        if metric not in BUDGET_NAMES:
+            raise ValueError(f"{text!r}: unknown attack {metric!r}; valid: clean, {', '.join(BUDGET_NAMES)}")
+        expected = BUDGET_NAMES[metric]
         if budget_name != expected:
             raise ValueError(f"{text!r}: {metric} takes a budget {expected}=…")
         try:
@@ -225,7 +224,7 @@ def _budget_key(budget: float) -> float:
 
 def _cell_order(cell: Cell) -> tuple:
     """Clean accuracy first, then attacks in registry order and the worst case, then budgets ascending."""
-    attacks = list(_BUDGET_NAMES)
+    attacks = list(BUDGET_NAMES)
     rank = -1 if cell == CLEAN else attacks.index(cell.metric) if cell.metric in attacks else len(attacks)
     return rank, cell.metric, cell.budget or 0.0
 

@@ -49,13 +49,14 @@ from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sa
 from stochrelax.rng import seeded
 from stochrelax.runs import Run, read_attack_table, run_lock, write_attack_table
 
-__all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "DEFAULT_BUDGETS", "DEFAULT_PROXIES", "AttackSettings",
+__all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "BUDGET_NAMES", "DEFAULT_BUDGETS", "DEFAULT_PROXIES", "AttackSettings",
            "AttackResult", "FixedDrawJudge", "attack_model", "worst_case", "RobustnessReport", "attack_plan",
            "robustness_sweep", "merge_rows", "attack_run"]
 
 THESIS_ATTACKS = ("fgsm", "ifgsm-ll", "missing")
 WORST_CASE = "worst-case"
 EVALUATIONS = (*ATTACKS, WORST_CASE)  # what ``AttackSettings.attacks`` may name
+BUDGET_NAMES = {**{name: info.budget_name for name, info in ATTACKS.items()}, WORST_CASE: "eps"}  # evaluation -> budget
 DEFAULT_BUDGETS: dict[str, tuple[float, ...]] = {
     "eps": (0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3),  # L∞ in pixels (thesis Figs. 5.3, 5.4)
     "p": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),  # missing-feature ratio (thesis Fig. 5.5)
@@ -79,7 +80,7 @@ class AttackSettings:
     batch_size: int = 500  # images attacked at once
     pgd_steps: int = 20  # iterations of the per-attack PGD rows
     apgd_steps: int = 100  # iterations of APGD, in its rows and in the worst case
-    square_queries: int = 5000  # queries of Square, in its rows and in the worst case
+    square_queries: int = 1000  # queries of Square, in its rows and in the worst case (AutoAttack: 5000)
     proxy: str = "own"  # proxy of sign units in the per-attack rows
     proxies: tuple[str, ...] = DEFAULT_PROXIES  # proxies the worst case tries on sign units
     worst_case_steps: int = 50  # iterations of the worst case's PGD members

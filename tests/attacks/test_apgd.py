@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stochrelax.attacks import APGD, PGD, make_attack
+from stochrelax.attacks import ATTACKS, APGD, PGD, make_attack
 from stochrelax.attacks.apgd import apgd_checkpoints
 from stochrelax.attacks.core import dlr_loss, random_start
 from stochrelax.rng import seeded
@@ -213,7 +213,7 @@ def test_images_outside_pixel_range_are_refused(relu_victim) -> None:
 @pytest.mark.parametrize("name, loss", [("apgd-ce", "ce"), ("apgd-dlr", "dlr")])
 def test_make_attack_builds_apgd(relu_victim, name: str, loss: str) -> None:
     attack = make_attack(name, relu_victim.model, eps=0.05, steps=7, eot_samples=3)
-    assert isinstance(attack, APGD) and attack.budget_name == "eps"
+    assert isinstance(attack, APGD) and ATTACKS[name].budget_name == "eps"
     assert (attack.loss, attack.eps, attack.steps, attack.eot_samples, attack.rho) == (loss, 0.05, 7, 3, 0.75)
     assert repr(attack) == f"APGD(eps=0.05, loss='{loss}', steps=7, eot_samples=3, rho=0.75)"
     assert APGD(relu_victim.model).steps == 100 and APGD(relu_victim.model).eps == 0.1

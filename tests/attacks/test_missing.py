@@ -101,7 +101,7 @@ def test_images_outside_pixel_range_are_refused() -> None:
 
 def test_make_attack_missing(relu_victim) -> None:
     attack = make_attack("missing", relu_victim.model, p=0.2)
-    assert isinstance(attack, MissingFeatures) and attack.p == 0.2 and attack.budget_name == "p"
+    assert isinstance(attack, MissingFeatures) and attack.p == 0.2 and ATTACKS["missing"].budget_name == "p"
     images = _positive_images()
     with seeded(0):  # the registry's attack draws its masks from the global generator
         zeroed = (attack(images, LABELS) == 0).float().mean().item()
@@ -114,7 +114,7 @@ def test_make_attack_missing(relu_victim) -> None:
 def test_make_attack_builds_the_gradient_attacks(relu_victim, name: str, cls: type, settings: dict) -> None:
     attack = make_attack(name, relu_victim.model, **settings)
     assert type(attack) is cls and attack.model is relu_victim.model and attack.eps == 0.05
-    assert attack.budget_name == "eps"
+    assert ATTACKS[name].budget_name == "eps"
     if name == "pgd":
         assert attack.steps == 7
 

@@ -65,7 +65,6 @@ class APGD:
         >>> adversarial = APGD(model, eps=0.1, loss="dlr", eot_samples=20)(images, labels)
     """
 
-    budget_name = "eps"
 
     def __init__(self, model: torch.nn.Module, eps: float = 0.1, loss: str = "ce", steps: int = 100,
                  eot_samples: int = 1, rho: float = 0.75, generator: torch.Generator | None = None) -> None:

@@ -34,7 +34,6 @@ class FGSM:
         >>> adversarial = FGSM(model, eps=0.05)(images, labels)
     """
 
-    budget_name = "eps"
 
     def __init__(self, model: torch.nn.Module, eps: float = 0.1, eot_samples: int = 1) -> None:
         self.model, self.eps, self.eot_samples = model, check_eps(eps), eot_samples
@@ -82,7 +81,6 @@ class IterativeFGSM:
         >>> adversarial = IterativeFGSM(model, eps=0.05)(images, labels)  # towards each least-likely class
     """
 
-    budget_name = "eps"
 
     def __init__(self, model: torch.nn.Module, eps: float = 0.1, step_size: float = 1 / 255,
                  steps: int | None = None, target: str | int | torch.Tensor = "least_likely",

@@ -29,7 +29,6 @@ class MissingFeatures:
         >>> damaged = MissingFeatures(p=0.3)(images, labels)
     """
 
-    budget_name = "p"
 
     def __init__(self, p: float = 0.1, rescale: bool = False, generator: torch.Generator | None = None) -> None:
         if not 0.0 <= p < 1.0:

@@ -47,7 +47,6 @@ class PGD:
         >>> adversarial = PGD(model, eps=0.1, steps=40, eot_samples=16)(images, labels)
     """
 
-    budget_name = "eps"
 
     def __init__(self, model: torch.nn.Module, eps: float = 0.1, steps: int = 20, step_size: float | None = None,
                  random_start: bool = True, eot_samples: int = 1, generator: torch.Generator | None = None) -> None:

@@ -7,7 +7,8 @@ import math
 import torch
 
 from stochrelax.attacks.core import check_eps, check_images, project_linf
-from stochrelax.models import predictive_log_prob, sample_logits
+from stochrelax.models import is_stochastic, predictive_log_prob, sample_logits
+from stochrelax.rng import generator_states, replaying
 
 __all__ = ["Square", "square_fraction"]
 
@@ -39,26 +40,25 @@ class Square:
     proposal that would leave the point unchanged has its signs flipped, so that no
     query is wasted.
 
-    Gradient-free: the model is only queried, under ``torch.no_grad``, one margin per step
-    (``queries`` in all). For a deterministic model the margin is that of the logits
-    (log-softmax only shifts them). For a stochastic model p is the predictive distribution
-    of ``eot_samples`` noise draws, one batched pass per query, so a margin is a random
-    estimate, and a candidate's is compared with the estimate its current point was
-    accepted with, which was chosen for being low (the winner's curse). The comparison is
-    conservative: it rejects some real improvements, but nearly every worsening. Comparing
-    fresh estimates of both points instead (two margins per step) accepts a worsening by δ
-    with probability Φ(−δ/(σ√2)), σ the noise of one estimate, and leaves the search a
-    random walk that stalls once it accepts as many worsenings as improvements (on the
-    noisy linear model of the tests, 300 queries: 20–25% of the way to the optimum, against
-    69–75% for this rule). An example stops at its first margin ≤ 0, which for a stochastic
-    model may be a lucky draw; the evaluation judges the result afresh.
+    Gradient-free: the model is only queried, under ``torch.no_grad``. For a deterministic
+    model the margin is that of the logits (log-softmax only shifts them): one margin per
+    step, ``queries`` in all. For a stochastic model p is the predictive distribution of
+    ``eot_samples`` noise draws, so a margin is a random estimate. Comparing a candidate's
+    fresh estimate with the stored estimate that won the current point its place is biased
+    towards rejecting (that estimate was chosen for being low: the winner's curse);
+    comparing two independent fresh estimates accepts worsenings and turns the search into
+    a random walk. So each step measures the current point and the candidate on *the same
+    noise draws* (common random numbers): their difference is the square's effect. Two
+    margins per step, 1 + 2·(queries − 1) in all. An example stops at its first margin ≤ 0,
+    which for a stochastic model may be a lucky draw; the evaluation judges the result afresh.
 
     Threat model: black-box (scores only) L∞ untargeted.
 
     Args:
         model: classifier on [0, 1] pixels; its mode is left as it is.
         eps: L∞ budget (default 0.1).
-        queries: model queries per example, the stripe initialisation included (default 5000, as AutoAttack).
+        queries: search steps per example, the stripe initialisation included (default 5000, as AutoAttack);
+            one margin evaluation each, two for a stochastic model.
         p_init: initial fraction of pixels per square, in (0, 1] (default 0.8, AutoAttack's).
         eot_samples: noise draws per query of a stochastic model (default 1).
         generator: source of stripes, squares and signs, a CPU generator (default: torch's global generator).
@@ -69,7 +69,6 @@ class Square:
         >>> adversarial = Square(model, eps=0.1, queries=1000)(images, labels)
     """
 
-    budget_name = "eps"
 
     def __init__(self, model: torch.nn.Module, eps: float = 0.1, queries: int = 5000, p_init: float = 0.8,
                  eot_samples: int = 1, generator: torch.Generator | None = None) -> None:
@@ -109,7 +108,8 @@ class Square:
         batch, channels, height, width = images.shape
         stripes = self._signs((batch, channels, 1, width), images)  # (B, C, 1, W), broadcast over rows
         best = project_linf(images + self.eps * stripes, images, self.eps)
-        best_margin = self.margin(best, labels)
+        best_margin = self.margin(best, labels)  # (B,)
+        paired = is_stochastic(self.model)  # noisy margins: measure current point and candidate on common draws
         for query in range(self.queries - 1):
             active = (best_margin > 0).nonzero().squeeze(1)  # indices of the examples still correctly classified
             if not len(active):
@@ -123,11 +123,23 @@ class Square:
             unchanged = (candidate == current).flatten(1).all(dim=1)  # (n, C·H·W) → (n,)
             signs = torch.where(unchanged[:, None, None, None], -signs, signs)  # mask viewed as (n, 1, 1, 1)
             candidate = project_linf(torch.where(in_square, clean + self.eps * signs, current), clean, self.eps)
-            margin = self.margin(candidate, labels[active])
-            improved = margin < best_margin[active]
+            if paired:
+                current_margin, margin = self._paired_margins(current, candidate, labels[active])  # (n,) each
+            else:
+                current_margin, margin = best_margin[active], self.margin(candidate, labels[active])  # (n,) each
+            improved = margin < current_margin  # (n,)
             best[active[improved]] = candidate[improved]
-            best_margin[active[improved]] = margin[improved]
+            best_margin[active] = torch.where(improved, margin, current_margin)
         return best
+
+    def _paired_margins(self, current: torch.Tensor, candidate: torch.Tensor,
+                        labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Margins of the current points and the candidates, both from the same noise draws (common random
+        numbers): their difference is the square's effect, not the luck of two independent draws."""
+        states = generator_states(current.device)
+        current_margin = self.margin(current, labels)
+        with replaying(states, current.device):
+            return current_margin, self.margin(candidate, labels)
 
     def __repr__(self) -> str:
         return (f"Square(eps={self.eps:g}, queries={self.queries}, p_init={self.p_init:g}, "
