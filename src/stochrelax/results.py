@@ -397,6 +397,10 @@ def results_table(runs: Iterable[RunResults | str | Path]) -> Table:
                            str(seeds), *cells])
     notes = [f"{run.path.name} has no attack table: run `stochrelax attack {run.path}`"
              for run in runs if run.attack_rows is None]
+    images = sorted({int(row["examples"]) for run in runs for row in run.attack_rows or () if "examples" in row})
+    if images:
+        notes.append(f"attacks measured on {' or '.join(map(str, images))} test images per run "
+                     "(clean accuracy: each run's own test set)")
     return Table(header, table_rows, notes)
 
 

@@ -185,6 +185,13 @@ class FixedDrawJudge:
                  seed: int) -> None:
         self.model, self.labels, self.batch_size, self.seed = model, labels, batch_size, seed
         self.samples = samples if is_stochastic(model) else 1
+        self._clean: tuple[torch.Tensor, torch.Tensor] | None = None  # the clean images and their judgement
+
+    def clean(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`__call__`'s (N,) for the clean images, judged once and shared by every row."""
+        if self._clean is None or self._clean[0] is not images:
+            self._clean = images, self(images)[0]
+        return self._clean[1]
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +242,7 @@ def _against(model: torch.nn.Module, proxy: Proxy) -> torch.nn.Module:
 
 def attack_model(model: torch.nn.Module, attack_name: str, budget: float, images: torch.Tensor,
                  labels: torch.Tensor, settings: AttackSettings = AttackSettings(), *,
-                 eot_samples: int = 1) -> AttackResult:
+                 eot_samples: int = 1, judge: FixedDrawJudge | None = None) -> AttackResult:
     """Attacks every image with one registered attack and measures accuracy, success rate and perturbation size.
 
     The model is put in eval mode for the duration (noise stays on) and restored after.
@@ -248,6 +255,8 @@ def attack_model(model: torch.nn.Module, attack_name: str, budget: float, images
         labels: (N,).
         settings: steps, proxy, prediction draws, batch size and seed (the fixed evaluation draws).
         eot_samples: noise draws per gradient (or per Square query) of this row.
+        judge: the fixed evaluation draws of ``model`` on ``labels`` (default: built from ``settings``);
+            pass one to share its judgement of the clean images across rows.
     """
     info = ATTACKS[attack_name]
     options = {info.budget_name: budget, **settings.attack_options(attack_name)}
@@ -255,8 +264,8 @@ def attack_model(model: torch.nn.Module, attack_name: str, budget: float, images
         options[info.eot_argument] = eot_samples
     pixels = _pixels(images)
     with evaluating(model):
-        judge = FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
-        clean, _ = judge(pixels)
+        judge = judge or FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
+        clean = judge.clean(pixels)
         attack = make_attack(attack_name, _against(model, Proxy.parse(settings.proxy)), **options)
         targeted = hasattr(attack, "targets")
         start = time.perf_counter()
@@ -326,7 +335,7 @@ def _members(model: torch.nn.Module, settings: AttackSettings, transfer_source: 
 
 def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: Sequence[float],
                settings: AttackSettings = AttackSettings(), transfer_source: torch.nn.Module | None = None,
-               progress: bool = False) -> list[AttackResult]:
+               progress: bool = False, judge: FixedDrawJudge | None = None) -> list[AttackResult]:
     """Per-example worst case over the adaptive ensemble at each budget (see the module docstring).
 
     Args:
@@ -337,6 +346,7 @@ def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
         settings: EOT and prediction draws, steps, proxies, Square queries, batch size, seed.
         transfer_source: a second, independently trained network to craft transfer examples on.
         progress: show a progress bar over (budget, member).
+        judge: the fixed evaluation draws (default: built from ``settings``).
 
     Returns:
         One ``worst-case`` row per budget; ``members`` lists, in order, how many images each
@@ -350,8 +360,8 @@ def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
 
     rows = []
     with evaluating(model):
-        judge = FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
-        clean, _ = judge(pixels)
+        judge = judge or FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
+        clean = judge.clean(pixels)
         adversarial, standing = pixels.clone(), clean.clone()
         members = list(_members(model, settings, transfer_source, best_proxy))
         bar = tqdm(total=len(eps) * len(members), desc="worst case", disable=not progress)
@@ -475,14 +485,16 @@ def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch
     """
     stochastic = is_stochastic(model)
     plan = [entry for entry in attack_plan(settings, stochastic) if entry[0] != WORST_CASE]
-    rows = [attack_model(model, name, budget, images, labels, settings, eot_samples=eot)
-            for name, budget, eot in tqdm(plan, desc="attacks", disable=not progress)]
-    if WORST_CASE in settings.attacks:
-        rows += worst_case(model, images, labels, settings.eps, settings, transfer_source, progress)
-    probe_images, probe_labels = images[:settings.probe_examples], labels[:settings.probe_examples]
+    pixels = _pixels(images)
     with evaluating(model):
         judge = FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
-        clean = judge(_pixels(images))[0].float().mean().item()
+        rows = [attack_model(model, name, budget, pixels, labels, settings, eot_samples=eot, judge=judge)
+                for name, budget, eot in tqdm(plan, desc="attacks", disable=not progress)]
+        if WORST_CASE in settings.attacks:
+            rows += worst_case(model, pixels, labels, settings.eps, settings, transfer_source, progress, judge)
+        clean = judge.clean(pixels).float().mean().item()
+    probe_images, probe_labels = images[:settings.probe_examples], labels[:settings.probe_examples]
+    with evaluating(model):
         probe_pixels = _pixels(probe_images)
         randomized = randomized_fraction(model, probe_pixels)
         health = gradient_health(_against(model, Proxy.parse(settings.proxy)), probe_pixels, probe_labels)

@@ -205,11 +205,12 @@ PRESETS: dict[str, Preset] = {
     # a few minutes on 2 CPU cores: checks that the whole pipeline works, numbers are noise
     "smoke": Preset(epochs=2, train_limit=2000, test_limit=500, attack_limit=100, attack=AttackSettings(
         attacks=_STUDY_ATTACKS, eps=(0.03, 0.07, 0.1), p=(0.3,), eot_samples=4, prediction_samples=4,
-        worst_case_steps=10, apgd_steps=10, square_queries=50, check_convergence=False)),
+        worst_case_steps=10, apgd_steps=10, square_queries=50, probe_examples=50, check_convergence=False)),
     # well under an hour on 2 CPU cores with 2 seeds: every claim gets a first answer
     "quick": Preset(epochs=3, train_limit=10_000, test_limit=2000, attack_limit=200, attack=AttackSettings(
         attacks=_STUDY_ATTACKS, eps=(0.0, 0.03, 0.07, 0.1), p=(0.0, 0.1, 0.3, 0.5), eot_samples=4,
-        prediction_samples=8, worst_case_steps=20, apgd_steps=20, square_queries=200, check_convergence=False)),
+        prediction_samples=8, worst_case_steps=20, apgd_steps=10, square_queries=50, probe_examples=100,
+        check_convergence=False)),
     # the thesis protocol (100 epochs, all data) and budgets; attacks on 1000 test images
     "thesis": Preset(epochs=None, train_limit=None, test_limit=None, attack_limit=1000, attack=AttackSettings(
         attacks=_STUDY_ATTACKS, eps=DEFAULT_BUDGETS["eps"], p=DEFAULT_BUDGETS["p"], eot_samples=16,
