@@ -179,10 +179,19 @@ def test_worst_case_is_no_weaker_than_its_strongest_member_on_a_relu_network(rel
     assert [member["attack"] for member in worst.members] == ["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square"]
 
 
-def test_transfer_source_joins_the_ensemble(relu_victim, stochastic_victim) -> None:
+def test_transfer_source_joins_the_ensemble_in_eval_mode(relu_victim, stochastic_victim) -> None:
     images, labels = stochastic_victim.images[:50], stochastic_victim.labels[:50]
-    (row,) = worst_case(stochastic_victim.model, images, labels, (0.1,), FAST, transfer_source=relu_victim.model)
+    modes = []
+    hook = relu_victim.model.register_forward_pre_hook(lambda module, inputs: modes.append(module.training))
+    relu_victim.model.train()
+    try:
+        (row,) = worst_case(stochastic_victim.model, images, labels, (0.1,), FAST, transfer_source=relu_victim.model)
+        assert relu_victim.model.training  # restored
+    finally:
+        relu_victim.model.eval()
+        hook.remove()
     assert "transfer-pgd" in [member["attack"] for member in row.members]
+    assert modes and not any(modes)  # BatchNorm used its running statistics while crafting
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Iterator, Sequence
 
@@ -344,7 +345,8 @@ def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
         labels: (N,).
         eps: L∞ budgets; attacked in increasing order.
         settings: EOT and prediction draws, steps, proxies, Square queries, batch size, seed.
-        transfer_source: a second, independently trained network to craft transfer examples on.
+        transfer_source: a second, independently trained network to craft transfer examples on (in eval
+            mode meanwhile, like ``model``).
         progress: show a progress bar over (budget, member).
         judge: the fixed evaluation draws (default: built from ``settings``).
 
@@ -359,7 +361,8 @@ def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
         return max(breaks, key=breaks.get) if breaks else "own"
 
     rows = []
-    with evaluating(model):
+    source_mode = evaluating(transfer_source) if transfer_source is not None else nullcontext()
+    with evaluating(model), source_mode:
         judge = judge or FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
         clean = judge.clean(pixels)
         adversarial, standing = pixels.clone(), clean.clone()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stochrelax.attacks.core import (check_eps, check_images, cross_entropy_loss, dlr_loss, expected_gradient,
+from stochrelax.attacks.core import (BestIterate, check_eps, check_images, cross_entropy_loss, dlr_loss, expected_gradient,
                                      project_linf, random_start)
 from stochrelax.config import parse_config
 from stochrelax.layers import StochasticActivation
@@ -344,3 +344,18 @@ def test_check_eps_rejects_invalid_budgets(eps: float) -> None:
 def test_check_eps_returns_valid_budgets_as_floats(eps) -> None:
     result = check_eps(eps)
     assert isinstance(result, float) and result == eps
+
+
+def test_best_iterate_keeps_the_last_misclassified_else_the_highest_loss_point() -> None:
+    points = [torch.full((3, 1, 1, 1), float(value)) for value in range(4)]  # iterate t is the constant t
+    losses = [torch.tensor([0.0, 0.0, 0.0]), torch.tensor([2.0, 1.0, 1.0]), torch.tensor([1.0, 3.0, 0.5]),
+              torch.tensor([1.5, 0.5, 0.2])]
+    wrong = [torch.tensor([False, False, False]), torch.tensor([False, False, True]),
+             torch.tensor([False, False, False]), torch.tensor([False, False, True])]
+    best = BestIterate(points[0], losses[0], wrong[0])
+    improved = [best.update(point, loss, misclassified).tolist()
+                for point, loss, misclassified in zip(points[1:], losses[1:], wrong[1:])]
+    assert improved == [[True, True, True], [False, True, False], [False, False, False]]
+    # example 0: highest loss at t=1; example 1: at t=2; example 2: misclassified last at t=3 (despite a lower loss)
+    assert best.result().flatten().tolist() == [1.0, 2.0, 3.0]
+    assert best.loss.tolist() == [2.0, 3.0, 1.0]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from stochrelax.attacks.core import LOSSES, check_eps, check_images, expected_gradient, project_linf, random_start
+from stochrelax.attacks.core import (LOSSES, BestIterate, check_eps, check_images, expected_gradient, project_linf,
+                                     random_start)
 from stochrelax.models import predictive_log_prob
 
 __all__ = ["APGD", "apgd_checkpoints"]
@@ -96,38 +97,33 @@ class APGD:
         check_images(images, labels)
         per_example = (-1,) + (1,) * (images.dim() - 1)  # views a (B,) tensor as (B, 1, 1, 1)
         current = random_start(images, self.eps, self.generator)
-        gradient, loss, found = self._evaluate(current, labels)
-        previous, misclassified_point = current, current
-        best, best_loss, best_gradient = current, loss, gradient
+        gradient, loss, misclassified = self._evaluate(current, labels)
+        previous, best, best_gradient = current, BestIterate(current, loss, misclassified), gradient
         step = torch.full(images.shape[:1], 2.0 * self.eps, dtype=images.dtype, device=images.device)  # (B,)
         losses = [loss]  # loss of every iterate since the last checkpoint, each (B,)
-        halved_last_check = torch.ones_like(found)
-        best_loss_last_check = best_loss
+        halved_last_check = torch.ones_like(misclassified)
+        best_loss_last_check = best.loss
         for iteration in range(1, self.steps + 1):
             alpha = 1.0 if iteration == 1 else 0.75  # weight of the new step against the last one
             ascent = project_linf(current + step.view(per_example) * gradient.sign(), images, self.eps)
             previous, current = current, project_linf(
                 current + alpha * (ascent - current) + (1.0 - alpha) * (current - previous), images, self.eps)
             gradient, loss, misclassified = self._evaluate(current, labels)
-            misclassified_point = torch.where(misclassified.view(per_example), current, misclassified_point)
-            found = found | misclassified
-            improved = loss > best_loss
-            best = torch.where(improved.view(per_example), current, best)
+            improved = best.update(current, loss, misclassified)  # (B,)
             best_gradient = torch.where(improved.view(per_example), gradient, best_gradient)
-            best_loss = torch.where(improved, loss, best_loss)
             losses.append(loss)
             if iteration in self.checkpoints:
                 window = torch.stack(losses)  # (iterations since the last checkpoint + 1, B)
                 increases = (window[1:] > window[:-1]).sum(dim=0)  # (B,)
                 oscillating = increases < self.rho * (len(losses) - 1)
-                stalled = ~halved_last_check & (best_loss <= best_loss_last_check)
+                stalled = ~halved_last_check & (best.loss <= best_loss_last_check)
                 halve = oscillating | stalled
                 step = torch.where(halve, step / 2.0, step)
-                current = torch.where(halve.view(per_example), best, current)
+                current = torch.where(halve.view(per_example), best.point, current)
                 gradient = torch.where(halve.view(per_example), best_gradient, gradient)
-                losses = [torch.where(halve, best_loss, loss)]
-                halved_last_check, best_loss_last_check = halve, best_loss
-        return torch.where(found.view(per_example), misclassified_point, best).detach()
+                losses = [torch.where(halve, best.loss, loss)]
+                halved_last_check, best_loss_last_check = halve, best.loss
+        return best.result()
 
     def __repr__(self) -> str:
         return (f"APGD(eps={self.eps:g}, loss={self.loss!r}, steps={self.steps}, "

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from stochrelax.layers import straight_through_gradients
 from stochrelax.models import ROWS_PER_PASS
 
-__all__ = ["Attack", "LossFn", "LOSSES", "GradientEstimate", "cross_entropy_loss", "dlr_loss",
+__all__ = ["Attack", "LossFn", "LOSSES", "GradientEstimate", "BestIterate", "cross_entropy_loss", "dlr_loss",
            "targeted_cross_entropy_loss", "expected_gradient", "project_linf",
            "random_start", "check_eps", "check_images"]
 
@@ -111,6 +111,36 @@ def expected_gradient(model: torch.nn.Module, images: torch.Tensor, labels: torc
             losses.append(chunk_loss.detach().view(draws, -1).sum(dim=0))
             logits.append(chunk_logits.detach().view(draws, images.shape[0], -1))
     return GradientEstimate(sum(gradients) / eot_samples, sum(losses) / eot_samples, torch.cat(logits))
+
+
+class BestIterate:
+    """Per example, the point an iterative attack returns: the last iterate found misclassified,
+    else the highest-loss one — AutoAttack's choice for APGD (Croce & Hein 2020), so that an
+    attack never returns a worse point than one it visited.
+
+    Args:
+        point: (B, C, H, W) the first iterate.
+        loss: (B,) its loss.
+        misclassified: (B,) whether it is misclassified.
+    """
+
+    def __init__(self, point: torch.Tensor, loss: torch.Tensor, misclassified: torch.Tensor) -> None:
+        self._per_example = (-1,) + (1,) * (point.dim() - 1)  # views a (B,) tensor as (B, 1, 1, 1)
+        self.point, self.loss = point, loss  # the highest-loss iterate and its loss
+        self.misclassified_point, self.found = point, misclassified
+
+    def update(self, point: torch.Tensor, loss: torch.Tensor, misclassified: torch.Tensor) -> torch.Tensor:
+        """Records the next iterate; returns where its loss is the highest so far, (B,)."""
+        self.misclassified_point = torch.where(misclassified.view(self._per_example), point, self.misclassified_point)
+        self.found = self.found | misclassified
+        improved = loss > self.loss
+        self.point = torch.where(improved.view(self._per_example), point, self.point)
+        self.loss = torch.where(improved, loss, self.loss)
+        return improved
+
+    def result(self) -> torch.Tensor:
+        """(B, C, H, W): the last misclassified iterate where there is one, else the highest-loss one."""
+        return torch.where(self.found.view(self._per_example), self.misclassified_point, self.point).detach()
 
 
 def project_linf(candidate: torch.Tensor, images: torch.Tensor, eps: float) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stochrelax.attacks.core import (GradientEstimate, check_eps, check_images, cross_entropy_loss,
+from stochrelax.attacks.core import (BestIterate, GradientEstimate, check_eps, check_images, cross_entropy_loss,
                                      expected_gradient, project_linf, random_start)
 from stochrelax.models import predictive_log_prob
 
@@ -58,21 +58,14 @@ class PGD:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_images(images, labels)
-        per_example = (-1,) + (1,) * (images.dim() - 1)  # views a (B,) tensor as (B, 1, 1, 1)
         current = random_start(images, self.eps, self.generator) if self.random_start else images.clone()
         estimate = self.estimate(current, labels)
-        found = _misclassified(estimate, labels)  # (B,)
-        best, best_loss, misclassified_point = current, estimate.loss, current
+        best = BestIterate(current, estimate.loss, _misclassified(estimate, labels))
         for _ in range(self.steps):
             current = project_linf(current + self.step_size * estimate.gradient.sign(), images, self.eps)
             estimate = self.estimate(current, labels)
-            misclassified = _misclassified(estimate, labels)  # (B,)
-            misclassified_point = torch.where(misclassified.view(per_example), current, misclassified_point)
-            found = found | misclassified
-            improved = estimate.loss > best_loss  # (B,)
-            best = torch.where(improved.view(per_example), current, best)
-            best_loss = torch.where(improved, estimate.loss, best_loss)
-        return torch.where(found.view(per_example), misclassified_point, best).detach()
+            best.update(current, estimate.loss, _misclassified(estimate, labels))
+        return best.result()
 
     def estimate(self, images: torch.Tensor, labels: torch.Tensor) -> GradientEstimate:
         """The EOT estimate of ∇x CE at ``images`` with its K draws' loss and logits (:func:`expected_gradient`)."""
