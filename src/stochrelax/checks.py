@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from stochrelax.attacks.core import LossFn, cross_entropy_loss, expected_gradient
 
-__all__ = ["RobustnessRow", "Finding", "GradientHealth", "randomized_fraction", "gradient_health", "gradient_consistency",
-           "sampling_tolerance", "diagnose"]
+__all__ = ["RobustnessRow", "Finding", "GradientHealth", "randomized_fraction", "gradient_health",
+           "gradient_consistency", "sampling_tolerance", "diagnose"]
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,8 @@ def _flat_curves(rows: Sequence[RobustnessRow]) -> Iterable[Finding]:
     """A gradient attack whose accuracy at its largest eps (≥ 0.05) is within sampling error of clean accuracy."""
     for (attack, budget_name, eot_samples, proxy), indices in _series(rows).items():
         largest = rows[indices[-1]]
-        if (budget_name != "eps" or not largest.gradient_based or largest.worst_case or largest.budget < FLAT_CURVE_MIN_EPS
-                or math.isnan(largest.clean_accuracy)):
+        if (budget_name != "eps" or not largest.gradient_based or largest.worst_case
+                or largest.budget < FLAT_CURVE_MIN_EPS or math.isnan(largest.clean_accuracy)):
             continue
         if largest.accuracy >= largest.clean_accuracy - sampling_tolerance(largest.clean_accuracy, largest.examples):
             yield Finding(f"{attack} (EOT {eot_samples}, proxy {proxy}) leaves {largest.accuracy:.1%} at eps "

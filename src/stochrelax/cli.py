@@ -22,7 +22,8 @@ from stochrelax.attacks.proxies import Proxy
 from stochrelax.config import ConfigError, load_config
 from stochrelax.data import DataError, data_info, load_fashion_mnist
 from stochrelax.evaluate import evaluate_run
-from stochrelax.robustness import DEFAULT_BUDGETS, DEFAULT_PROXIES, EVALUATIONS, THESIS_ATTACKS, AttackSettings, attack_run
+from stochrelax.robustness import (DEFAULT_BUDGETS, DEFAULT_PROXIES, EVALUATIONS, THESIS_ATTACKS, AttackSettings,
+                                   attack_run)
 from stochrelax.runs import CONFIG_FILE, SUMMARY_FILE, RunDirError, check_run_dir, is_finished, load_run
 from stochrelax.sweep import (BACKENDS, PRESETS, SWEEP_FILE, JobResult, SweepInterrupted, load_grid, run_sweep,
                               unfinished_work, usable_cpus)

@@ -50,9 +50,9 @@ from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sa
 from stochrelax.rng import seeded
 from stochrelax.runs import Run, read_attack_table, run_lock, write_attack_table
 
-__all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "BUDGET_NAMES", "DEFAULT_BUDGETS", "DEFAULT_PROXIES", "AttackSettings",
-           "AttackResult", "FixedDrawJudge", "attack_model", "worst_case", "RobustnessReport", "attack_plan",
-           "robustness_sweep", "merge_rows", "attack_run"]
+__all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "BUDGET_NAMES", "DEFAULT_BUDGETS", "DEFAULT_PROXIES",
+           "AttackSettings", "AttackResult", "FixedDrawJudge", "attack_model", "worst_case", "RobustnessReport",
+           "attack_plan", "robustness_sweep", "merge_rows", "attack_run"]
 
 THESIS_ATTACKS = ("fgsm", "ifgsm-ll", "missing")
 WORST_CASE = "worst-case"
@@ -200,7 +200,8 @@ class FixedDrawJudge:
         averaged, single = [], []
         for index, start in enumerate(range(0, len(self.labels), self.batch_size)):
             with seeded(self.seed + index, images.device):
-                logits = sample_logits(self.model, images[start:start + self.batch_size], self.samples)  # (K, B, classes)
+                batch = images[start:start + self.batch_size]
+                logits = sample_logits(self.model, batch, self.samples)  # (K, B, classes)
             averaged.append(predictive_log_prob(logits).argmax(dim=1))
             single.append(logits.argmax(dim=2))
         return torch.cat(averaged), torch.cat(single, dim=1)
@@ -313,25 +314,28 @@ def _members(model: torch.nn.Module, settings: AttackSettings, transfer_source: 
     eot, steps = settings.eot_samples if is_stochastic(model) else 1, settings.worst_case_steps
     proxies = [Proxy.parse(text) for text in settings.proxies] if has_sign_units(model) else [Proxy()]
     own = Proxy()
-    yield _Member("fgsm", lambda: "own", lambda eps: make_attack("fgsm", _against(model, own), eps=eps, eot_samples=eot))
-    for proxy in sorted(proxies, key=lambda proxy: proxy != own):
-        yield _Member("pgd", lambda proxy=proxy: str(proxy), lambda eps, proxy=proxy: PGD(_against(model, proxy), eps, steps=steps,
-                                                                        eot_samples=eot))
+
+    def pgd(target: torch.nn.Module, draws: int) -> Callable[[float], Attack]:
+        return lambda eps: PGD(target, eps, steps=steps, eot_samples=draws)
+
+    def named(proxy: Proxy) -> Callable[[], str]:
+        return lambda: str(proxy)
+
+    yield _Member("fgsm", named(own), lambda eps: make_attack("fgsm", _against(model, own), eps=eps, eot_samples=eot))
+    for proxy in sorted(proxies, key=lambda proxy: proxy != own):  # the network's own estimator first
+        yield _Member("pgd", named(proxy), pgd(_against(model, proxy), eot))
     if is_stochastic(model) or has_sign_units(model):
         for proxy in proxies:
-            surrogate = smooth_surrogate(model, proxy)
-            yield _Member("surrogate-pgd", lambda proxy=proxy: str(proxy),
-                          lambda eps, surrogate=surrogate: PGD(surrogate, eps, steps=steps), adaptive=True)
+            yield _Member("surrogate-pgd", named(proxy), pgd(smooth_surrogate(model, proxy), 1), adaptive=True)
     for loss in ("ce", "dlr"):
         yield _Member(f"apgd-{loss}", best_proxy, lambda eps, loss=loss: make_attack(
             f"apgd-{loss}", _against(model, Proxy.parse(best_proxy())), eps=eps, steps=settings.apgd_steps,
             eot_samples=eot))
     if transfer_source is not None:
         source_eot = settings.eot_samples if is_stochastic(transfer_source) else 1
-        yield _Member("transfer-pgd", lambda: "own", lambda eps: PGD(_against(transfer_source, own), eps, steps=steps,
-                                                                     eot_samples=source_eot), adaptive=True)
-    yield _Member("square", lambda: "-", lambda eps: make_attack("square", model, eps=eps, queries=settings.square_queries,
-                                                         eot_samples=eot))
+        yield _Member("transfer-pgd", named(own), pgd(_against(transfer_source, own), source_eot), adaptive=True)
+    yield _Member("square", lambda: "-", lambda eps: make_attack(
+        "square", model, eps=eps, queries=settings.square_queries, eot_samples=eot))
 
 
 def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: Sequence[float],
@@ -432,7 +436,8 @@ def attack_plan(settings: AttackSettings, stochastic: bool) -> list[tuple[str, f
             plan += [(name, budget, draws) for budget in sorted(settings.eps)]
             continue
         info = ATTACKS[name]
-        eot_levels = (1, settings.eot_samples) if stochastic and info.eot_argument and settings.eot_samples > 1 else (1,)
+        with_eot = stochastic and info.eot_argument is not None and settings.eot_samples > 1
+        eot_levels = (1, settings.eot_samples) if with_eot else (1,)
         plan += [(name, budget, eot) for budget in settings.budgets(info.budget_name) for eot in eot_levels]
     return plan
 
