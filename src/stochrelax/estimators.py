@@ -40,6 +40,8 @@ __all__ = [
     "ESTIMATORS",
     "binarize",
     "with_gradient_of",
+    "straight_through_derivative",
+    "classic_straight_through_derivative",
     "straight_through",
     "classic_straight_through",
     "score_function",
@@ -91,19 +93,29 @@ def with_gradient_of(value: torch.Tensor, pre_activation: torch.Tensor,
     return _StraightThrough.apply(pre_activation, value, derivative)
 
 
+def straight_through_derivative(noise: Noise) -> Callable[[torch.Tensor], torch.Tensor]:
+    """a ↦ d/da E[sign(a − ξ)] = 2p(a), the straight-through estimator's backward factor."""
+    return lambda pre_activation: 2.0 * noise.pdf(pre_activation)
+
+
+def classic_straight_through_derivative(pre_activation: torch.Tensor) -> torch.Tensor:
+    """d/da hard-tanh(a): 1 where |a| ≤ 1, the classic straight-through estimator's backward factor."""
+    return (pre_activation.abs() <= 1.0).to(pre_activation.dtype)
+
+
 def straight_through(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None,
                      noisy: bool = True) -> tuple[torch.Tensor, None]:
     """Sample value forward, gradient of E[y] = 2F(a) − 1 backward (thesis eq. 2.8)."""
     if noise is None:
         raise ValueError("estimator 'ste' differentiates E[sign(a - ξ)] and needs a noise distribution; "
                          "use 'classic_ste' for a deterministic sign unit")
-    return with_gradient_of(sample, pre_activation, lambda a: 2.0 * noise.pdf(a)), None  # d/da (2F(a) − 1)
+    return with_gradient_of(sample, pre_activation, straight_through_derivative(noise)), None
 
 
 def classic_straight_through(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None = None,
                              noisy: bool = True) -> tuple[torch.Tensor, None]:
     """Sample value forward, gradient of hard-tanh(a) backward (1 where |a| ≤ 1)."""
-    return with_gradient_of(sample, pre_activation, lambda a: (a.abs() <= 1.0).to(a.dtype)), None
+    return with_gradient_of(sample, pre_activation, classic_straight_through_derivative), None
 
 
 def score_function(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None,

@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 
-from stochrelax.estimators import ESTIMATORS, binarize, with_gradient_of
+from stochrelax.estimators import ESTIMATORS, binarize, straight_through_derivative, with_gradient_of
 from stochrelax.noise import NOISES, Noise, make_noise
 
 __all__ = [
@@ -241,8 +241,7 @@ def gradient_proxies(module: nn.Module,
 def _score_unit_proxy(layer: StochasticActivation) -> GradientProxy | None:
     if layer.estimator != "score" or layer.gradient_proxy is not None:
         return None
-    noise = layer.noise
-    return lambda pre_activation: 2.0 * noise.pdf(pre_activation)  # d/da E[y] = d/da (2F(a) − 1)
+    return straight_through_derivative(layer.noise)
 
 
 @contextmanager

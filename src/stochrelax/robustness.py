@@ -114,12 +114,11 @@ class AttackSettings:
 
 def _steps(name: str, budget: float, settings: AttackSettings) -> int | None:
     """Iterations (queries for Square) an attack ran, as recorded in its row; ``None`` for missing features."""
-    counts: dict[str, Callable[[], int | None]] = {
-        "fgsm": lambda: 1, "ifgsm-ll": lambda: kurakin_steps(budget), "pgd": lambda: settings.pgd_steps,
-        "apgd-ce": lambda: settings.apgd_steps, "apgd-dlr": lambda: settings.apgd_steps,
-        "square": lambda: settings.square_queries, "missing": lambda: None,
-        WORST_CASE: lambda: settings.worst_case_steps}
-    return counts[name]()
+    counts: dict[str, int | None] = {
+        "fgsm": 1, "ifgsm-ll": kurakin_steps(budget), "pgd": settings.pgd_steps, "apgd-ce": settings.apgd_steps,
+        "apgd-dlr": settings.apgd_steps, "square": settings.square_queries, "missing": None,
+        WORST_CASE: settings.worst_case_steps}
+    return counts[name]
 
 
 @dataclass(frozen=True)
@@ -275,7 +274,7 @@ def attack_model(model: torch.nn.Module, attack_name: str, budget: float, images
         if budget == 0:  # every attack returns the clean input at zero budget
             adversarial = pixels
         elif targeted:
-            adversarial = _in_batches(lambda x, t: attack.toward(x, t), pixels, targets, settings.batch_size)
+            adversarial = _in_batches(attack.toward, pixels, targets, settings.batch_size)
         else:
             adversarial = _in_batches(attack, pixels, labels, settings.batch_size)
         seconds = time.perf_counter() - start
@@ -501,8 +500,7 @@ def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch
         if WORST_CASE in settings.attacks:
             rows += worst_case(model, pixels, labels, settings.eps, settings, transfer_source, progress, judge)
         clean = judge.clean(pixels).float().mean().item()
-    probe_images, probe_labels = images[:settings.probe_examples], labels[:settings.probe_examples]
-    with evaluating(model):
+        probe_images, probe_labels = images[:settings.probe_examples], labels[:settings.probe_examples]
         probe_pixels = _pixels(probe_images)
         randomized = randomized_fraction(model, probe_pixels)
         health = gradient_health(_against(model, Proxy.parse(settings.proxy)), probe_pixels, probe_labels)

@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from stochrelax.estimators import classic_straight_through_derivative, straight_through_derivative
 from stochrelax.layers import GradientProxy, StochasticActivation, gradient_proxies
 from stochrelax.noise import Noise
 
@@ -57,8 +58,8 @@ def _own_value(noise: Noise | None, pre_activation: torch.Tensor, temperature: N
 
 def _own_derivative(noise: Noise | None, pre_activation: torch.Tensor, temperature: None) -> torch.Tensor:
     if noise is None:
-        return (pre_activation.abs() <= 1.0).to(pre_activation.dtype)
-    return 2.0 * noise.pdf(pre_activation)
+        return classic_straight_through_derivative(pre_activation)
+    return straight_through_derivative(noise)(pre_activation)
 
 
 @dataclass(frozen=True)
