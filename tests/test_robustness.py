@@ -42,6 +42,7 @@ def test_untargeted_row_matches_an_independent_computation(relu_victim) -> None:
     assert (result.examples, result.prediction_samples, result.eot_samples) == (200, 1, 1)
     assert result.clean_accuracy == pytest.approx(clean_right.float().mean().item())
     assert (result.steps, result.proxy, result.seed) == (1, "own", 0)
+    assert (runs.unpack_correct(result.correct, 200) == adversarial_right.numpy()).all()
 
 
 @pytest.mark.parametrize("attack", ["fgsm", "pgd", "ifgsm-ll"])
@@ -126,6 +127,7 @@ def test_attack_run_writes_and_merges_the_table(fashion_mnist, relu_victim, tmp_
     assert table["test_examples"] == 100 and isinstance(table["warnings"], list)
     csv_lines = (run_dir / runs.ATTACKS_CSV).read_text().splitlines()
     assert csv_lines[0].startswith("attack,budget_name,budget,eot_samples") and len(csv_lines) == 3
+    assert "correct" not in csv_lines[0].split(",") and all(len(row["correct"]) == 2 * 13 for row in table["rows"])
     with runs.run_lock(run_dir):  # another writer holds the run: refused before any attack, table untouched
         with pytest.raises(runs.RunDirError, match="being written by another stochrelax process"):
             attack_run(runs.load_run(run_dir), data, AttackSettings(attacks=("fgsm",), eps=(0.1,)))
@@ -158,6 +160,8 @@ def test_worst_case_accounts_for_every_image(stochastic_victim) -> None:
     clean = rows[0].clean_accuracy
     assert rows[0].accuracy == clean and all(row.clean_accuracy == clean for row in rows)
     assert rows[0].accuracy >= rows[1].accuracy >= rows[2].accuracy  # broken at a smaller eps: broken at a larger
+    standing = [runs.unpack_correct(row.correct, 100) for row in rows]
+    assert all((later <= earlier).all() for earlier, later in zip(standing, standing[1:]))
     for row in rows[1:]:
         broken = sum(member["broke"] for member in row.members)
         previous = rows[rows.index(row) - 1]

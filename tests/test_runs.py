@@ -583,3 +583,16 @@ def test_truncate_records_keeps_checkpointed_epochs_and_drops_lines_cut_short(tm
     assert runs.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
     assert [stats["epoch"] for stats in runs.read_training_stats(tmp_path)] == [1, 2]
     assert runs.read_events(tmp_path) == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": 3}]
+
+
+@pytest.mark.parametrize("count", [0, 1, 8, 13, 1000])
+def test_per_image_results_round_trip_through_their_hex_form(count):
+    correct = torch.rand(count, generator=torch.Generator().manual_seed(count)) < 0.7
+    text = runs.pack_correct(correct)
+    assert len(text) == 2 * ((count + 7) // 8)
+    assert (runs.unpack_correct(text, count) == correct.numpy()).all()
+
+
+def test_per_image_results_of_the_wrong_length_are_refused():
+    with pytest.raises(ValueError, match="2 bytes of per-image results for 20 images"):
+        runs.unpack_correct("ffff", 20)

@@ -78,6 +78,8 @@ def test_run_directory_records_config_metrics_and_summary(relu_run):
     assert [metrics[0]] == [m.as_dict() for m in reported]
     assert metrics[0]["epoch"] == 1
     assert metrics[0]["test_accuracy"] == summary["test_accuracy"]
+    correct = runs.unpack_correct(summary["test_correct"], summary["test_examples"])
+    assert correct.mean() == summary["test_accuracy"]
     run = runs.load_run(run_dir)
     assert run.config == config
     assert run.summary == summary
@@ -88,6 +90,7 @@ def test_evaluate_run_reproduces_the_summary_of_a_deterministic_run(relu_run, fa
     result = evaluate_run(runs.load_run(run_dir), fashion_mnist.limit(test_limit=1000), samples=1)
     assert result.examples == 1000
     assert result.accuracy == summary["test_accuracy"]
+    assert (result.correct.numpy() == runs.unpack_correct(summary["test_correct"], 1000)).all()
     assert result.nll == pytest.approx(summary["test_loss"], rel=1e-6)
 
 

@@ -8,7 +8,7 @@ Evaluation under attack is :mod:`stochrelax.robustness`; training imports only t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +29,10 @@ class Evaluation:
     nll: float
     samples: int  # K noise draws averaged per prediction (1 for a model without active noise)
     examples: int
+    correct: torch.Tensor = field(repr=False)  # (N,) bool: each image classified correctly
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {"accuracy": self.accuracy, "nll": self.nll, "samples": self.samples, "examples": self.examples}
 
 
 @torch.no_grad()
@@ -49,15 +50,17 @@ def evaluate_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     nll_sum = torch.zeros((), dtype=torch.float64, device=images.device)
-    correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    correct = []
     with evaluating(model):
         for batch_images, batch_labels in batches(images, labels, batch_size, shuffle=False):
             log_prob = predictive_log_prob(sample_logits(model, batch_images, samples))  # (B, classes)
             nll_sum += F.nll_loss(log_prob, batch_labels, reduction="sum").double()
-            correct += (log_prob.argmax(dim=1) == batch_labels).sum()
+            correct.append(log_prob.argmax(dim=1) == batch_labels)
+    correct = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool, device=images.device)
     examples = labels.shape[0]
     effective_samples = samples if is_stochastic(model) else 1
-    return Evaluation(correct.item() / examples, nll_sum.item() / examples, effective_samples, examples)
+    return Evaluation(correct.sum().item() / examples, nll_sum.item() / examples, effective_samples, examples,
+                      correct)
 
 
 def evaluate_run(run: Run, data: FashionMNIST, samples: int = 1, device: torch.device | str = "cpu",

@@ -48,7 +48,7 @@ from stochrelax.checks import (GradientHealth, RobustnessRow, diagnose, gradient
 from stochrelax.data import FashionMNIST
 from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
-from stochrelax.runs import Run, read_attack_table, run_lock, write_attack_table
+from stochrelax.runs import Run, pack_correct, read_attack_table, run_lock, write_attack_table
 
 __all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "BUDGET_NAMES", "DEFAULT_BUDGETS", "DEFAULT_PROXIES",
            "AttackSettings", "AttackResult", "FixedDrawJudge", "attack_model", "worst_case", "RobustnessReport",
@@ -144,6 +144,7 @@ class AttackResult:
     seed: int = 0
     warnings: tuple[str, ...] = ()  # checks that concern this row, kept with it
     members: tuple[dict[str, Any], ...] = ()  # worst case: images each ensemble member broke, in order
+    correct: str = ""  # per image, correct under attack: runs.pack_correct bits (attacks.json only; "" in old tables)
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> "AttackResult":
@@ -233,7 +234,8 @@ def _row(attack: str, budget_name: str, budget: float, eot_samples: int, judge: 
         attack, budget_name, float(budget), eot_samples, judge.samples, correct.float().mean().item(),
         single_accuracy.mean().item(), single_accuracy.std().item() if judge.samples > 1 else 0.0,
         success.sum().item() / max(success_denominator, 1), perturbation.abs().amax(dim=1).mean().item(),
-        perturbation.norm(dim=1).mean().item(), seconds, examples, clean.float().mean().item(), **measured_with)
+        perturbation.norm(dim=1).mean().item(), seconds, examples, clean.float().mean().item(),
+        correct=pack_correct(correct), **measured_with)
 
 
 def _against(model: torch.nn.Module, proxy: Proxy) -> torch.nn.Module:

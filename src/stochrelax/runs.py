@@ -18,9 +18,11 @@ A run directory holds
   checked on reading; removed when the run finishes;
 - ``events.jsonl``      one line per start, resumption or failure of training (``{"event", "epoch", …}``;
   a failure also names the batch, the quantity and the first layer that became non-finite);
-- ``summary.json``      written last: its presence marks a finished run;
+- ``summary.json``      written last: its presence marks a finished run; ``test_correct`` holds
+  which test images the final model classifies correctly (:func:`pack_correct`);
 - ``attacks.json``, ``attacks.csv``  the robustness table of ``stochrelax attack``
-  (rows merge across invocations; the JSON also holds the diagnostics);
+  (rows merge across invocations; the JSON also holds the diagnostics and, per row, which
+  images stayed correct, ``correct``);
 - ``.lock``             locked by the process writing the run (:func:`run_lock`), so two never
   write the same directory; the file stays after its process, which does not matter.
 
@@ -46,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -60,7 +63,7 @@ __all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "TRAINING_STATS_
            "CHECKPOINT_FILE", "EVENTS_FILE", "save_checkpoint", "load_checkpoint", "remove_checkpoint",
            "truncate_records", "append_event", "read_events", "read_failure", "is_finished", "check_same_config",
            "read_summary", "LAYOUT_VERSION", "RUN_FILE", "LOCK_FILE", "check_layout", "run_lock",
-           "check_writable"]
+           "check_writable", "pack_correct", "unpack_correct"]
 
 LAYOUT_VERSION = 1  # raise it whenever a file of the run directory changes meaning
 RUN_FILE = "stochrelax-run.json"
@@ -74,6 +77,7 @@ ATTACKS_JSON = "attacks.json"
 ATTACKS_CSV = "attacks.csv"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 EVENTS_FILE = "events.jsonl"
+_JSON_ONLY = frozenset({"correct"})  # attack-row fields too long for a spreadsheet: attacks.json only
 _BOOKKEEPING = frozenset({RUN_FILE, LOCK_FILE})  # a directory holding only these holds no run
 
 
@@ -88,6 +92,27 @@ def _reason(error: Exception) -> str:
         return error.strerror
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def pack_correct(correct: torch.Tensor) -> str:
+    """Per-image correctness, (N,) bool, as the hex string a run stores it in: one bit per image, in order.
+
+    Aggregation over seeds pairs configurations image by image with it (:mod:`stochrelax.claims`).
+    """
+    bits = np.packbits(correct.detach().to("cpu", torch.bool).numpy())
+    return bits.tobytes().hex()
+
+
+def unpack_correct(text: str, count: int) -> np.ndarray:
+    """The (count,) bool array :func:`pack_correct` stored.
+
+    Raises:
+        ValueError: if ``text`` is not hex of ⌈count/8⌉ bytes.
+    """
+    packed = np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
+    if len(packed) != (count + 7) // 8:
+        raise ValueError(f"{len(packed)} bytes of per-image results for {count} images")
+    return np.unpackbits(packed, count=count).astype(bool)
 
 
 def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, torch.Tensor] | None = None,
@@ -472,7 +497,8 @@ def write_attack_table(run_dir: str | Path, report: dict[str, Any]) -> None:
     rows = report["rows"]
     table = io.StringIO()
     if rows:
-        writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
+        writer = csv.DictWriter(table, fieldnames=[key for key in rows[0] if key not in _JSON_ONLY],
+                                extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     _write_atomically(run_dir / ATTACKS_CSV, table.getvalue())

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -135,9 +135,11 @@ class EpochMetrics:
     test_accuracy: float
     train_seconds: float
     eval_seconds: float
+    test_correct: torch.Tensor | None = field(default=None, repr=False, compare=False)  # (N,) bool, per test image
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The numbers ``metrics.jsonl`` records (the per-image results go to ``summary.json`` only)."""
+        return {item.name: getattr(self, item.name) for item in fields(self) if item.name != "test_correct"}
 
     def summary_line(self, epochs: int) -> str:
         return (f"epoch {self.epoch}/{epochs}  train loss {self.train_loss:.4f} acc {self.train_accuracy:.2%}  "
@@ -371,7 +373,7 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
             trained = time.perf_counter()
             test = evaluate_model(model, test_images, test_labels, config.eval_samples, config.eval_batch_size)
             metrics = EpochMetrics(epoch, train_loss, train_accuracy, test.nll, test.accuracy,
-                                   trained - start, time.perf_counter() - trained)
+                                   trained - start, time.perf_counter() - trained, test.correct)
             history.append(metrics)
             if on_epoch is not None:
                 on_epoch(metrics)
@@ -454,9 +456,12 @@ def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: 
     runs.append_event(run_dir, "resume" if checkpoint else "start", checkpoint.epoch + 1 if checkpoint else 1)
 
     recorder = TrainingStatsRecorder(histogram_epochs(config.train.epochs))
+    last_test_correct: dict[int, torch.Tensor] = {}  # epoch -> per-image results, for the summary
 
     def record(metrics: EpochMetrics) -> None:
         runs.append_metrics(run_dir, metrics.as_dict())
+        last_test_correct.clear()
+        last_test_correct[metrics.epoch] = metrics.test_correct
         stats = recorder.history[-1]
         assert stats["epoch"] == metrics.epoch
         runs.append_training_stats(run_dir, stats)
@@ -481,6 +486,8 @@ def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: 
     summary = {
         "test_accuracy": final["test_accuracy"],
         "test_loss": final["test_loss"],
+        **({"test_correct": runs.pack_correct(last_test_correct[final["epoch"]])}
+           if final["epoch"] in last_test_correct else {}),
         "train_accuracy": final["train_accuracy"],
         "epochs": len(history),
         "seconds_per_epoch": sum(m["train_seconds"] for m in history) / len(history),
