@@ -14,7 +14,6 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from stochrelax import plots, runs
-from stochrelax.config import parse_config
 from stochrelax.data import CLASS_NAMES
 
 pytestmark = pytest.mark.slow
@@ -78,16 +77,6 @@ def test_accuracy_by_samples_averages_softmax_of_the_first_draws():
     labels = torch.tensor([0])
     assert plots.accuracy_by_samples(logits, labels, [1, 2, 8]) == [1.0, 0.0, 0.0]
     assert plots.single_draw_accuracy(logits, labels)[0] == pytest.approx(0.5)
-
-
-def test_group_by_seed_joins_configs_that_differ_only_in_seed():
-    configs = {
-        "a": parse_config({"train": {"seed": 0}}),
-        "b": parse_config({"model": {"activation": {"noise": "logistic", "std": 0.05}}}),
-        "c": parse_config({"train": {"seed": 3}}),
-        "d": parse_config({"train": {"seed": 3, "lr": 0.01}}),
-    }
-    assert plots.group_by_seed(configs) == [["a", "c"], ["b"], ["d"]]
 
 
 def test_mean_curve_uses_shared_points_and_sample_std():

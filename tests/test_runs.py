@@ -596,3 +596,13 @@ def test_per_image_results_round_trip_through_their_hex_form(count):
 def test_per_image_results_of_the_wrong_length_are_refused():
     with pytest.raises(ValueError, match="2 bytes of per-image results for 20 images"):
         runs.unpack_correct("ffff", 20)
+
+
+def test_group_by_seed_joins_configs_that_differ_only_in_seed():
+    configs = {
+        "a": parse_config({"train": {"seed": 0}}),
+        "b": parse_config({"model": {"activation": {"noise": "logistic", "std": 0.05}}}),
+        "c": parse_config({"train": {"seed": 3}}),
+        "d": parse_config({"train": {"seed": 3, "lr": 0.01}}),
+    }
+    assert runs.group_by_seed(configs) == [["a", "c"], ["b"], ["d"]]

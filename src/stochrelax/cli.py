@@ -13,7 +13,7 @@ import shlex
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -25,9 +25,12 @@ from stochrelax.evaluate import evaluate_run
 from stochrelax.robustness import (DEFAULT_BUDGETS, DEFAULT_PROXIES, EVALUATIONS, THESIS_ATTACKS, AttackSettings,
                                    attack_run)
 from stochrelax.runs import CONFIG_FILE, SUMMARY_FILE, RunDirError, check_run_dir, is_finished, load_run
-from stochrelax.sweep import (BACKENDS, PRESETS, SWEEP_FILE, JobResult, SweepInterrupted, load_grid, run_sweep,
-                              unfinished_work, usable_cpus)
+from stochrelax.sweep import (BACKENDS, PRESETS, SWEEP_FILE, JobResult, SweepInterrupted, load_grid, recorded_preset,
+                              run_sweep, unfinished_work, usable_cpus)
 from stochrelax.train import TrainingDiverged, train_run
+
+if TYPE_CHECKING:  # the claims pull in scipy: imported where they are needed
+    from stochrelax.claims import StudyScope
 
 __all__ = ["main", "build_parser", "resolve_device"]
 
@@ -181,12 +184,23 @@ def _report(args: argparse.Namespace) -> None:
     print(f"report written to {page} (tables also in {page.parent / 'report.md'})")
 
 
+def _study_scope(root: Path) -> StudyScope:
+    """What the study in ``root`` can judge, from the preset its sweep recorded."""
+    from stochrelax.claims import StudyScope
+
+    recorded = recorded_preset(root)
+    if recorded is None:
+        return StudyScope()
+    name, preset = recorded
+    return StudyScope(name, preset.converged, preset.pipeline_check)
+
+
 def _results(args: argparse.Namespace) -> None:
-    from stochrelax.results import write_results
+    from stochrelax.claims import analyse_study
 
     for problem in unfinished_work(args.root) if (args.root / SWEEP_FILE).is_file() else []:
         print(f"warning: unfinished: {problem}; run the sweep again to finish it")
-    files = write_results(args.root, args.out)
+    files = analyse_study(args.root, args.out, _study_scope(args.root))
     print(files.verdicts_md.read_text())
     print(files.results_md.read_text(), end="")
     print(f"written to {', '.join(map(str, files))}")
@@ -232,14 +246,14 @@ FIGURE_RUNS = ("relu_deterministic-batch_norm", "relu_adversarial_fgsm", "relu_n
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from stochrelax.claims import analyse_study
     from stochrelax.report import build_report
-    from stochrelax.results import write_results
 
     args.out = args.out or Path("runs") / f"reproduce-{args.preset}"
     command = shlex.join(["stochrelax", "reproduce", "--preset", args.preset, "--seeds", str(args.seeds),
                           "--out", str(args.out)] + (["--grid", str(args.grid)] if args.grid != STUDY_GRID else []))
     results = _run_sweep(args)
-    written = write_results(args.out)
+    written = analyse_study(args.out, scope=_study_scope(args.out))
     print(written.verdicts_md.read_text())
     print("results: " + ", ".join(str(path) for path in written))
     finished = [args.out / f"{name}-seed0" for name in FIGURE_RUNS if is_finished(args.out / f"{name}-seed0")]
@@ -410,10 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_report)
 
     results = commands.add_parser(
-        "results", help="aggregate runs over seeds into one table (CSV and Markdown)",
-        description="Aggregate every finished run below RUNS into results.csv and results.md: one row per "
+        "results", help="aggregate runs over seeds and judge the thesis' claims (CSV and Markdown)",
+        description="Aggregate every finished run below RUNS into results.csv and results.md (one row per "
                     "configuration, mean ± std over seeds of clean accuracy and of accuracy under each attack, "
-                    "budget and EOT setting.")
+                    "budget and EOT setting), and judge the thesis' claims into verdicts.csv and verdicts.md "
+                    "(estimate, 95% confidence interval over seeds and test images, holds / fails / inconclusive).")
     results.add_argument("root", type=Path, metavar="RUNS", help="directory holding run directories")
     results.add_argument("--out", type=Path, default=None, metavar="DIR", help="where to write (default: RUNS)")
     results.set_defaults(handler=_results)
@@ -421,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     def sweep_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--seeds", type=_positive_int, default=1, metavar="N", help="seeds 0..N-1 per run (default 1)")
         sub.add_argument("--preset", default="quick", choices=list(PRESETS),
-                         help="smoke: minutes, a pipeline check; quick: well under an hour on 2 CPU cores; "
+                         help="smoke: minutes, a pipeline check; quick: well under an hour on 2 CPU cores, a first "
+                              "answer on differences; standard: overnight with 3 seeds, answers every claim; "
                               "thesis: the full protocol (100 epochs, all data) (default quick)")
         sub.add_argument("--backend", default="local", choices=list(BACKENDS),
                          help="local: a process pool on this machine; ray: tasks on a running Ray cluster")

@@ -18,12 +18,11 @@ Functions that evaluate a model on the clean test set use the first
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import cycle
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -36,12 +35,14 @@ from sklearn.manifold import TSNE
 
 from stochrelax import runs
 from stochrelax.attacks import ATTACKS, make_attack
+from stochrelax.claims import UNITS, VerdictRecord
 from stochrelax.config import RunConfig, load_config
 from stochrelax.data import CLASS_NAMES, FashionMNIST
 from stochrelax.layers import MODES
 from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sample_logits
 from stochrelax.noise import NOISES, make_noise
 from stochrelax.rng import seeded
+from stochrelax.results import VARIANT_NAMES, ResultRow
 from stochrelax.robustness import BUDGET_NAMES
 
 __all__ = [
@@ -49,11 +50,11 @@ __all__ = [
     # helpers (tensors in, tensors or numbers out)
     "first_test_images", "draw_logits", "block_features", "confidences", "calibration_bins",
     "expected_calibration_error", "accuracy_by_samples", "single_draw_accuracy", "channel_norm_maps",
-    "default_heatmap_indices", "group_by_seed", "mean_curve", "tsne_embedding",
+    "default_heatmap_indices", "mean_curve", "tsne_embedding",
     # figures
     "noise_densities", "example_grid", "activation_heatmaps", "accuracy_vs_budget", "clean_accuracy_bars",
     "learning_curves", "confidence_histograms", "tsne_features", "training_distributions",
-    "reliability_diagram", "accuracy_vs_samples", "save_figure",
+    "reliability_diagram", "accuracy_vs_samples", "forest_plot", "robust_accuracy_vs_eps", "save_figure",
 ]
 
 DPI = 100  # pixels per inch of saved figures
@@ -85,8 +86,6 @@ LINE_STYLES = {True: "--", False: "-"}  # keyed by "single-draw attack on a stoc
 OUTCOME_COLOURS = {True: "tab:green", False: "tab:red"}  # keyed by "prediction correct"
 OUTCOME_NAMES = {True: "correct", False: "wrong"}
 STATISTICS = {"activation": "block output", "gradient": "weight gradient"}  # training_stats.jsonl key -> label
-
-Key = TypeVar("Key", bound=Hashable)
 
 
 class MissingData(Exception):
@@ -198,20 +197,6 @@ def default_heatmap_indices(labels: torch.Tensor) -> tuple[int, int]:
             raise ValueError(f"no {name!r} among the {labels.numel()} test images; pass indices")
         found.append(int(positions[0]))
     return found[0], found[1]
-
-
-def _without_seed(config: RunConfig) -> str:
-    fields = config.model_dump(mode="json")
-    del fields["train"]["seed"]
-    return json.dumps(fields, sort_keys=True)
-
-
-def group_by_seed(configs: Mapping[Key, RunConfig]) -> list[list[Key]]:
-    """Groups runs whose configs are equal except ``train.seed``, in order of first appearance."""
-    groups: dict[str, list[Key]] = {}
-    for key, config in configs.items():
-        groups.setdefault(_without_seed(config), []).append(key)
-    return list(groups.values())
 
 
 def mean_curve(curves: Sequence[Mapping[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -419,7 +404,7 @@ def accuracy_vs_budget(run_dirs: Sequence[str | Path], budget_name: str = "eps")
         raise MissingData(f"the attack tables of {', '.join(map(str, attacked))} have no {budget_name} attack: "
                           f"run `stochrelax attack {attacked[0]} --attack {suggested}`")
     figure, axes = _panels(len(attacks))
-    groups = group_by_seed({path: load_config(path / runs.CONFIG_FILE) for path in attacked})
+    groups = runs.group_by_seed({path: load_config(path / runs.CONFIG_FILE) for path in attacked})
     for colour, group in zip(cycle(matplotlib.colormaps["tab10"].colors), groups):
         names = [path.name for path in group]
         group_label = names[0] if len(group) == 1 else f"{', '.join(names)} (mean ± std)"
@@ -471,7 +456,7 @@ def clean_accuracy_bars(run_dirs: Sequence[str | Path]) -> Figure:
     loaded = {Path(run_dir): runs.load_run(run_dir) for run_dir in run_dirs}
     if not loaded:
         raise ValueError("clean_accuracy_bars needs at least one run directory")
-    groups = group_by_seed({path: run.config for path, run in loaded.items()})
+    groups = runs.group_by_seed({path: run.config for path, run in loaded.items()})
     roles: dict[str, list[list[Path]]] = {"adversarial": [], "stochastic": [], "deterministic": []}
     for group in groups:
         roles[_role(loaded[group[0]].config)].append(group)
@@ -742,6 +727,120 @@ def accuracy_vs_samples(run_dir: str | Path, data: FashionMNIST,
     ax.set_ylabel("clean test accuracy")
     ax.legend(loc="lower right", fontsize="small")
     ax.set_title(f"Accuracy vs noise draws K of {run.path.name} on {labels.numel()} test images", fontsize=9)
+    return figure
+
+
+# --- the study: verdicts and robust accuracy over seeds ------------------------------------------
+
+VARIANT_STYLES = {"single": ("tab:gray", "o"), "eot": ("tab:blue", "s"), "worst-case": ("tab:red", "D")}
+VERDICT_COLOURS = {"holds": "tab:green", "fails": "tab:red", "inconclusive": "tab:orange"}
+FOREST_ROW_INCHES = 0.32  # height per claim in the forest plot
+
+
+def _finite_limits(values: Sequence[float], margin: float = 0.08) -> tuple[float, float]:
+    finite = [value for value in values if math.isfinite(value)]
+    low, high = min(finite), max(finite)
+    pad = (high - low) * margin or max(abs(high), 1.0) * margin
+    return low - pad, high + pad
+
+
+def forest_plot(records: Sequence[VerdictRecord]) -> Figure:
+    """Every claim's estimate and 95% interval against its criterion (one panel per unit).
+
+    One row per claim (its id coloured by the verdict), one marker and interval per attack
+    variant (single-draw, EOT, worst case), the criterion's thresholds as red segments.
+    An unbounded interval (one seed) runs to the panel's edge as a dotted line.
+
+    Raises:
+        MissingData: if no claim was measured.
+    """
+    measured = [record for record in records if any(record.estimates.values())]
+    if not measured:
+        raise MissingData("no claim was measured: run `stochrelax results` on a study with finished runs")
+    by_unit: dict[str, list[VerdictRecord]] = {}
+    for record in measured:
+        by_unit.setdefault(record.unit, []).append(record)
+    heights = [len(group) + 1.2 for group in by_unit.values()]
+    figure = _figure((WIDE[0], FOREST_ROW_INCHES * sum(heights) + 0.8))
+    axes = figure.subplots(len(by_unit), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, (unit_name, group) in zip(axes, by_unit.items()):
+        unit = UNITS[unit_name]
+        values = [bound for record in group for found in record.estimates.values() if found for bound in found[:3]]
+        values += [threshold for record in group for threshold in record.thresholds.values()]
+        low_limit, high_limit = _finite_limits(values)
+        for row, record in enumerate(group):
+            y = len(group) - 1 - row
+            for offset, (variant, found) in zip((0.22, 0.0, -0.22), record.estimates.items()):
+                if found is None:
+                    continue
+                colour, marker = VARIANT_STYLES[variant]
+                estimate, low, high = found[:3]
+                ax.hlines(y + offset, max(low, low_limit), min(high, high_limit), color=colour, linewidth=1.6,
+                          linestyles="-" if math.isfinite(low) and math.isfinite(high) else ":")
+                ax.plot(estimate, y + offset, marker, color=colour, markersize=4,
+                        label=VARIANT_NAMES[variant])
+            for threshold in record.thresholds.values():
+                ax.vlines(threshold, y - 0.42, y + 0.42, color="black", linewidth=1.2)
+        ax.set_yticks(range(len(group)), [record.id for record in reversed(group)], fontsize=7)
+        for tick, record in zip(ax.get_yticklabels(), reversed(group)):
+            tick.set_color(VERDICT_COLOURS.get(record.verdict, "dimgray"))
+        ax.set_ylim(-0.6, len(group) - 0.4)
+        ax.set_xlim(low_limit, high_limit)
+        ax.xaxis.set_major_formatter(lambda value, _: unit.threshold_text(value))
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_xlabel(f"{unit_name} (black: the criterion's threshold)", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    _figure_legend(figure, list(axes), loc="outside upper center", ncols=3, fontsize="small")
+    return figure
+
+
+def _family(row: ResultRow) -> str:
+    """The panel of a configuration in :func:`robust_accuracy_vs_eps`: its unit kind and noise."""
+    if row.adversarial_training not in ("", "none"):
+        return "adversarially trained"
+    kind, _, noise = row.units.partition(", ")
+    return f"{kind}, {noise.split()[0]}" if noise else kind
+
+
+def robust_accuracy_vs_eps(rows: Sequence[ResultRow]) -> Figure:
+    """Robust accuracy against eps for every configuration: the mean over seeds with a min–max band.
+
+    Robust accuracy is the worst case where the study has it, else FGSM with EOT. One panel per
+    family (deterministic, each noise of ReLU units, sign units, adversarially trained).
+
+    Raises:
+        MissingData: if no configuration has either.
+    """
+    metric = "worst-case" if any(row.metric == "worst-case" for row in rows) else "fgsm"
+    variant = "worst-case" if metric == "worst-case" else "eot"
+    curves: dict[str, dict[float, dict[int, float]]] = {}
+    families: dict[str, str] = {}
+    for row in rows:
+        if row.metric == metric and row.variant == variant and row.budget is not None:
+            curves.setdefault(row.configuration, {})[row.budget] = row.values
+            families[row.configuration] = _family(row)
+    if not curves:
+        raise MissingData("no worst-case or FGSM rows in results.csv: run the study's attacks "
+                          "(`stochrelax attack RUN --attack worst-case`), then `stochrelax results`")
+    panels = sorted(set(families.values()))
+    figure, axes = _panels(len(panels))
+    for ax, family in zip(axes, panels):
+        members = [name for name in curves if families[name] == family]
+        for colour, name in zip(cycle(matplotlib.colormaps["tab10"].colors), members):
+            budgets = sorted(curves[name])
+            per_seed = [list(curves[name][budget].values()) for budget in budgets]
+            ax.plot(budgets, [np.mean(values) for values in per_seed], "-o", color=colour, markersize=3,
+                    label=f"{name} (n={max(map(len, per_seed))})")
+            ax.fill_between(budgets, [min(values) for values in per_seed], [max(values) for values in per_seed],
+                            color=colour, alpha=0.2, linewidth=0)
+        ax.set_title(family, fontsize=9)
+        ax.set_xlabel(BUDGET_LABELS["eps"], fontsize=8)
+        ax.set_ylabel("robust accuracy", fontsize=8)
+        ax.set_ylim(0.0, 1.02)
+        ax.legend(fontsize=5.5, loc="upper right")
+    what = "the per-example worst case" if metric == "worst-case" else "FGSM with EOT (no worst case in this study)"
+    figure.suptitle(f"Robust accuracy against {what}: mean over seeds, band from the lowest to the highest seed",
+                    fontsize=10)
     return figure
 
 

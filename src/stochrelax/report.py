@@ -2,8 +2,10 @@
 
 The report only reads what runs left on disk (config, metrics, attack tables, training
 statistics, weights) and draws it with :mod:`stochrelax.plots`; it computes no new
-robustness number. Over a study of many runs and seeds it also shows the verdicts on the
-thesis' claims and the results over seeds, both from :mod:`stochrelax.results`.
+robustness number. Over a study of many runs and seeds it opens with the verdicts on the
+thesis' claims and their forest plot, then robust accuracy against eps and the results over
+seeds — all read from the ``verdicts.csv`` and ``results.csv`` that ``stochrelax results``
+wrote (:mod:`stochrelax.claims`, :mod:`stochrelax.results`).
 ``DIR/index.html`` needs no network and no JavaScript: figures are PNG files beside it in
 ``DIR/figures``. A run that lacks some data still gets its page, with a line saying what
 is missing and the command that produces it.
@@ -21,12 +23,12 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from stochrelax import plots
+from stochrelax.claims import VERDICTS_CAPTION, VERDICTS_CSV, read_verdicts, scope_headline, verdict_table
 from stochrelax.data import FashionMNIST
-from stochrelax.results import (RESULTS_CAPTION, VERDICTS_CAPTION, Table, aggregate, describe_adversarial_training,
-                                describe_units, evaluate_claims, load_claims, markdown_table, read_study,
-                                results_table, verdict_table)
+from stochrelax.results import (RESULTS_CAPTION, RESULTS_CSV, Table, describe_adversarial_training, describe_units,
+                                markdown_table, read_results, results_table)
 from stochrelax.robustness import WORST_CASE
-from stochrelax.runs import Run, load_run, read_attack_table
+from stochrelax.runs import Run, RunDirError, load_run, read_attack_table
 
 __all__ = ["SUMMARY_BUDGETS", "ReportFigure", "summary_table", "build_report"]
 
@@ -163,21 +165,65 @@ class _TableSection:
     css_class: str  # the HTML table's class
 
 
-def _study_sections(study_root: str | Path) -> list[_TableSection]:
-    """The verdicts on the thesis' claims and the results over seeds, from every finished run below the root."""
-    runs = read_study(study_root)
-    verdicts = verdict_table(evaluate_claims(load_claims(), aggregate(runs)))
-    return [
-        _TableSection("Verdicts", f"{VERDICTS_CAPTION} From the {len(runs)} finished runs below {study_root}.",
-                      verdicts, "verdicts"),
-        _TableSection("Results over seeds", RESULTS_CAPTION, results_table(runs), "results"),
+@dataclass(frozen=True)
+class _Study:
+    """What the report shows of a study, read from the files ``stochrelax results`` wrote."""
+
+    headline: str  # what the study's preset can tell
+    verdicts: _TableSection
+    figures: list[ReportFigure]  # the forest plot, then robust accuracy against eps
+    results: _TableSection
+
+
+def _read_study(study_root: str | Path) -> _Study:
+    """The verdicts and the results over seeds of a study, from its ``verdicts.csv`` and ``results.csv``.
+
+    Raises:
+        RunDirError: if either file is missing.
+    """
+    root = Path(study_root)
+    for name in (VERDICTS_CSV, RESULTS_CSV):
+        if not (root / name).is_file():
+            raise RunDirError(f"{root / name} is missing: run `stochrelax results {root}` first")
+    records, rows = read_verdicts(root / VERDICTS_CSV), read_results(root / RESULTS_CSV)
+    figures = [
+        ReportFigure("forest_plot", "The claims at a glance",
+                     "Per claim: the estimate and its 95% interval with single-draw attacks, EOT attacks and the "
+                     "worst case; black: the criterion's threshold; claim ids coloured by the verdict "
+                     "(green holds, red fails, orange inconclusive).", lambda: plots.forest_plot(records)),
+        ReportFigure("robust_accuracy_vs_eps", "Robust accuracy against eps",
+                     "Every configuration's robust accuracy: the mean over seeds, the band from the lowest to the "
+                     "highest seed.", lambda: plots.robust_accuracy_vs_eps(rows)),
     ]
+    return _Study(scope_headline(records),
+                  _TableSection("Verdicts", f"{VERDICTS_CAPTION} From {study_root}.", verdict_table(records),
+                                "verdicts"),
+                  figures, _TableSection("Results over seeds", RESULTS_CAPTION, results_table(rows), "results"))
+
+
+def _html_section(section: _TableSection) -> str:
+    return (f"<h2>{html.escape(section.heading)}</h2><p>{html.escape(section.intro)}</p>"
+            f"{_html_table(section.table, section.css_class)}")
+
+
+def _figure_html(figure: ReportFigure, out_dir: Path) -> str:
+    """Draws and saves one figure; its HTML, or a line saying what is missing and how to make it."""
+    title = f"<h3>{html.escape(figure.title)}</h3>"
+    try:
+        drawn = figure.draw()
+    except plots.MissingData as missing:
+        return f'<section>{title}<p class="missing">Missing: {html.escape(str(missing))}</p></section>'
+    relative = f"{FIGURES_DIR}/{figure.key}.png"
+    plots.save_figure(drawn, out_dir / relative)
+    return (f'<figure id="{html.escape(figure.key)}">{title}<img src="{html.escape(relative)}" '
+            f'alt="{html.escape(figure.title)}"><figcaption>{html.escape(figure.caption)}</figcaption></figure>')
 
 
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:0.85em}th,td{border:1px solid #ccc;padding:4px 6px;text-align:right}
-th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}figure{margin:2em 0}
-img{max-width:100%}figcaption{color:#555}.missing,.note{color:#a33}code{background:#f3f3f3;padding:1px 4px}"""
+th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}
+img{max-width:100%}figcaption{color:#555}.missing,.note{color:#a33}code{background:#f3f3f3;padding:1px 4px}
+.headline{font-weight:bold}figure{margin:1em 0}"""
 
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: FashionMNIST, command: str,
@@ -191,43 +237,42 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
         command: the command line that regenerates the page, shown on it.
         tsne_count: test images in each t-SNE plot.
         progress: show a progress bar over the figures.
-        study_root: a directory of many runs and seeds (``stochrelax sweep``); given, the page
-            opens with the verdicts on the thesis' claims and the results over seeds of every
-            finished run below it (:mod:`stochrelax.results`).
+        study_root: a directory of many runs and seeds (``stochrelax sweep``) that ``stochrelax
+            results`` has analysed; given, the page opens with the verdicts on the thesis' claims,
+            their forest plot, robust accuracy against eps and the results over seeds, read from
+            its ``verdicts.csv`` and ``results.csv``.
 
     Returns:
         The path of ``index.html``.
 
     Raises:
-        RunDirError: if ``study_root`` holds no finished run.
+        RunDirError: if ``study_root`` lacks those files.
     """
     runs = [load_run(run_dir) for run_dir in run_dirs]
     out_dir = Path(out_dir)
     (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-    tables = [] if study_root is None else _study_sections(study_root)
-    tables.append(_TableSection("Summary", "Accuracy of the averaged predictor; stochastic runs show single-draw / "
-                                "EOT attacks.", summary_table(runs), "summary"))
-    sections = []
-    for figure in tqdm(_figures(runs, data, tsne_count), desc="figures", disable=not progress):
-        title = f"<h3>{html.escape(figure.title)}</h3>"
-        try:
-            drawn = figure.draw()
-        except plots.MissingData as missing:
-            sections.append(f'<section>{title}<p class="missing">Missing: {html.escape(str(missing))}</p></section>')
-            continue
-        relative = f"{FIGURES_DIR}/{figure.key}.png"
-        plots.save_figure(drawn, out_dir / relative)
-        sections.append(f'<figure>{title}<img src="{html.escape(relative)}" alt="{html.escape(figure.title)}">'
-                        f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
+    study = None if study_root is None else _read_study(study_root)
+    summary = _TableSection("Summary", "Accuracy of the averaged predictor; stochastic runs show single-draw / EOT "
+                            "attacks.", summary_table(runs), "summary")
+    figures = (study.figures if study else []) + _figures(runs, data, tsne_count)
+    drawn = {figure.key: _figure_html(figure, out_dir) for figure in tqdm(figures, desc="figures",
+                                                                           disable=not progress)}
+    body = []
+    if study is not None:
+        forest, robust = (drawn.pop(figure.key) for figure in study.figures)
+        body += [f'<p class="headline">{html.escape(study.headline)}</p>', "<h2>Verdicts</h2>", forest,
+                 _html_table(study.verdicts.table, study.verdicts.css_class),
+                 f"<p>{html.escape(study.verdicts.intro)}</p>", robust]
+    body += [_html_section(section) for section in ([study.results] if study else []) + [summary]]
+    body += ["<h2>Figures</h2>", *drawn.values(), f"<p>Regenerate with <code>{html.escape(command)}</code></p>"]
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>stochrelax report</title>'
-            f"<style>{_STYLE}</style></head><body><h1>stochrelax report</h1>"
-            f"<p>Regenerate with <code>{html.escape(command)}</code></p>"
-            + "".join(f"<h2>{html.escape(section.heading)}</h2><p>{html.escape(section.intro)}</p>"
-                      f"{_html_table(section.table, section.css_class)}" for section in tables)
-            + f"<h2>Figures</h2>{''.join(sections)}</body></html>\n")
+            f"<style>{_STYLE}</style></head><body><h1>stochrelax report</h1>{''.join(body)}</body></html>\n")
     (out_dir / "index.html").write_text(page)
-    markdown = ["# stochrelax report", "", f"Regenerate with `{command}`"]
-    for section in tables:
+    markdown = ["# stochrelax report", ""]
+    if study is not None:
+        markdown += [study.headline, "", "## Verdicts", "", study.verdicts.intro, "", markdown_table(study.verdicts.table)]
+    for section in ([study.results] if study else []) + [summary]:
         markdown += ["", f"## {section.heading}", "", section.intro, "", markdown_table(section.table)]
+    markdown += ["", f"Regenerate with `{command}`"]
     (out_dir / "report.md").write_text("\n".join(markdown) + "\n")
     return out_dir / "index.html"

@@ -42,11 +42,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -63,7 +63,9 @@ __all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "TRAINING_STATS_
            "CHECKPOINT_FILE", "EVENTS_FILE", "save_checkpoint", "load_checkpoint", "remove_checkpoint",
            "truncate_records", "append_event", "read_events", "read_failure", "is_finished", "check_same_config",
            "read_summary", "LAYOUT_VERSION", "RUN_FILE", "LOCK_FILE", "check_layout", "run_lock",
-           "check_writable", "pack_correct", "unpack_correct"]
+           "check_writable", "pack_correct", "unpack_correct", "find_runs", "find_failed_runs", "group_by_seed"]
+
+Key = TypeVar("Key", bound=Hashable)
 
 LAYOUT_VERSION = 1  # raise it whenever a file of the run directory changes meaning
 RUN_FILE = "stochrelax-run.json"
@@ -509,3 +511,32 @@ def read_attack_table(run_dir: str | Path) -> dict[str, Any] | None:
     """The robustness report of a run, or ``None`` if it was never attacked."""
     path = Path(run_dir) / ATTACKS_JSON
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+# --- finding runs -------------------------------------------------------------------------------
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every finished run directory (one with a ``summary.json``) at or below ``root``, sorted."""
+    return sorted(path.parent for path in Path(root).rglob(SUMMARY_FILE))
+
+
+def find_failed_runs(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every unfinished run at or below ``root`` whose training stopped on a non-finite value,
+    with its ``"failed"`` event (epoch, batch, quantity, layer, message), sorted by path."""
+    failures = ((path.parent, read_failure(path.parent)) for path in Path(root).rglob(EVENTS_FILE)
+                if not (path.parent / SUMMARY_FILE).is_file())
+    return sorted((path, failure) for path, failure in failures if failure is not None)
+
+
+def _without_seed(config: RunConfig) -> str:
+    fields = config.model_dump(mode="json")
+    del fields["train"]["seed"]
+    return json.dumps(fields, sort_keys=True)
+
+
+def group_by_seed(configs: Mapping[Key, RunConfig]) -> list[list[Key]]:
+    """Groups runs whose configs are equal except ``train.seed``, in order of first appearance."""
+    groups: dict[str, list[Key]] = {}
+    for key, config in configs.items():
+        groups.setdefault(_without_seed(config), []).append(key)
+    return list(groups.values())

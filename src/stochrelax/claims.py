@@ -1,0 +1,712 @@
+"""The thesis' claims as data, measured on a study with their uncertainty, and a verdict on each.
+
+A claim (packaged ``claims.yaml``, :func:`load_claims`) names a *measure* (:data:`MEASURES`:
+a configuration's accuracy, candidates against a reference, matched pairs) over cells of the
+aggregated results (:mod:`stochrelax.results`), and a *criterion* on it (≥, ≤, >, < a
+threshold). Each claim is measured three times, with single-draw attacks (the thesis'
+setting), with EOT attacks, and against the adaptive per-example worst case.
+
+Every measurement carries a 95% confidence interval for the training procedure's true value
+that counts both sources of noise — the spread between seeds and the finite test set, paired
+image by image between configurations (:mod:`stochrelax.intervals`). A claim that picks one
+of k candidates ("the best logistic network") gets Bonferroni-corrected intervals, so that
+picking the best does not overstate it. The verdict is
+
+- **holds** — the whole interval satisfies the criterion;
+- **fails** — the whole interval violates it;
+- **inconclusive** — the interval straddles it, or one seed leaves the spread between trainings unknown;
+- **not measured** — the study lacks a run or a cell the claim needs;
+- **not judged** — a claim about absolute accuracy after the thesis' protocol, in a study whose
+  preset does not train to convergence.
+
+It judges the robust accuracy by the worst case where the study has it (else by EOT attacks)
+and says when the thesis' single-draw attacks would have judged otherwise.
+:func:`write_verdicts` writes ``verdicts.csv`` and ``verdicts.md``; :func:`read_verdicts`
+reads the CSV back for the report. :func:`analyse_study` does everything ``stochrelax results``
+does: aggregate a study, write its results and its verdicts.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import operator
+import string
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, NamedTuple, Sequence
+
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from stochrelax.config import ConfigError, read_yaml
+from stochrelax.intervals import LEVEL, ImageResamples, Interval, interval, pick_interval
+from stochrelax.results import (VARIANT_NAMES, VARIANTS, Cell, ResultRow, Table, aggregate, csv_text, failed_runs_text,
+                                markdown_table, read_study, write_results)
+from stochrelax.runs import unpack_correct
+
+__all__ = ["ClaimsError", "Unit", "UNITS", "Measurement", "Measure", "MEASURES", "COMPARISONS", "NameGrid",
+           "OneConfiguration", "AgainstReference", "MatchedPairs", "Claim", "CLAIMS_FILE", "parse_claims",
+           "load_claims", "HOLDS", "FAILS", "INCONCLUSIVE", "NOT_MEASURED", "NOT_JUDGED", "VERDICTS", "StudyScope",
+           "judge", "ClaimResult", "evaluate_claims", "VerdictRecord", "verdict_records", "verdict_table",
+           "scope_headline", "VERDICTS_CAPTION", "write_verdicts", "read_verdicts", "StudyFiles", "analyse_study"]
+
+
+class ClaimsError(ConfigError):
+    """A claims file that cannot be used; the message is one line naming the claim."""
+
+
+# --- units ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Unit:
+    """How a measure's numbers read: accuracy in %, a difference in points, a ratio as ×."""
+
+    name: str
+    scale: float
+    decimals: int
+    prefix: str = ""
+    suffix: str = ""
+    signed: bool = False
+
+    def text(self, value: float) -> str:
+        return f"{self.prefix}{value * self.scale:{'+' if self.signed else ''}.{self.decimals}f}{self.suffix}"
+
+    def threshold_text(self, value: float) -> str:
+        """A criterion's threshold, shortest form: ``88%``, ``×1.5``, ``0 points``."""
+        return f"{self.prefix}{value * self.scale:g}{self.suffix}"
+
+    def interval_text(self, estimate: float, low: float, high: float) -> str:
+        """``72.1% [68.0, 76.2]``; ``[−∞, ∞]`` for an unbounded interval."""
+        def bound(value: float) -> str:
+            return f"{value * self.scale:.{self.decimals}f}" if math.isfinite(value) else ("∞" if value > 0 else "−∞")
+        return f"{self.text(estimate)} [{bound(low)}, {bound(high)}]"
+
+
+UNITS = {unit.name: unit for unit in (Unit("accuracy", 100, 1, suffix="%"),
+                                      Unit("points", 100, 1, suffix=" points", signed=True),
+                                      Unit("ratio", 1, 2, prefix="×"))}
+
+
+# --- measures ------------------------------------------------------------------------------------
+
+Vectors = dict[int, np.ndarray]  # seed -> (1 + R,): as measured, then per image resample
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A measure's value with its interval, per seed as measured, and how it was measured."""
+
+    interval: Interval | None  # None when not measured
+    values: dict[int, float]  # per seed, as measured (the picked candidate's, for a pick)
+    detail: str = ""  # which candidate a pick picked, and the correction for it
+    missing: tuple[str, ...] = ()  # runs or cells the measure needs and the study lacks
+    unpaired: tuple[str, ...] = ()  # runs without per-image results: their test-set noise is binomial, unpaired
+
+    @property
+    def measured(self) -> bool:
+        return self.interval is not None
+
+
+def _not_measured(missing: Sequence[str]) -> Measurement:
+    return Measurement(None, {}, missing=tuple(missing))
+
+
+class _Lookup:
+    """The aggregated rows by (configuration, cell, variant), as per-seed vectors over image resamples."""
+
+    def __init__(self, rows: Sequence[ResultRow], resamples: ImageResamples) -> None:
+        self.rows = {(row.configuration, row.cell, row.variant): row for row in rows}
+        self.configurations = frozenset(row.configuration for row in rows)
+        self.resamples = resamples
+        self._cache: dict[tuple, Vectors] = {}
+        self._unpaired: dict[str, set[int]] = {}  # configuration -> seeds read without per-image results
+
+    def _vectors(self, row: ResultRow) -> Vectors:
+        key = (row.configuration, row.cell, row.variant)
+        if key not in self._cache:
+            vectors = {}
+            for seed, accuracy in row.values.items():
+                examples, correct = row.per_image.get(seed, (0, None))
+                if correct is not None:
+                    vectors[seed] = self.resamples.accuracy(unpack_correct(correct, examples))
+                else:
+                    self._unpaired.setdefault(row.configuration, set()).add(seed)
+                    vectors[seed] = self.resamples.binomial(accuracy, max(examples, 1), (row.configuration, str(row.cell),
+                                                                                         row.variant, seed))
+            self._cache[key] = vectors
+        return self._cache[key]
+
+    def unpaired(self, configurations: Sequence[str]) -> tuple[str, ...]:
+        """Runs among ``configurations`` read without per-image results."""
+        return tuple(f"{name} seed {seed}" for name in sorted(set(configurations))
+                     for seed in sorted(self._unpaired.get(name, ())))
+
+    def seed_vectors(self, configuration: str, cells: Sequence[Cell], variant: str) -> tuple[Vectors, list[str]]:
+        """Per seed, the mean over ``cells`` as a vector; or what is missing."""
+        if configuration not in self.configurations:
+            return {}, [f"{configuration} (no finished run)"]
+        missing = [f"{configuration}: {cell} ({VARIANT_NAMES[variant]})" for cell in cells
+                   if (configuration, cell, variant) not in self.rows]
+        if missing:
+            return {}, missing
+        per_cell = [self._vectors(self.rows[(configuration, cell, variant)]) for cell in cells]
+        seeds = sorted(set.intersection(*(set(vectors) for vectors in per_cell)))
+        if not seeds:
+            return {}, [f"{configuration}: no seed has every one of {', '.join(map(str, cells))}"]
+        return {seed: np.mean([vectors[seed] for vectors in per_cell], axis=0) for seed in seeds}, []
+
+
+def _stack(vectors: Vectors) -> np.ndarray:
+    return np.stack([vectors[seed] for seed in sorted(vectors)])  # (S, 1 + R)
+
+
+def _measured(vectors: Vectors, result: Interval, unpaired: tuple[str, ...], detail: str = "") -> Measurement:
+    return Measurement(result, {seed: float(vector[0]) for seed, vector in sorted(vectors.items())}, detail,
+                       unpaired=unpaired)
+
+
+def _paired(first: Vectors, second: Vectors, combine: Callable[[np.ndarray, np.ndarray], np.ndarray],
+            names: tuple[str, str]) -> tuple[Vectors, list[str]]:
+    seeds = sorted(first.keys() & second.keys())
+    if not seeds:
+        return {}, [f"no seed in common between {names[0]} and {names[1]}"]
+    return {seed: combine(first[seed], second[seed]) for seed in seeds}, []
+
+
+def _ratio(value: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """value / reference; infinite where the reference is 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(reference > 0, value / np.where(reference > 0, reference, 1.0), math.inf)
+
+
+# Arguments of the measures, validated when claims.yaml is read.
+
+def _cells_from_texts(texts: Any) -> Any:
+    return tuple(Cell.parse(text) for text in texts) if isinstance(texts, list) else texts
+
+
+def _name_grids_from_texts(entries: Any) -> Any:
+    if not isinstance(entries, list):
+        return entries
+    return [{"template": entry} if isinstance(entry, str) else entry for entry in entries]
+
+
+Cells = Annotated[tuple[Cell, ...], BeforeValidator(_cells_from_texts), Field(min_length=1)]
+AxisValues = dict[str, Annotated[list[str | int | float], Field(min_length=1)]]
+
+
+def _placeholders(template: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field}
+
+
+def _combinations(over: AxisValues) -> list[dict[str, str]]:
+    return [dict(zip(over, map(str, values))) for values in itertools.product(*over.values())]
+
+
+def _check_placeholders(templates: Sequence[str], over: AxisValues) -> None:
+    for template in templates:
+        if _placeholders(template) != set(over):
+            raise ValueError(f"{template!r} has placeholders {sorted(_placeholders(template))} but 'over' gives "
+                             f"{sorted(over)}; they must be the same")
+
+
+class _Arguments(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NameGrid(_Arguments):
+    """Configuration names: ``template`` filled with every combination of the values in ``over``,
+    e.g. ``relu_noise-logistic-{mode}-{std}`` over modes and stds. A plain name has no placeholders."""
+
+    template: str
+    over: AxisValues = {}
+
+    @model_validator(mode="after")
+    def _same_placeholders(self) -> "NameGrid":
+        _check_placeholders([self.template], self.over)
+        return self
+
+    def names(self) -> list[str]:
+        return [self.template.format(**values) for values in _combinations(self.over)]
+
+
+Names = Annotated[list[NameGrid], BeforeValidator(_name_grids_from_texts), Field(min_length=1)]
+
+
+class OneConfiguration(_Arguments):
+    """A configuration's accuracy, averaged over ``cells``."""
+
+    configuration: str
+    cells: Cells
+
+
+PICKS = ("smallest", "largest")  # which candidate a claim is about
+
+
+class AgainstReference(_Arguments):
+    """Each candidate configuration against a reference, per seed, averaged over ``cells``; the
+    claim is about the candidate whose mean is ``pick`` (e.g. the best stochastic model)."""
+
+    candidates: Names
+    reference: str
+    cells: Cells
+    pick: Literal[PICKS]
+
+
+class MatchedPairs(_Arguments):
+    """``better`` minus ``worse`` for every combination of ``over`` (both templates take the same
+    placeholders), per seed, averaged over ``cells`` and then over the pairs."""
+
+    better: str
+    worse: str
+    over: AxisValues = {}
+    cells: Cells
+
+    @model_validator(mode="after")
+    def _same_placeholders(self) -> "MatchedPairs":
+        _check_placeholders([self.better, self.worse], self.over)
+        return self
+
+
+def _mean_accuracy(lookup: _Lookup, variant: str, arguments: OneConfiguration) -> Measurement:
+    vectors, missing = lookup.seed_vectors(arguments.configuration, arguments.cells, variant)
+    if missing:
+        return _not_measured(missing)
+    return _measured(vectors, interval(_stack(vectors)), lookup.unpaired([arguments.configuration]))
+
+
+def _against_reference(lookup: _Lookup, variant: str, arguments: AgainstReference,
+                       combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Measurement:
+    reference, missing = lookup.seed_vectors(arguments.reference, arguments.cells, variant)
+    names = [name for grid in arguments.candidates for name in grid.names()]
+    compared: dict[str, Vectors] = {}
+    for name in names:
+        values, lacking = lookup.seed_vectors(name, arguments.cells, variant)
+        missing += lacking
+        if not lacking and reference:
+            compared[name], lacking = _paired(values, reference, combine, (name, arguments.reference))
+            missing += lacking
+    if missing:
+        return _not_measured(missing)
+    unpaired = lookup.unpaired([*names, arguments.reference])
+    if len(names) == 1:
+        return _measured(compared[names[0]], interval(_stack(compared[names[0]])), unpaired)
+    chosen, result = pick_interval({name: _stack(vectors) for name, vectors in compared.items()},
+                                   largest=arguments.pick == "largest")
+    return _measured(compared[chosen], result, unpaired,
+                     f"{chosen} ({arguments.pick} of {len(names)}; Bonferroni over the {len(names)} candidates)")
+
+
+def _matched_difference(lookup: _Lookup, variant: str, arguments: MatchedPairs) -> Measurement:
+    pairs = [(arguments.better.format(**values), arguments.worse.format(**values))
+             for values in _combinations(arguments.over)]
+    differences, missing = [], []
+    for better, worse in pairs:
+        better_values, lacking_better = lookup.seed_vectors(better, arguments.cells, variant)
+        worse_values, lacking_worse = lookup.seed_vectors(worse, arguments.cells, variant)
+        missing += lacking_better + lacking_worse
+        if not lacking_better + lacking_worse:
+            difference, lacking = _paired(better_values, worse_values, operator.sub, (better, worse))
+            missing += lacking
+            differences.append(difference)
+    if missing:
+        return _not_measured(missing)
+    seeds = sorted(set.intersection(*(set(difference) for difference in differences)))
+    if not seeds:
+        return _not_measured([f"no seed in common among the pairs {pairs}"])
+    vectors = {seed: np.mean([difference[seed] for difference in differences], axis=0) for seed in seeds}
+    return _measured(vectors, interval(_stack(vectors)), lookup.unpaired([name for pair in pairs for name in pair]),
+                     f"mean over {len(pairs)} pairs" if len(pairs) > 1 else "")
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A measure a claim names: its arguments' schema, how it is computed, its unit, and whether
+    it is an absolute accuracy (judged only after training that converges)."""
+
+    arguments: type[BaseModel]
+    evaluate: Callable[[_Lookup, str, Any], Measurement]  # (lookup, variant, arguments)
+    unit: Unit
+    absolute: bool = False
+
+
+MEASURES: dict[str, Measure] = {
+    "mean_accuracy": Measure(OneConfiguration, _mean_accuracy, UNITS["accuracy"], absolute=True),
+    # candidate minus reference, and candidate over reference (a baseline at 0% gives an infinite ratio)
+    "difference_to_reference": Measure(AgainstReference, partial(_against_reference, combine=operator.sub),
+                                       UNITS["points"]),
+    "ratio_to_reference": Measure(AgainstReference, partial(_against_reference, combine=_ratio), UNITS["ratio"]),
+    "matched_difference": Measure(MatchedPairs, _matched_difference, UNITS["points"]),
+}
+
+COMPARISONS: dict[str, tuple[Callable[[float, float], bool], str]] = {
+    "at_least": (operator.ge, "≥"), "at_most": (operator.le, "≤"), "above": (operator.gt, ">"),
+    "below": (operator.lt, "<"),
+}
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the thesis and how to check it: a measure and a criterion on its true value."""
+
+    id: str
+    text: str  # the claim in words
+    where: str  # where the thesis states it
+    thesis: str  # the thesis' number
+    measure: str  # a key of MEASURES
+    arguments: BaseModel  # the measure's validated arguments
+    criterion: dict[str, float]  # COMPARISONS key → threshold; all must hold
+
+    @property
+    def unit(self) -> Unit:
+        return MEASURES[self.measure].unit
+
+    @property
+    def absolute(self) -> bool:
+        return MEASURES[self.measure].absolute
+
+    def criterion_text(self) -> str:
+        return " and ".join(f"{COMPARISONS[name][1]} {self.unit.threshold_text(threshold)}"
+                            for name, threshold in self.criterion.items())
+
+
+class _ClaimEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    claim: str
+    where: str
+    thesis: str
+    measure: str
+    arguments: dict[str, Any]
+    criterion: dict[Literal[tuple(COMPARISONS)], float] = Field(min_length=1)
+
+
+CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
+CLAIMS_FILE_KEYS = ("claims", "definitions")  # definitions: YAML anchors (cell lists) the claims refer to
+
+
+def _describe(error: ValidationError) -> str:
+    """Pydantic's errors as ``location: message; …`` (no location for the whole entry)."""
+    return "; ".join(": ".join(filter(None, [".".join(map(str, detail["loc"])),
+                                             detail["msg"].removeprefix("Value error, ")]))
+                     for detail in error.errors())
+
+
+def parse_claims(raw: Any, source: str = "claims") -> list[Claim]:
+    """Validates a claims mapping (parsed YAML, see ``claims.yaml``) into claims.
+
+    Raises:
+        ClaimsError: one line naming the file, the claim and what is wrong with it.
+    """
+    if not isinstance(raw, dict) or not isinstance(raw.get("claims"), list) or not raw["claims"]:
+        raise ClaimsError(f"{source}: expected a mapping with a non-empty list 'claims'")
+    unknown = [str(key) for key in raw if key not in CLAIMS_FILE_KEYS]
+    if unknown:
+        raise ClaimsError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(CLAIMS_FILE_KEYS)}")
+    claims: dict[str, Claim] = {}
+    for position, entry in enumerate(raw["claims"], start=1):
+        label = entry.get("id") if isinstance(entry, dict) and entry.get("id") else f"#{position}"
+        where = f"{source}: claim {label}"
+        if not isinstance(entry, dict):
+            raise ClaimsError(f"{where}: expected a mapping with keys {', '.join(_ClaimEntry.model_fields)}")
+        try:
+            parsed = _ClaimEntry.model_validate(entry)
+        except ValidationError as error:
+            raise ClaimsError(f"{where}: {_describe(error)}") from None
+        if parsed.measure not in MEASURES:
+            raise ClaimsError(f"{where}: unknown measure {parsed.measure!r}; valid: {', '.join(MEASURES)}")
+        try:
+            arguments = MEASURES[parsed.measure].arguments.model_validate(parsed.arguments)
+        except ValidationError as error:
+            raise ClaimsError(f"{where}: arguments of {parsed.measure}: {_describe(error)}") from None
+        if parsed.id in claims:
+            raise ClaimsError(f"{where}: the id occurs twice")
+        claims[parsed.id] = Claim(parsed.id, parsed.claim, parsed.where, parsed.thesis, parsed.measure, arguments,
+                                  dict(parsed.criterion))
+    return list(claims.values())
+
+
+def load_claims(path: str | Path = CLAIMS_FILE) -> list[Claim]:
+    """Reads and validates a claims file; by default the thesis' claims shipped with the package.
+
+    Raises:
+        ConfigError: if the file is missing or not YAML; ClaimsError if a claim is malformed.
+    """
+    return parse_claims(read_yaml(path, kind="claims"), source=str(path))
+
+
+# --- verdicts ----------------------------------------------------------------------------------
+
+HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED, NOT_JUDGED = "holds", "fails", "inconclusive", "not measured", "not judged"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED, NOT_JUDGED)
+
+
+@dataclass(frozen=True)
+class StudyScope:
+    """What a study can tell: the preset that made it (``stochrelax sweep``) and what that preset declares."""
+
+    preset: str | None = None  # None: not made by a sweep, or its record is missing
+    converged: bool = True  # trains long enough to judge claims about absolute accuracy
+    pipeline_check: bool = False  # a check that the pipeline runs: its numbers are noise
+
+
+def judge(claim: Claim, measurement: Measurement) -> str:
+    """Holds, fails or inconclusive by where the interval lies against every part of the criterion."""
+    if not measurement.measured:
+        return NOT_MEASURED
+    bounds = (measurement.interval.low, measurement.interval.high)
+    if not measurement.interval.bounded:
+        return INCONCLUSIVE
+    satisfied = [all(COMPARISONS[name][0](bound, threshold) for bound in bounds)
+                 for name, threshold in claim.criterion.items()]
+    violated = [not any(COMPARISONS[name][0](bound, threshold) for bound in bounds)
+                for name, threshold in claim.criterion.items()]
+    return HOLDS if all(satisfied) else FAILS if any(violated) else INCONCLUSIVE
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A claim measured with single-draw attacks, with EOT attacks and against the worst case, and the verdict."""
+
+    claim: Claim
+    single: Measurement
+    eot: Measurement
+    worst_case: Measurement
+    verdict: str  # one of VERDICTS
+    reason: str  # why, in words, where the verdict needs one
+
+    @property
+    def measurements(self) -> tuple[Measurement, Measurement, Measurement]:
+        """In the order of :data:`~stochrelax.results.VARIANTS`."""
+        return self.single, self.eot, self.worst_case
+
+
+def _verdict(claim: Claim, single: Measurement, judged: Measurement, judged_name: str,
+             scope: StudyScope) -> tuple[str, str]:
+    if claim.absolute and not scope.converged:
+        return NOT_JUDGED, (f"an absolute accuracy after the thesis' protocol; the {scope.preset} preset does not train "
+                            "to convergence (use --preset standard or thesis)")
+    if not (single.measured and judged.measured):
+        return NOT_MEASURED, "the study lacks what it needs (see the notes)"
+    if judged.interval.seeds < 2:
+        return INCONCLUSIVE, "one seed: the spread between trainings is unknown, so no interval; run more seeds"
+    state, thesis_state = judge(claim, judged), judge(claim, single)
+    if thesis_state != state:
+        return state, f"{thesis_state} against the thesis' single-draw attacks, {state} against the {judged_name}"
+    return state, ""
+
+
+def evaluate_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], scope: StudyScope = StudyScope(),
+                    resamples: ImageResamples | None = None) -> list[ClaimResult]:
+    """Measures every claim on the aggregated rows, once per attack variant, and gives its verdict.
+
+    The verdict judges the worst case where the study has it, else the EOT attacks; its reason
+    says when the thesis' single-draw attacks would have judged otherwise.
+
+    Args:
+        claims: what to check (:func:`load_claims`).
+        rows: the study's aggregated rows (:func:`stochrelax.results.aggregate`).
+        scope: what the study's preset can judge.
+        resamples: the test-image bootstrap (default: :data:`~stochrelax.intervals.RESAMPLES` resamples, seed 0).
+    """
+    lookup = _Lookup(rows, resamples or ImageResamples())
+    results = []
+    for claim in claims:
+        measure = MEASURES[claim.measure]
+        single, eot, worst = (measure.evaluate(lookup, variant, claim.arguments) for variant in VARIANTS)
+        judged, judged_name = (worst, "worst case") if worst.measured else (eot, "EOT attacks")
+        results.append(ClaimResult(claim, single, eot, worst, *_verdict(claim, single, judged, judged_name, scope)))
+    return results
+
+
+# --- the verdict file --------------------------------------------------------------------------
+
+class VerdictRecord(NamedTuple):
+    """One claim as ``verdicts.csv`` holds it: what the report and the forest plot read."""
+
+    id: str
+    claim: str
+    where: str
+    thesis: str
+    criterion: str  # in words, e.g. "≥ ×1.5"
+    thresholds: dict[str, float]  # COMPARISONS key → threshold
+    unit: str  # a key of UNITS
+    estimates: dict[str, tuple[float, float, float, int] | None]  # variant → estimate, low, high, seeds
+    verdict: str
+    reason: str
+    notes: tuple[str, ...]
+    preset: str  # "" when unknown
+    scope: str  # "pipeline check", "no convergence" or "converged"
+
+
+def _notes(result: ClaimResult, listed: int = 5) -> list[str]:
+    notes = []
+    missing = list(dict.fromkeys(result.single.missing + result.eot.missing))
+    if missing:
+        more = f" and {len(missing) - listed} more" if len(missing) > listed else ""
+        notes.append(f"not measured: missing {'; '.join(missing[:listed])}{more}")
+    elif not result.worst_case.measured:
+        notes.append("no worst case in this study: judged by the EOT attacks, which overstate sign networks")
+    details = {VARIANT_NAMES[variant]: measurement.detail
+               for variant, measurement in zip(VARIANTS, result.measurements) if measurement.detail}
+    if len(set(details.values())) == 1:
+        notes.append(next(iter(details.values())))
+    elif details:
+        notes.append("; ".join(f"{name}: {detail}" for name, detail in details.items()))
+    unpaired = sorted({run for measurement in result.measurements for run in measurement.unpaired})
+    if unpaired:
+        notes.append(f"no per-image results for {len(unpaired)} run(s) (e.g. {unpaired[0]}): their test-set error "
+                     "is binomial and unpaired, so the interval is wider than needed")
+    return notes
+
+
+def _scope_name(scope: StudyScope) -> str:
+    return "pipeline check" if scope.pipeline_check else "converged" if scope.converged else "no convergence"
+
+
+def verdict_records(results: Sequence[ClaimResult], scope: StudyScope = StudyScope()) -> list[VerdictRecord]:
+    """The results as the rows of ``verdicts.csv``."""
+    def estimate(measurement: Measurement) -> tuple[float, float, float, int] | None:
+        found = measurement.interval
+        return None if found is None else (found.estimate, found.low, found.high, found.seeds)
+
+    return [VerdictRecord(result.claim.id, result.claim.text, result.claim.where, result.claim.thesis,
+                          result.claim.criterion_text(), dict(result.claim.criterion), result.claim.unit.name,
+                          {variant: estimate(m) for variant, m in zip(VARIANTS, result.measurements)},
+                          result.verdict, result.reason, tuple(_notes(result)), scope.preset or "", _scope_name(scope))
+            for result in results]
+
+
+def scope_headline(records: Sequence[VerdictRecord]) -> str:
+    """The first line of a verdict table: what the study can tell."""
+    preset = records[0].preset if records else ""
+    scope = records[0].scope if records else "converged"
+    if scope == "pipeline check":
+        return (f"Pipeline check: the {preset} preset shows that the pipeline runs; its numbers are noise and these "
+                "verdicts are not evidence. The standard preset answers the thesis' question.")
+    if scope == "no convergence":
+        return (f"The {preset} preset trains briefly: claims about differences get a first answer, claims about "
+                "absolute accuracy after the thesis' protocol are not judged. The standard preset answers all.")
+    return f"Study made with the {preset} preset." if preset else "Study not made by `stochrelax sweep`: every claim judged."
+
+
+VERDICTS_CAPTION = (f"Each claim measured with single-draw attacks (the thesis' setting), with EOT attacks, and "
+                    f"against the adaptive worst case (every L∞ attack cell read as the worst case at its eps): the "
+                    f"estimate over seeds and its {LEVEL:.0%} confidence interval, which counts the spread between "
+                    f"seeds (Student's t) and the finite test set (a bootstrap over test images, paired between "
+                    f"configurations). Holds: the whole interval meets the criterion; fails: the whole interval "
+                    f"misses it; inconclusive: it straddles. The verdict judges the worst case (EOT where there is "
+                    f"none).")
+
+
+def verdict_table(records: Sequence[VerdictRecord]) -> Table:
+    """One row per claim: the claim, the thesis' number, the criterion, our estimate and interval with
+    single-draw and EOT attacks and against the worst case, the number of seeds, and the verdict."""
+    header = ["claim", "thesis", "criterion", *(f"ours: {VARIANT_NAMES[variant]}" for variant in VARIANTS), "seeds",
+              "verdict"]
+    rows = []
+    for record in records:
+        unit = UNITS[record.unit]
+        cells = ["—" if record.estimates[variant] is None else unit.interval_text(*record.estimates[variant][:3])
+                 for variant in VARIANTS]
+        seeds = max((found[3] for found in record.estimates.values() if found is not None), default=0)
+        verdict = record.verdict + (f" — {record.reason}" if record.reason else "")
+        rows.append([f"{record.id}: {record.claim} ({record.where})", record.thesis, record.criterion, *cells,
+                     str(seeds), verdict])
+    notes = [f"{record.id}: {note}" for record in records for note in record.notes]
+    return Table(header, rows, notes)
+
+
+_VARIANT_FIELDS = ("estimate", "low", "high", "seeds")
+VERDICTS_CSV, VERDICTS_MD = "verdicts.csv", "verdicts.md"
+_HEADER = ["id", "claim", "where", "thesis", "criterion", "thresholds", "unit",
+           *(f"{variant.replace('-', '_')}_{name}" for variant in VARIANTS for name in _VARIANT_FIELDS),
+           "verdict", "reason", "notes", "preset", "scope"]
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
+def write_verdicts(results: Sequence[ClaimResult], out_dir: str | Path,
+                   scope: StudyScope = StudyScope()) -> tuple[Path, Path]:
+    """Writes ``verdicts.csv`` (one row per claim, every number at full precision) and ``verdicts.md``
+    (the scope's headline, then :func:`verdict_table`) into ``out_dir``; returns their paths."""
+    records = verdict_records(results, scope)
+    rows = []
+    for record in records:
+        numbers = [field for variant in VARIANTS
+                   for field in (("", "", "", "") if record.estimates[variant] is None else
+                                 (*map(_number, record.estimates[variant][:3]), record.estimates[variant][3]))]
+        rows.append([record.id, record.claim, record.where, record.thesis, record.criterion,
+                     json.dumps(record.thresholds), record.unit, *numbers, record.verdict, record.reason,
+                     " | ".join(record.notes), record.preset, record.scope])
+    out_dir = Path(out_dir)
+    csv_path, md_path = out_dir / VERDICTS_CSV, out_dir / VERDICTS_MD
+    csv_path.write_text(csv_text(_HEADER, rows))
+    md_path.write_text(f"{scope_headline(records)}\n\n{VERDICTS_CAPTION}\n\n{markdown_table(verdict_table(records))}\n")
+    return csv_path, md_path
+
+
+def read_verdicts(path: str | Path) -> list[VerdictRecord]:
+    """The records of a ``verdicts.csv`` that :func:`write_verdicts` wrote.
+
+    Raises:
+        ClaimsError: if the file is not such a table.
+    """
+    with open(path, newline="") as stream:
+        reader = csv.DictReader(stream)
+        if reader.fieldnames != _HEADER:
+            raise ClaimsError(f"{path}: not a verdicts table of this version (columns {reader.fieldnames}); "
+                              "run `stochrelax results` again")
+        records = []
+        for row in reader:
+            estimates = {}
+            for variant in VARIANTS:
+                prefix = variant.replace("-", "_")
+                estimates[variant] = None if row[f"{prefix}_estimate"] == "" else (
+                    float(row[f"{prefix}_estimate"]), float(row[f"{prefix}_low"]), float(row[f"{prefix}_high"]),
+                    int(row[f"{prefix}_seeds"]))
+            records.append(VerdictRecord(row["id"], row["claim"], row["where"], row["thesis"], row["criterion"],
+                                         json.loads(row["thresholds"]), row["unit"], estimates, row["verdict"],
+                                         row["reason"], tuple(filter(None, row["notes"].split(" | "))),
+                                         row["preset"], row["scope"]))
+    return records
+
+
+class StudyFiles(NamedTuple):
+    """The files :func:`analyse_study` writes."""
+
+    results_csv: Path  # long format: one row per configuration, cell and variant
+    results_md: Path  # wide: one row per configuration
+    verdicts_csv: Path
+    verdicts_md: Path
+
+
+def analyse_study(root: str | Path, out_dir: str | Path | None = None, scope: StudyScope = StudyScope(),
+                  claims: Sequence[Claim] | None = None) -> StudyFiles:
+    """Aggregates every finished run below ``root`` and judges the claims on them.
+
+    Args:
+        root: the study directory.
+        out_dir: where the four files go (default ``root``; created).
+        scope: what the study's preset can judge.
+        claims: the claims to judge (default: the thesis', :func:`load_claims`).
+
+    Raises:
+        RunDirError: if there is no finished run below ``root``.
+    """
+    rows = aggregate(read_study(root))
+    out_dir = Path(out_dir or root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = write_results(rows, out_dir, failed_runs_text(root))
+    verdicts = write_verdicts(evaluate_claims(load_claims() if claims is None else claims, rows, scope), out_dir,
+                              scope)
+    return StudyFiles(*results, *verdicts)

@@ -1,0 +1,64 @@
+"""Finished run directories without weights, with accuracies chosen by the test.
+
+What aggregation reads of a run: its config, its summary (clean accuracy, and which test images
+it got right) and its attack table. Per-image results are nested: a run of accuracy a gets the
+first round(a·N) images of one fixed "difficulty order" right, so two runs measured on the same
+images are as paired as they can be — as trained networks are, which mostly fail on the same
+hard images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stochrelax import runs
+from stochrelax.attacks import ATTACKS
+from stochrelax.config import RunConfig, parse_config
+
+IMAGES = 1000  # test images of every synthetic run and attack row
+_ORDER = np.random.default_rng(0).permutation(100_000)  # image positions from easiest to hardest
+
+Attacks = dict[tuple[str, float, int], float]  # (attack, budget, EOT draws) → accuracy
+
+BASELINE = parse_config({"model": {"activation": {"kind": "relu"}}})
+LOGISTIC = parse_config({"model": {"activation": {"kind": "relu", "noise": "logistic", "std": 0.05}}})
+GAUSSIAN = parse_config({"model": {"activation": {"kind": "relu", "noise": "gaussian", "std": 0.05}}})
+BASELINE_NAME, LOGISTIC_NAME, GAUSSIAN_NAME = ("relu_deterministic-batch_norm", "relu_noise-logistic-additive-0.05",
+                                               "relu_noise-gaussian-additive-0.05")
+
+
+def nested_correct(accuracy: float, images: int = IMAGES) -> torch.Tensor:
+    """(images,) bool: the round(accuracy·images) easiest images right; its mean is accuracy up to 1/(2·images)."""
+    order = _ORDER[_ORDER < images]
+    correct = torch.zeros(images, dtype=torch.bool)
+    correct[torch.from_numpy(order[:round(accuracy * images)])] = True
+    return correct
+
+
+def write_run(root: Path, name: str, config: RunConfig, seed: int, clean: float, attacks: Attacks | None,
+              images: int | None = IMAGES) -> Path:
+    """A finished run directory ``root/{name}-seed{seed}`` without weights; ``attacks=None``: never attacked.
+
+    Accuracies are stored as given; with ``images``, every number also records which images were right
+    (:func:`nested_correct`); ``images=None`` writes a run of an older stochrelax, without them.
+    """
+    run_dir = root / f"{name}-seed{seed}"
+    run_dir.mkdir(parents=True)
+    runs.write_config(run_dir, parse_config(config.model_dump(mode="json"), {"train": {"seed": seed}}))
+
+    def measured(accuracy: float) -> dict:
+        return {} if images is None else {"correct": runs.pack_correct(nested_correct(accuracy, images))}
+
+    runs.write_summary(run_dir, {"test_accuracy": clean, "epochs": 1,
+                                 **({} if images is None else {"test_examples": images,
+                                                               "test_correct": measured(clean)["correct"]})})
+    if attacks is not None:
+        rows = [{"attack": attack, "budget_name": "eps" if attack == "worst-case" else ATTACKS[attack].budget_name,
+                 "budget": budget, "eot_samples": draws, "accuracy": accuracy,
+                 **({} if images is None else {"examples": images}), **measured(accuracy)}
+                for (attack, budget, draws), accuracy in attacks.items()]
+        runs.write_attack_table(run_dir, {"rows": rows, "warnings": []})
+    return run_dir
