@@ -26,11 +26,9 @@ from stochrelax.cli import main
 from stochrelax.config import ConfigError
 from stochrelax.intervals import ImageResamples, interval, pick_interval
 from stochrelax.results import ResultRow, aggregate, read_study
-from stochrelax.sweep import PRESETS, SWEEP_FILE, load_grid
+from stochrelax.sweep import PRESETS, SWEEP_FILE
 from tests.synthetic_runs import (BASELINE, BASELINE_NAME, GAUSSIAN, GAUSSIAN_NAME, IMAGES, LOGISTIC, LOGISTIC_NAME,
-                                  Attacks, nested_correct, write_run)
-
-THESIS_STUDY = Path(__file__).resolve().parents[1] / "configs" / "thesis_study.yaml"
+                                  nested_correct, thesis_like_study, write_run)
 
 
 def claim(claim_id: str, measure: str, arguments: dict, criterion: dict) -> dict:
@@ -294,39 +292,6 @@ def test_packaged_claims_include_the_thesis_headline_claims():
                      "logistic_beats_gaussian_under_attack", "adversarial_training_best_on_its_attack",
                      "adversarial_training_costs_clean_accuracy"):
         assert expected in ids
-
-
-def thesis_like_study(root: Path, eot_erases_the_gain: bool = False, leave_out: str = "", seeds: int = 5) -> Path:
-    """Every run of configs/thesis_study.yaml, with accuracies as the thesis describes them: baseline
-    90%; logistic ×1.7 the baseline under attack at a small clean cost; adversarial training best under
-    attack but below everyone on clean data; smaller noise and logistic noise more accurate. Every level
-    rises 0.2 points per seed; every number is measured on 10,000 test images. Five seeds: with three, the
-    ×1.7 gain of the best of six candidates is inconclusive against ×1.5 (Bonferroni and Student's t
-    with 2 degrees of freedom)."""
-    for planned in load_grid(THESIS_STUDY):
-        if leave_out and planned.name.startswith(leave_out):
-            continue
-        activation = planned.config.model.activation
-        logistic = activation.noise == "logistic"
-        if planned.name == "relu_adversarial_fgsm":
-            clean, attacked = 0.84, 0.80
-        elif planned.name.startswith("relu_noise"):
-            clean = 0.88 - 0.2 * activation.std - (0.0 if logistic else 0.01)
-            attacked = 0.51 if logistic else 0.45
-        elif planned.name.startswith("sign_noise"):
-            clean, attacked = (0.82 if logistic else 0.80), 0.30
-        else:
-            clean, attacked = (0.90 if planned.name == BASELINE_NAME else 0.85), 0.30
-        under_eot = 0.30 if eot_erases_the_gain else attacked - 0.01
-        for seed in range(seeds):
-            attacks: Attacks = {("missing", 0.3, 1): attacked + 0.002 * seed}
-            for attack in ("fgsm", "ifgsm-ll"):
-                for eps in (0.03, 0.07, 0.1):
-                    attacks[(attack, eps, 1)] = attacked + 0.002 * seed
-                    if activation.noise is not None:
-                        attacks[(attack, eps, 8)] = under_eot + 0.002 * seed
-            write_run(root, planned.name, planned.config, seed, clean + 0.002 * seed, attacks, images=10_000)
-    return root
 
 
 def test_a_study_shaped_like_the_thesis_holds_every_packaged_claim(tmp_path):

@@ -208,7 +208,7 @@ def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsy
     (["attack"], ["RUN_DIR", "--attack", "--eps", "--p", "--eot", "--samples", "--limit", "--seed", "apgd-ce",
                   "square", "missing", "worst-case", "--proxy", "--proxies", "--worst-case-steps", "--transfer-from"]),
     (["data", "info"], ["--data-dir", "--json"]),
-    (["sweep"], ["GRID", "--out", "--seeds", "--preset", "smoke", "quick", "thesis", "--backend", "ray",
+    (["sweep"], ["GRID", "--out", "--seeds", "--preset", "smoke", "quick", "standard", "thesis", "--backend", "ray",
                  "--workers", "--ray-address"]),
     (["reproduce"], ["--out", "--grid", "--seeds", "--preset", "--backend", "--workers", "--tsne-count"]),
     (["bench"], ["--quick", "--out", "--data-dir"]),
@@ -287,7 +287,8 @@ def test_sweep_results_and_reproduce_on_a_small_grid(real_data_dir, tmp_path):
 
     status, stdout, stderr = run_main(["results", str(tmp_path / "study")])
     assert status == 0, stderr
-    assert "| baseline_clean_accuracy |" in stdout and "| plain |" in stdout
+    assert stdout.startswith("Pipeline check: the smoke preset") and "| baseline_clean_accuracy: " in stdout
+    assert "| plain |" in stdout
     assert {path.name for path in (tmp_path / "study").glob("*.csv")} == {"results.csv", "verdicts.csv"}
 
     status, stdout, stderr = run_main(["reproduce", "--grid", str(grid), "--out", str(tmp_path / "study"),
@@ -296,6 +297,7 @@ def test_sweep_results_and_reproduce_on_a_small_grid(real_data_dir, tmp_path):
     assert "done plain-seed0: test accuracy" in stdout and "already complete" in stdout
     page = (tmp_path / "study" / "report" / "index.html").read_text()
     assert "Verdicts" in page and "stochrelax reproduce --preset smoke --seeds 1" in page
+    assert page.index("Pipeline check: the smoke preset") < page.index("<h2>Verdicts</h2>")
 
 
 # --- bad input changes nothing --------------------------------------------------------------------

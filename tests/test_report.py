@@ -9,23 +9,28 @@ from pathlib import Path
 import pytest
 
 from stochrelax import runs
+from stochrelax.claims import analyse_study, load_claims
 from stochrelax.cli import main
 from stochrelax.report import build_report, summary_table
-from stochrelax.results import load_claims
+from tests.synthetic_runs import thesis_like_study
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
-def report_page(small_run_dirs, fashion_mnist, tmp_path_factory) -> Path:
-    """The report over the small runs, with the verdicts and results over seeds of their directory."""
+def study(tmp_path_factory) -> Path:
+    """A synthetic study of every thesis configuration, 2 seeds, analysed by `stochrelax results`."""
+    root = thesis_like_study(tmp_path_factory.mktemp("study"), seeds=2)
+    analyse_study(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report_page(small_run_dirs, study, fashion_mnist, tmp_path_factory) -> Path:
+    """The report over the small runs, opening with the verdicts and the results over seeds of the study."""
     out = tmp_path_factory.mktemp("report")
     return build_report(list(small_run_dirs.values()), out, fashion_mnist.limit(test_limit=300),
-                        "stochrelax report ...", tsne_count=200, study_root=study_root(small_run_dirs))
-
-
-def study_root(small_run_dirs) -> Path:
-    return next(iter(small_run_dirs.values())).parent
+                        "stochrelax report ...", tsne_count=200, study_root=study)
 
 
 def test_summary_table_has_a_row_per_run_and_single_draw_and_eot_for_stochastic_runs(small_run_dirs):
@@ -53,7 +58,7 @@ def test_report_over_a_run_without_attack_table_says_which_command_is_missing(sm
     assert "Verdicts" not in text  # no study given
 
 
-def test_report_over_a_study_opens_with_the_verdicts_and_the_results_over_seeds(report_page, small_run_dirs):
+def test_report_over_a_study_opens_with_the_verdicts_their_forest_plot_and_robust_accuracy(report_page, study):
     text, markdown = report_page.read_text(), (report_page.parent / "report.md").read_text()
     for page, heading in ((text, "<h2>{}</h2>"), (markdown, "## {}")):
         positions = [page.index(heading.format(name)) for name in ("Verdicts", "Results over seeds", "Summary")]
@@ -61,9 +66,20 @@ def test_report_over_a_study_opens_with_the_verdicts_and_the_results_over_seeds(
         assert "Figures" not in page or positions[-1] < page.index(heading.format("Figures"))
         for claim in load_claims():
             assert claim.id in page
-    # The small runs are none of the thesis' configurations: every claim says what it misses.
-    assert "not measured, missing relu_deterministic-batch_norm (no finished run)" in markdown
-    assert f"From the {len(small_run_dirs)} finished runs below {study_root(small_run_dirs)}." in markdown
+    order = [text.index(marker) for marker in ('<figure id="forest_plot">', '<table class="verdicts">',
+                                               '<figure id="robust_accuracy_vs_eps">', '<table class="results">')]
+    assert order == sorted(order)
+    assert markdown.splitlines()[2] == "Study not made by `stochrelax sweep`: every claim judged."
+    assert f"From {study}." in markdown
+    assert (study / "verdicts.md").read_text().split("\n\n")[2] in markdown  # the table results wrote, read back
+
+
+def test_report_over_a_study_that_was_never_analysed_says_which_command_to_run(small_run_dirs, fashion_mnist,
+                                                                             tmp_path):
+    with pytest.raises(runs.RunDirError, match=f"results.csv is missing: run `stochrelax results {tmp_path}` first"):
+        (tmp_path / "verdicts.csv").write_text("")
+        build_report([small_run_dirs["relu"]], tmp_path / "report", fashion_mnist.limit(test_limit=100), "c",
+                     study_root=tmp_path)
 
 
 def test_report_lists_every_figure_and_the_command(report_page, small_run_dirs):
@@ -84,7 +100,8 @@ def test_report_command_writes_the_page(small_run_dirs, real_data_dir, tmp_path,
     assert (tmp_path / "cli" / "index.html").is_file()
 
 
-def test_page_in_headless_chromium_loads_every_image_and_one_row_per_run(report_page, small_run_dirs, tmp_path):
+def test_page_in_headless_chromium_opens_with_the_forest_plot_and_the_verdicts_and_loads_every_image(
+        report_page, small_run_dirs, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -93,7 +110,7 @@ def test_page_in_headless_chromium_loads_every_image_and_one_row_per_run(report_
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1200,1600"):
+                 "--window-size=1400,1000"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
@@ -102,10 +119,16 @@ def test_page_in_headless_chromium_loads_every_image_and_one_row_per_run(report_
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
         rows = driver.execute_script("return ['summary', 'verdicts', 'results'].map("
                                      "c => document.querySelectorAll(`table.${c} tbody tr`).length)")
+        first_screen = driver.execute_script(
+            "const top = e => e.getBoundingClientRect().top;"
+            "return [top(document.querySelector('#forest_plot img')), top(document.querySelector('table.verdicts')),"
+            " window.innerHeight]")
         assert driver.save_screenshot(str(tmp_path / "report.png"))
     finally:
         driver.quit()
-    assert len(images) >= 14
+    assert len(images) >= 16
     assert all(complete and width > 0 for _, complete, width in images), images
-    assert rows == [len(small_run_dirs), len(load_claims()), len(small_run_dirs) - 1]  # two logistic seeds join
+    assert rows == [len(small_run_dirs), len(load_claims()), 28]  # every configuration of the thesis study
+    forest, verdicts, height = first_screen
+    assert forest < verdicts < height  # the forest plot, then the verdict table, on the first screen
     assert (tmp_path / "report.png").stat().st_size > 10_000

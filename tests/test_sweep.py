@@ -214,6 +214,15 @@ def test_presets_set_epochs_data_and_seed_and_keep_the_rest() -> None:
     assert applied.model == config.model and applied.train.lr == config.train.lr
     thesis = PRESETS["thesis"].apply(config, seed=0)
     assert (thesis.train.epochs, thesis.data.train_limit, thesis.data.test_limit) == (100, None, None)
+    standard = PRESETS["standard"].apply(config, seed=0)
+    assert (standard.train.epochs, standard.data.train_limit, standard.data.test_limit) == (10, None, None)
+
+
+def test_presets_declare_what_their_verdicts_can_tell() -> None:
+    """smoke only checks the pipeline; claims about absolute accuracy need a preset that converges."""
+    assert [name for name, preset in PRESETS.items() if preset.pipeline_check] == ["smoke"]
+    assert [name for name, preset in PRESETS.items() if preset.converged] == ["standard", "thesis"]
+    assert Preset.from_dict(dataclasses.asdict(PRESETS["standard"])) == PRESETS["standard"]
 
 
 def test_jobs_are_seed_major_with_one_directory_per_run_and_seed(tmp_path: Path) -> None:
@@ -223,7 +232,7 @@ def test_jobs_are_seed_major_with_one_directory_per_run_and_seed(tmp_path: Path)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"preset": "huge"}, "unknown preset 'huge'; valid: smoke, quick, thesis"),
+    ({"preset": "huge"}, "unknown preset 'huge'; valid: smoke, quick, standard, thesis"),
     ({"backend": "slurm"}, "unknown backend 'slurm'; valid: local, ray"),
     ({"workers": 0}, "--workers must be at least 1"),
     ({"seeds": 0}, "--seeds must be at least 1"),

@@ -786,7 +786,7 @@ def forest_plot(records: Sequence[VerdictRecord]) -> Figure:
             tick.set_color(VERDICT_COLOURS.get(record.verdict, "dimgray"))
         ax.set_ylim(-0.6, len(group) - 0.4)
         ax.set_xlim(low_limit, high_limit)
-        ax.xaxis.set_major_formatter(lambda value, _: unit.threshold_text(value))
+        ax.xaxis.set_major_formatter(lambda value, _, unit=unit: unit.threshold_text(value))
         ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel(f"{unit_name} (black: the criterion's threshold)", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
@@ -798,8 +798,8 @@ def _family(row: ResultRow) -> str:
     """The panel of a configuration in :func:`robust_accuracy_vs_eps`: its unit kind and noise."""
     if row.adversarial_training not in ("", "none"):
         return "adversarially trained"
-    kind, _, noise = row.units.partition(", ")
-    return f"{kind}, {noise.split()[0]}" if noise else kind
+    kind, _, noise = row.units.partition(", ")  # e.g. "relu", "logistic additive std 0.05, ste"
+    return f"{kind}, {noise.split(',')[0].split()[0]}" if noise else kind
 
 
 def robust_accuracy_vs_eps(rows: Sequence[ResultRow]) -> Figure:
