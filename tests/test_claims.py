@@ -266,7 +266,7 @@ def test_verdicts_round_trip_through_their_csv_and_the_table_shows_intervals(tmp
 
 def test_a_verdicts_file_of_another_layout_is_a_one_line_error(tmp_path):
     (tmp_path / "verdicts.csv").write_text("id,verdict\nx,reproduced\n")
-    with pytest.raises(ClaimsError, match="not a verdicts table of this version"):
+    with pytest.raises(runs.RunDirError, match="not a verdicts table of this version"):
         read_verdicts(tmp_path / "verdicts.csv")
 
 

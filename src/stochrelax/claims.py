@@ -28,7 +28,6 @@ does: aggregate a study, write its results and its verdicts.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -45,7 +44,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from stochrelax.config import ConfigError, read_yaml
 from stochrelax.intervals import LEVEL, ImageResamples, Interval, interval, pick_interval
 from stochrelax.results import (VARIANT_NAMES, VARIANTS, Cell, ResultRow, Table, aggregate, csv_text, failed_runs_text,
-                                markdown_table, read_study, write_results)
+                                markdown_table, read_csv, read_study, write_results)
 from stochrelax.runs import unpack_correct
 
 __all__ = ["ClaimsError", "Unit", "UNITS", "Measurement", "Measure", "MEASURES", "COMPARISONS", "NameGrid",
@@ -659,25 +658,20 @@ def read_verdicts(path: str | Path) -> list[VerdictRecord]:
     """The records of a ``verdicts.csv`` that :func:`write_verdicts` wrote.
 
     Raises:
-        ClaimsError: if the file is not such a table.
+        RunDirError: if the file is not such a table.
     """
-    with open(path, newline="") as stream:
-        reader = csv.DictReader(stream)
-        if reader.fieldnames != _HEADER:
-            raise ClaimsError(f"{path}: not a verdicts table of this version (columns {reader.fieldnames}); "
-                              "run `stochrelax results` again")
-        records = []
-        for row in reader:
-            estimates = {}
-            for variant in VARIANTS:
-                prefix = variant.replace("-", "_")
-                estimates[variant] = None if row[f"{prefix}_estimate"] == "" else (
-                    float(row[f"{prefix}_estimate"]), float(row[f"{prefix}_low"]), float(row[f"{prefix}_high"]),
-                    int(row[f"{prefix}_seeds"]))
-            records.append(VerdictRecord(row["id"], row["claim"], row["where"], row["thesis"], row["criterion"],
-                                         json.loads(row["thresholds"]), row["unit"], estimates, row["verdict"],
-                                         row["reason"], tuple(filter(None, row["notes"].split(" | "))),
-                                         row["preset"], row["scope"]))
+    records = []
+    for row in read_csv(path, _HEADER, "verdicts"):
+        estimates = {}
+        for variant in VARIANTS:
+            prefix = variant.replace("-", "_")
+            estimates[variant] = None if row[f"{prefix}_estimate"] == "" else (
+                float(row[f"{prefix}_estimate"]), float(row[f"{prefix}_low"]), float(row[f"{prefix}_high"]),
+                int(row[f"{prefix}_seeds"]))
+        records.append(VerdictRecord(row["id"], row["claim"], row["where"], row["thesis"], row["criterion"],
+                                     json.loads(row["thresholds"]), row["unit"], estimates, row["verdict"],
+                                     row["reason"], tuple(filter(None, row["notes"].split(" | "))),
+                                     row["preset"], row["scope"]))
     return records
 
 

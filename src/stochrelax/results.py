@@ -44,7 +44,7 @@ from stochrelax.runs import (CONFIG_FILE, SUMMARY_FILE, RunDirError, find_failed
 __all__ = ["Table", "markdown_table", "csv_text", "describe_units", "describe_adversarial_training",
            "RunResults", "read_run_results", "read_study", "failed_runs_text",
            "VARIANTS", "VARIANT_NAMES", "Cell", "CLEAN", "ResultRow", "aggregate", "results_table",
-           "RESULTS_CAPTION", "RESULTS_CSV", "RESULTS_MD", "write_results", "read_results"]
+           "RESULTS_CAPTION", "RESULTS_CSV", "RESULTS_MD", "read_csv", "write_results", "read_results"]
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -428,6 +428,20 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return stream.getvalue()
 
 
+def read_csv(path: str | Path, header: Sequence[str], kind: str) -> list[dict[str, str]]:
+    """The lines of a CSV file that :func:`csv_text` wrote with ``header``, as mappings.
+
+    Raises:
+        RunDirError: if its columns are not ``header`` (a file of another version, or not a ``kind`` table).
+    """
+    with open(path, newline="") as stream:
+        reader = csv.DictReader(stream)
+        if reader.fieldnames != list(header):
+            raise RunDirError(f"{path}: not a {kind} table of this version (columns {reader.fieldnames}); "
+                              "run `stochrelax results` again")
+        return list(reader)
+
+
 def write_results(rows: Sequence[ResultRow], out_dir: str | Path, failed_runs: str = "") -> tuple[Path, Path]:
     """Writes ``results.csv`` (long: one line per configuration, cell and variant; the values per seed
     as JSON at full precision) and ``results.md`` (:func:`results_table`, then ``failed_runs``, see
@@ -450,14 +464,9 @@ def read_results(path: str | Path) -> list[ResultRow]:
     Raises:
         RunDirError: if the file is not such a table.
     """
-    with open(path, newline="") as stream:
-        reader = csv.DictReader(stream)
-        if reader.fieldnames != _HEADER:
-            raise RunDirError(f"{path}: not a results table of this version (columns {reader.fieldnames}); "
-                              "run `stochrelax results` again")
-        return [ResultRow(line["configuration"], line["metric"], line["budget_name"] or None,
-                          float(line["budget"]) if line["budget"] else None, line["variant"], int(line["eot_samples"]),
-                          {int(seed): value for seed, value in json.loads(line["per_seed"]).items()},
-                          int(line["examples"]), line["units"], line["adversarial_training"],
-                          int(line["configuration_seeds"]))
-                for line in reader]
+    return [ResultRow(line["configuration"], line["metric"], line["budget_name"] or None,
+                      float(line["budget"]) if line["budget"] else None, line["variant"], int(line["eot_samples"]),
+                      {int(seed): value for seed, value in json.loads(line["per_seed"]).items()},
+                      int(line["examples"]), line["units"], line["adversarial_training"],
+                      int(line["configuration_seeds"]))
+            for line in read_csv(path, _HEADER, "results")]
