@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${1:-quick}
-SEEDS=${2:-2}
+SEEDS=${2:-3}
 OUT=${3:-runs/reproduce-$PRESET}
 bash scripts/setup.sh
 exec .venv/bin/stochrelax reproduce --preset "$PRESET" --seeds "$SEEDS" --out "$OUT"

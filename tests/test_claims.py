@@ -167,6 +167,14 @@ def test_the_verdict_follows_where_the_interval_lies(tmp_path, differences, verd
         assert result.reason.startswith("one seed")
 
 
+def test_intervals_are_cut_to_where_the_true_value_can_lie(tmp_path):
+    for seed, clean in enumerate([0.90, 0.99]):  # two seeds far apart: Student's t with 1 degree of freedom
+        write_run(tmp_path, BASELINE_NAME, BASELINE, seed, clean, {})
+    level = claim("level", "mean_accuracy", {"configuration": BASELINE_NAME, "cells": ["clean"]}, {"at_least": 0.5})
+    found = judged(tmp_path, [level])["level"].single.interval
+    assert (found.low, found.high) == (pytest.approx(0.945 - 12.706 * 0.045, abs=0.02), 1.0)  # not 1.52
+
+
 def test_one_seed_never_gives_holds_or_fails_however_large_the_difference(tmp_path):
     results = judged(_gain_study(tmp_path, [0.5]), [GAIN, {**GAIN, "id": "loss", "criterion": {"below": 0.0}}])
     assert {result.verdict for result in results.values()} == {INCONCLUSIVE}

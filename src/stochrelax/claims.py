@@ -33,7 +33,7 @@ import json
 import math
 import operator
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, NamedTuple, Sequence
@@ -70,6 +70,7 @@ class Unit:
     prefix: str = ""
     suffix: str = ""
     signed: bool = False
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # where the true value can lie; intervals are cut to it
 
     def text(self, value: float) -> str:
         return f"{self.prefix}{value * self.scale:{'+' if self.signed else ''}.{self.decimals}f}{self.suffix}"
@@ -85,9 +86,9 @@ class Unit:
         return f"{self.text(estimate)} [{bound(low)}, {bound(high)}]"
 
 
-UNITS = {unit.name: unit for unit in (Unit("accuracy", 100, 1, suffix="%"),
-                                      Unit("points", 100, 1, suffix=" points", signed=True),
-                                      Unit("ratio", 1, 2, prefix="×"))}
+UNITS = {unit.name: unit for unit in (Unit("accuracy", 100, 1, suffix="%", bounds=(0.0, 1.0)),
+                                      Unit("points", 100, 1, suffix=" points", signed=True, bounds=(-1.0, 1.0)),
+                                      Unit("ratio", 1, 2, prefix="×", bounds=(0.0, math.inf)))}
 
 
 # --- measures ------------------------------------------------------------------------------------
@@ -108,6 +109,14 @@ class Measurement:
     @property
     def measured(self) -> bool:
         return self.interval is not None
+
+    def within(self, bounds: tuple[float, float]) -> "Measurement":
+        """The measurement with its interval cut to ``bounds``, where the true value lies (an accuracy in
+        [0, 1]): the cut interval covers whenever the whole one does."""
+        if self.interval is None:
+            return self
+        low, high = max(self.interval.low, bounds[0]), min(self.interval.high, bounds[1])
+        return replace(self, interval=replace(self.interval, low=low, high=high))
 
 
 def _not_measured(missing: Sequence[str]) -> Measurement:
@@ -519,7 +528,8 @@ def evaluate_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], scope: S
     results = []
     for claim in claims:
         measure = MEASURES[claim.measure]
-        single, eot, worst = (measure.evaluate(lookup, variant, claim.arguments) for variant in VARIANTS)
+        single, eot, worst = (measure.evaluate(lookup, variant, claim.arguments).within(measure.unit.bounds)
+                              for variant in VARIANTS)
         judged, judged_name = (worst, "worst case") if worst.measured else (eot, "EOT attacks")
         results.append(ClaimResult(claim, single, eot, worst, *_verdict(claim, single, judged, judged_name, scope)))
     return results
