@@ -4,7 +4,7 @@
 # seeds, single-draw and EOT attacks), aggregate mean ± std over seeds into OUT/results.*,
 # judge each claim of the thesis into OUT/verdicts.*, and write the report OUT/report/index.html.
 # Resumable: after an interruption, run it again and it continues where it stopped.
-# Usage: bash scripts/main.sh [PRESET] [SEEDS] [OUT_DIR]   (defaults: quick, 2, runs/reproduce-PRESET)
+# Usage: bash scripts/main.sh [PRESET] [SEEDS] [OUT_DIR]   (defaults: quick, 3, runs/reproduce-PRESET)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${1:-quick}
