@@ -235,7 +235,7 @@ def test_training_distributions_of_a_trained_run(small_run_dirs):
 
 def test_training_distributions_without_stats(small_run_dirs, tmp_path):
     run_dir = _bare_copy(small_run_dirs["relu"], tmp_path / "run")
-    command = f"`stochrelax train {run_dir / runs.CONFIG_FILE} --out {run_dir} --overwrite`"
+    command = f"`stochrelax train {run_dir / runs.CONFIG_FILE} --out {run_dir}-retrained`"
     with pytest.raises(plots.MissingData, match=re.escape(command)):
         plots.training_distributions(run_dir)
 

@@ -38,6 +38,7 @@ class UsageError(Exception):
     """A command-line value that cannot be used."""
 
 
+_CONTINUE_STUDY = "run the same command again to continue: finished runs are kept, unfinished ones resume"
 USER_ERRORS = (UsageError, ConfigError, DataError, RunDirError, TrainingDiverged, SweepInterrupted)
 
 
@@ -76,6 +77,7 @@ def _train(args: argparse.Namespace) -> None:
     config = load_config(args.config, overrides)
     device = resolve_device(args.device)
     out = args.out or Path("runs") / f"{Path(args.config).stem}-seed{config.train.seed}"
+    args.interrupted = f"continue with `stochrelax train --resume {out}`"
     resume = args.resume is not None
     if not resume:
         check_run_dir(out, args.overwrite)
@@ -171,14 +173,18 @@ def _attack(args: argparse.Namespace) -> None:
     print(f"table written to {run.path / 'attacks.csv'} and attacks.json")
 
 
+def _output_directory(path: Path | None) -> None:
+    if path is not None and path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} is a file; give a directory")
+
+
 def _report(args: argparse.Namespace) -> None:
     from stochrelax.report import build_report
 
+    _output_directory(args.out)
     command = shlex.join(["stochrelax", "report", *map(str, args.run_dirs), "--out", str(args.out),
                           "--limit", str(args.limit), "--tsne-count", str(args.tsne_count)]
                          + (["--data-dir", str(args.data_dir)] if args.data_dir else []))
-    for run_dir in args.run_dirs:
-        load_run(run_dir)
     data = load_fashion_mnist(args.data_dir).limit(test_limit=args.limit)
     page = build_report(args.run_dirs, args.out, data, command, args.tsne_count, progress=not args.no_progress)
     print(f"report written to {page} (tables also in {page.parent / 'report.md'})")
@@ -198,6 +204,7 @@ def _study_scope(root: Path) -> StudyScope:
 def _results(args: argparse.Namespace) -> None:
     from stochrelax.claims import analyse_study
 
+    _output_directory(args.out)
     for problem in unfinished_work(args.root) if (args.root / SWEEP_FILE).is_file() else []:
         print(f"warning: unfinished: {problem}; run the sweep again to finish it")
     files = analyse_study(args.root, args.out, _study_scope(args.root))
@@ -330,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stochrelax {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="on an error in a command, show the full Python traceback instead of one line")
+    parser.set_defaults(interrupted="nothing was lost but the work in progress")  # what Ctrl-C says to do next
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sub: argparse.ArgumentParser) -> None:
@@ -457,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("grid", type=Path, metavar="GRID", help="experiment grid, e.g. configs/thesis_study.yaml")
     sweep.add_argument("--out", type=Path, required=True, metavar="DIR", help="study directory")
     sweep_options(sweep)
-    sweep.set_defaults(handler=_sweep)
+    sweep.set_defaults(handler=_sweep, interrupted=_CONTINUE_STUDY)
 
     reproduce = commands.add_parser(
         "reproduce", help="the thesis study in one command: sweep, results over seeds, verdicts, report",
@@ -474,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--tsne-count", type=_positive_int, default=1000, metavar="N",
                            help="test images per t-SNE plot (default 1000)")
     sweep_options(reproduce)
-    reproduce.set_defaults(handler=_reproduce)
+    reproduce.set_defaults(handler=_reproduce, interrupted=_CONTINUE_STUDY)
 
     bench = commands.add_parser(
         "bench", help="benchmarks: stochrelax against the plain alternatives, as ratios measured in one run",
@@ -529,9 +537,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return _user_error(error)
+    except OSError as error:  # a read or write the command did not foresee: the file and why
+        if args.debug:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        return _user_error(UsageError(f"{where}{error.strerror or error}; check the path, its permissions and the "
+                                      "free space"))
     except KeyboardInterrupt:
-        print("stochrelax: interrupted", file=sys.stderr)
+        print(f"stochrelax: interrupted; {args.interrupted}", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug: still one line, and how to report it
+        if args.debug:
+            raise
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        print(f"stochrelax: internal error ({type(error).__name__}: {first_line}); run the command again with "
+              "--debug and report its traceback", file=sys.stderr)
+        return 1
     return status or 0
 
 

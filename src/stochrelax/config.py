@@ -12,6 +12,7 @@ from it alone.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -82,7 +83,7 @@ class TrainConfig(_Section):
     lr: float = Field(default=1e-3, gt=0)  # Adam learning rate
     betas: tuple[float, float] = Field(default=(0.9, 0.999), strict=False)  # Adam moving-average factors
     train_samples: int = Field(default=1, ge=1)  # K noise draws in the predictive NLL (thesis: 1)
-    eval_samples: int = Field(default=1, ge=1)  # softmax samples averaged at test time (thesis: 1)
+    eval_samples: int = Field(default=1, ge=1, le=1024)  # softmax samples averaged at test time (thesis: 1)
     score_baseline_decay: float = Field(default=0.9, ge=0, lt=1)  # EMA baseline of the score estimator
     eval_batch_size: int = Field(default=1000, ge=1)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)  # torch and numpy both take it
@@ -186,10 +187,25 @@ def parse_config(raw: Any, overrides: dict[str, Any] | None = None, source: str 
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with sections model, train, data; got {type(raw).__name__}")
     try:
+        RunConfig.model_validate(raw)  # the file alone first: an override must not hide a bad value in it
         return RunConfig.model_validate(merge_mappings(raw, overrides or {}))
     except ValidationError as error:
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in error.errors())) from None
 
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, reading ``1e-3`` as a number as YAML 1.2 does (YAML 1.1, which PyYAML
+    implements, wants a dot in the mantissa and reads ``1e-3`` as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
 
 _YAML_FAILURES = (yaml.YAMLError, ValueError, LookupError, AttributeError, RecursionError)
 """What ``yaml.safe_load`` raises on bad text: besides ``YAMLError``, its constructors raise plain
@@ -226,7 +242,7 @@ def read_yaml(path: str | Path, kind: str = "config") -> Any:
         raise ConfigError(f"{path}: not a text file (byte {error.start} is not UTF-8); "
                           f"give a YAML {kind} file") from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_Loader)
     except _YAML_FAILURES as error:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(error)}); fix the {kind} file") from None
     return document

@@ -93,7 +93,8 @@ class MissingData(Exception):
 
 
 def _retrain_command(run_dir: Path) -> str:
-    return f"`stochrelax train {run_dir / runs.CONFIG_FILE} --out {run_dir} --overwrite`"
+    """How to train the run again into a new directory (``--overwrite`` would delete its attack tables)."""
+    return f"`stochrelax train {run_dir / runs.CONFIG_FILE} --out {run_dir}-retrained`"
 
 
 # --- helpers: tensors in, tensors or numbers out ---------------------------------------------
@@ -517,7 +518,8 @@ def learning_curves(run_dir: str | Path) -> Figure:
     path = Path(run_dir)
     metrics = runs.read_metrics(path)
     if not metrics:
-        raise MissingData(f"{path} has no {runs.METRICS_FILE}: train it with {_retrain_command(path)}")
+        raise MissingData(f"{path / runs.METRICS_FILE} is missing or empty: train the run again with "
+                          f"{_retrain_command(path)}")
     epochs = [entry["epoch"] for entry in metrics]
     figure = _figure(WIDE)
     for ax, quantity in zip(figure.subplots(1, 2), ("accuracy", "loss")):

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from stochrelax import plots
 from stochrelax.claims import VERDICTS_CAPTION, VERDICTS_CSV, read_verdicts, scope_headline, verdict_table
+from stochrelax.config import ConfigError
 from stochrelax.data import FashionMNIST
 from stochrelax.results import (RESULTS_CAPTION, RESULTS_CSV, Table, describe_adversarial_training, describe_units,
                                 markdown_table, read_results, results_table)
@@ -63,10 +64,32 @@ def _cell(rows: list[dict], attack: str, budget: float, stochastic: bool) -> str
     return f"{single:.1%}" if single is not None else "—"
 
 
-def summary_table(runs: Sequence[Run]) -> Table:
+def _load_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
+    """The runs that can be read, and a line for each that cannot (what is wrong with it).
+
+    Raises:
+        RunDirError: if none can be read.
+    """
+    runs, left_out = [], []
+    for run_dir in run_dirs:
+        try:
+            run = load_run(run_dir)
+            read_attack_table(run_dir)  # a damaged table would break the page later
+        except (RunDirError, ConfigError) as error:
+            left_out.append(str(error))
+            continue
+        runs.append(run)
+    if not runs:
+        raise RunDirError(f"no run could be read: {left_out[0]}" + (f" (and {len(left_out) - 1} more)"
+                                                                    if len(left_out) > 1 else ""))
+    return runs, left_out
+
+
+def summary_table(runs: Sequence[Run], left_out: Sequence[str] = ()) -> Table:
     """One row per run: what it is, clean accuracy, accuracy under each attack at :data:`SUMMARY_BUDGETS`.
 
-    Stochastic runs show "single draw / EOT" accuracy of the averaged predictor.
+    Stochastic runs show "single draw / EOT" accuracy of the averaged predictor; ``left_out`` (runs
+    that could not be read, with why) are listed in the notes.
     """
     tables = {run.path: read_attack_table(run.path) for run in runs}
     columns: list[tuple[str, str, float]] = []
@@ -91,7 +114,7 @@ def summary_table(runs: Sequence[Run]) -> Table:
             row += [_cell(table["rows"], attack, budget, stochastic) for attack, _, budget in columns]
             notes += [f"{run.path.name}: {warning}" for warning in table.get("warnings", [])]
         rows.append(row)
-    return Table(header, rows, notes)
+    return Table(header, rows, notes + [f"left out: {reason}" for reason in left_out])
 
 
 def _figures(runs: Sequence[Run], data: FashionMNIST, tsne_count: int) -> list[ReportFigure]:
@@ -211,7 +234,7 @@ def _figure_html(figure: ReportFigure, out_dir: Path) -> str:
     title = f"<h3>{html.escape(figure.title)}</h3>"
     try:
         drawn = figure.draw()
-    except plots.MissingData as missing:
+    except (plots.MissingData, RunDirError) as missing:  # a file it needs is missing or damaged: say which
         return f'<section>{title}<p class="missing">Missing: {html.escape(str(missing))}</p></section>'
     relative = f"{FIGURES_DIR}/{figure.key}.png"
     plots.save_figure(drawn, out_dir / relative)
@@ -248,12 +271,12 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
     Raises:
         RunDirError: if ``study_root`` lacks those files.
     """
-    runs = [load_run(run_dir) for run_dir in run_dirs]
+    runs, left_out = _load_runs(run_dirs)
     out_dir = Path(out_dir)
     (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
     study = None if study_root is None else _read_study(study_root)
     summary = _TableSection("Summary", "Accuracy of the averaged predictor; stochastic runs show single-draw / EOT "
-                            "attacks.", summary_table(runs), "summary")
+                            "attacks.", summary_table(runs, left_out), "summary")
     figures = (study.figures if study else []) + _figures(runs, data, tsne_count)
     drawn = {figure.key: _figure_html(figure, out_dir) for figure in tqdm(figures, desc="figures",
                                                                            disable=not progress)}

@@ -63,7 +63,7 @@ __all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "TRAINING_STATS_
            "CHECKPOINT_FILE", "EVENTS_FILE", "save_checkpoint", "load_checkpoint", "remove_checkpoint",
            "truncate_records", "append_event", "read_events", "read_failure", "is_finished", "check_same_config",
            "read_summary", "LAYOUT_VERSION", "RUN_FILE", "LOCK_FILE", "check_layout", "run_lock",
-           "check_writable", "pack_correct", "unpack_correct", "find_runs", "find_failed_runs", "group_by_seed"]
+           "check_writable", "read_json", "verify_weights", "RUN_FILES", "pack_correct", "unpack_correct", "find_runs", "find_failed_runs", "group_by_seed"]
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -81,6 +81,8 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 EVENTS_FILE = "events.jsonl"
 _JSON_ONLY = frozenset({"correct"})  # attack-row fields too long for a spreadsheet: attacks.json only
 _BOOKKEEPING = frozenset({RUN_FILE, LOCK_FILE})  # a directory holding only these holds no run
+RUN_FILES = frozenset({RUN_FILE, LOCK_FILE, CONFIG_FILE, METRICS_FILE, TRAINING_STATS_FILE, WEIGHTS_FILE, SUMMARY_FILE,
+                       ATTACKS_JSON, ATTACKS_CSV, CHECKPOINT_FILE, EVENTS_FILE})  # every file a run writes
 
 
 class RunDirError(Exception):
@@ -117,12 +119,30 @@ def unpack_correct(text: str, count: int) -> np.ndarray:
     return np.unpackbits(packed, count=count).astype(bool)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
+
+
 def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, torch.Tensor] | None = None,
                       metadata: dict[str, str] | None = None) -> None:
-    """Writes to a temporary file, flushes it to disk and renames it over ``path``."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Writes to a temporary file, flushes it to disk and renames it over ``path``.
+
+    Raises:
+        RunDirError: if the file cannot be written (a full disk, no permission): one line naming it;
+            ``path`` is then as it was.
+    """
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise RunDirError(f"cannot write {path} ({_reason(error)}); free some space or fix the permissions") from None
     os.close(descriptor)
     try:
+        os.chmod(temporary, _FILE_MODE)
         if tensors is not None:
             save_file(tensors, temporary, metadata=metadata)
         else:
@@ -130,6 +150,9 @@ def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, to
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
+    except (OSError, SafetensorError) as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise RunDirError(f"cannot write {path} ({_reason(error)}); free some space or fix the permissions") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -211,22 +234,35 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
 def check_run_dir(path: str | Path, overwrite: bool = False) -> bool:
     """Checks that a run may be written to ``path``; returns whether an old run must be removed first.
 
-    An existing non-empty directory may be replaced only with ``overwrite`` and only if
-    it is a stochrelax run directory (it has a ``config.yaml``), so a mistyped ``--out``
-    never deletes unrelated files. A directory holding nothing but a lock and a layout
-    file counts as empty.
+    An existing non-empty directory may be replaced only with ``overwrite``, only if it
+    carries the run marker ``stochrelax-run.json``, and only if it holds nothing but the
+    files a run writes (:data:`RUN_FILES`, and temporary files a crash left of them), so a
+    mistyped ``--out`` never deletes anything of the user's. A directory holding nothing but
+    a lock and a layout file counts as empty.
 
     Raises:
         RunDirError: if the directory exists and may not be replaced.
     """
     path = Path(path)
-    if not path.exists() or (path.is_dir() and all(child.name in _BOOKKEEPING for child in path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path} is a file, not a directory; choose another --out")
+    if not path.exists() or all(child.name in _BOOKKEEPING for child in path.iterdir()):
         return False
     if not overwrite:
         raise RunDirError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
-    if not (path / CONFIG_FILE).is_file():
-        raise RunDirError(f"{path} is not a stochrelax run directory (no {CONFIG_FILE}); refusing to delete it")
+    if not (path / RUN_FILE).is_file():
+        raise RunDirError(f"{path} is not a stochrelax run directory (no {RUN_FILE}); refusing to delete it")
+    foreign = sorted(child.name for child in path.iterdir() if not _written_by_a_run(child.name))
+    if foreign:
+        raise RunDirError(f"{path} holds files a run does not write ({', '.join(foreign[:3])}"
+                          f"{', …' if len(foreign) > 3 else ''}); refusing to delete them: move them away or "
+                          "choose another --out")
     return True
+
+
+def _written_by_a_run(name: str) -> bool:
+    """A file of :data:`RUN_FILES`, or a temporary file of one that a crash left (``.NAME.random``)."""
+    return name in RUN_FILES or any(name.startswith(f".{known}.") for known in RUN_FILES)
 
 
 def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
@@ -238,11 +274,7 @@ def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
     path = Path(path)
     if check_run_dir(path, overwrite):
         for child in path.iterdir():
-            if child.name == LOCK_FILE:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
+            if child.name != LOCK_FILE:
                 child.unlink()
     path.mkdir(parents=True, exist_ok=True)
     _write_atomically(path / RUN_FILE, json.dumps({"layout": LAYOUT_VERSION}) + "\n")
@@ -260,13 +292,10 @@ def check_layout(run_dir: str | Path) -> None:
     if not run_file.is_file():
         raise RunDirError(f"{path} has no {RUN_FILE}: it was written by an older stochrelax; "
                           "train it again with --overwrite")
-    try:
-        contents = json.loads(run_file.read_bytes())
-        problem = None if isinstance(contents, dict) and "layout" in contents else 'no "layout" field'
-    except (OSError, ValueError) as error:
-        problem = _reason(error)
-    if problem is not None:
-        raise RunDirError(f"{run_file} is damaged ({problem}); train the run again with --overwrite")
+    contents = read_json(run_file, f'write {{"layout": {LAYOUT_VERSION}}} into it if the run is otherwise whole')
+    if "layout" not in contents:
+        raise RunDirError(f'{run_file} is damaged (no "layout" field); write {{"layout": {LAYOUT_VERSION}}} into it '
+                          "if the run is otherwise whole")
     if contents["layout"] != LAYOUT_VERSION:
         raise RunDirError(f"{path} was written with run-directory layout {contents['layout']}; this stochrelax "
                           f"reads layout {LAYOUT_VERSION}: use the stochrelax version that wrote it, or train it "
@@ -290,13 +319,44 @@ def check_same_config(run_dir: str | Path, config: RunConfig) -> None:
                           f"{CONFIG_FILE} or pass --overwrite to start again")
 
 
+def read_json(path: str | Path, fix: str) -> dict[str, Any]:
+    """A JSON object stored in a run or study directory.
+
+    Raises:
+        RunDirError: if it cannot be read or is not a JSON object: one line naming the file and ``fix``.
+    """
+    path = Path(path)
+    try:
+        contents = json.loads(path.read_bytes())
+        problem = None if isinstance(contents, dict) else f"a JSON {type(contents).__name__}, not an object"
+    except (OSError, ValueError) as error:
+        problem = _reason(error)
+    if problem is not None:
+        raise RunDirError(f"{path} is damaged ({problem}); {fix}")
+    return contents
+
+
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    """A finished run's ``summary.json``.
+
+    Raises:
+        RunDirError: if it is damaged, or lacks the test accuracy.
+    """
+    path = Path(run_dir)
+    summary = read_json(path / SUMMARY_FILE, f"train the run again with `stochrelax train {path / CONFIG_FILE} "
+                                             f"--out {path} --overwrite`")
+    if not isinstance(summary.get("test_accuracy"), (int, float)):
+        raise RunDirError(f"{path / SUMMARY_FILE} is damaged (no test_accuracy); train the run again with "
+                          f"`stochrelax train {path / CONFIG_FILE} --out {path} --overwrite`")
+    return summary
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as stream:
-        stream.write(json.dumps(record) + "\n")
+    try:
+        with open(path, "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+    except OSError as error:
+        raise RunDirError(f"cannot write {path} ({_reason(error)}); free some space or fix the permissions") from None
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
@@ -460,6 +520,23 @@ class Run:
     summary: dict[str, Any]
 
 
+def verify_weights(run_dir: str | Path) -> None:
+    """Checks a finished run's weights against the sha256 that its ``summary.json`` records.
+
+    Raises:
+        RunDirError: if they are missing or do not match.
+    """
+    path = Path(run_dir)
+    weights = path / WEIGHTS_FILE
+    summary = read_summary(path)
+    if not weights.is_file():
+        raise RunDirError(f"{path} has a {SUMMARY_FILE} but no {WEIGHTS_FILE}; train the run again with "
+                          f"`stochrelax train {path / CONFIG_FILE} --out {path} --overwrite`")
+    if "weights_sha256" in summary and _file_sha256(weights) != summary["weights_sha256"]:
+        raise RunDirError(f"{weights} does not match the checksum in {SUMMARY_FILE} (modified or damaged); "
+                          f"train the run again with `stochrelax train {path / CONFIG_FILE} --out {path} --overwrite`")
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Reads a finished run directory: config, weights (safetensors) and summary.
 
@@ -475,11 +552,10 @@ def load_run(run_dir: str | Path) -> Run:
         raise RunDirError(f"{path} is not a stochrelax run directory (no {CONFIG_FILE})")
     check_layout(path)
     if not (path / SUMMARY_FILE).is_file() or not weights.is_file():
-        raise RunDirError(f"{path} is an unfinished run (no {SUMMARY_FILE} or {WEIGHTS_FILE}); train it again")
+        raise RunDirError(f"{path} is an unfinished run (no {SUMMARY_FILE} or {WEIGHTS_FILE}); continue it with "
+                          f"`stochrelax train --resume {path}`")
+    verify_weights(path)
     summary = read_summary(path)
-    if "weights_sha256" in summary and _file_sha256(weights) != summary["weights_sha256"]:
-        raise RunDirError(f"{weights} does not match the checksum in {SUMMARY_FILE} (modified or damaged); "
-                          "train the run again")
     config = load_config(path / CONFIG_FILE)
     model = build_model(config.model)
     try:
@@ -510,7 +586,13 @@ def write_attack_table(run_dir: str | Path, report: dict[str, Any]) -> None:
 def read_attack_table(run_dir: str | Path) -> dict[str, Any] | None:
     """The robustness report of a run, or ``None`` if it was never attacked."""
     path = Path(run_dir) / ATTACKS_JSON
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    table = read_json(path, f"move it away and attack the run again (`stochrelax attack {path.parent}`)")
+    if not isinstance(table.get("rows"), list):
+        raise RunDirError(f"{path} is damaged (no list of rows); move it away and attack the run again "
+                          f"(`stochrelax attack {path.parent}`)")
+    return table
 
 
 # --- finding runs -------------------------------------------------------------------------------

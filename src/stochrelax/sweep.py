@@ -43,6 +43,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -57,7 +58,8 @@ from tqdm import tqdm
 from stochrelax.config import ConfigError, RunConfig, load_config, merge_mappings, parse_config, read_yaml
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.robustness import DEFAULT_BUDGETS, THESIS_ATTACKS, WORST_CASE, AttackSettings, attack_plan, attack_run
-from stochrelax.runs import CONFIG_FILE, RunDirError, is_finished, load_run, read_attack_table
+from stochrelax.runs import (CONFIG_FILE, LOCK_FILE, RunDirError, is_finished, load_run, read_attack_table, read_json,
+                             run_lock)
 from stochrelax.train import TrainingDiverged, train_run
 
 __all__ = ["PlannedRun", "expand_grid", "load_grid", "Preset", "PRESETS", "SweepJob", "JobResult", "plan_jobs",
@@ -351,9 +353,11 @@ def _die_with_parent() -> None:
 
 def _worker_init(threads: int) -> None:
     """Pool workers leave Ctrl-C to the sweep, which stops them (a terminal sends SIGINT to all),
-    and die with the sweep."""
+    and die with the sweep. Their progress bars lock with a thread lock: tqdm's default, a
+    multiprocessing lock, would be left behind by a stopped worker (a "leaked semaphore" warning)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
 
 
@@ -368,6 +372,14 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     threads each on the same cores run 10–20× slower than one."""
     return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
                                initargs=(worker_threads(workers),))
+
+
+def _clear_locks(jobs: list[SweepJob]) -> None:
+    """Empties the lock files that stopped workers left holding their pid (the locks themselves died with them)."""
+    for job in jobs:
+        if (job.run_dir / LOCK_FILE).is_file():
+            with run_lock(job.run_dir):
+                pass
 
 
 def _local(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: str, workers: int,
@@ -385,9 +397,15 @@ def _local(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: s
             raise SweepInterrupted("a worker process died (killed, or out of memory); run the same command "
                                    "again to continue: finished runs are kept, unfinished ones resume") from None
         except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for worker in set(multiprocessing.active_children()) - children_before:
+            # Stop the workers first and let the pool see them gone before anything is cancelled:
+            # cancelling first races the pool's own bookkeeping (an InvalidStateError from its thread).
+            workers_started = set(multiprocessing.active_children()) - children_before
+            for worker in workers_started:
                 worker.terminate()
+            for worker in workers_started:
+                worker.join()
+            pool.shutdown(wait=True)
+            _clear_locks(jobs)
             raise
         finally:
             for future in futures:
@@ -470,13 +488,16 @@ def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     settings = PRESETS[preset] if isinstance(preset, str) else preset
     jobs = plan_jobs(runs, seeds, settings, out_dir)
+    out_dir = Path(out_dir).resolve()
+    preset_name = preset if isinstance(preset, str) else "custom"
+    recorded = _recorded_jobs(out_dir, preset_name, settings)
     runner = BACKENDS[backend](jobs, settings, None if data_dir is None else str(data_dir), device, workers,
                                ray_address)
-    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"preset": preset if isinstance(preset, str) else "custom", "preset_settings": asdict(settings),
-              "seeds": seeds, "backend": backend,
-              "jobs": {job.label: {"run": job.name, "seed": job.seed, "status": "pending"} for job in jobs}}
+    planned = {job.label: recorded.get(job.label, {"run": job.name, "seed": job.seed, "status": "pending"})
+               for job in jobs}
+    record = {"preset": preset_name, "preset_settings": asdict(settings), "seeds": seeds, "backend": backend,
+              "jobs": {**recorded, **planned}}  # jobs of an earlier sweep of this study stay on record
     _write_sweep_file(out_dir, record)
     results = []
     with tqdm(total=len(jobs), desc="sweep", unit="run", disable=not progress) as bar:
@@ -491,13 +512,40 @@ def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1
     return results
 
 
+_DECLARATIONS = ("converged", "pipeline_check")  # what a preset says of its verdicts, not how it trains or attacks
+
+
+def _recorded_jobs(out_dir: Path, preset_name: str, settings: Preset) -> dict[str, dict[str, Any]]:
+    """The jobs an earlier sweep of ``out_dir`` recorded, after checking that it used the same preset.
+
+    Raises:
+        ConfigError: if the study was made with another preset: continuing it would mix runs of
+            two protocols in one study (and overwrite its record).
+    """
+    path = out_dir / SWEEP_FILE
+    if not path.is_file():
+        return {}
+    record = read_json(path, "move the study directory away or choose another --out")
+    if not isinstance(record.get("jobs"), dict) or not isinstance(record.get("preset_settings"), dict):
+        raise RunDirError(f"{path} is damaged (no jobs or preset); move the study directory away or choose another "
+                          "--out")
+    wanted = json.loads(json.dumps(asdict(settings)))  # as sweep.json holds it: lists, not tuples
+    differences = [key for key, value in wanted.items() if key not in _DECLARATIONS
+                   and record["preset_settings"].get(key) != value]
+    if differences:
+        raise ConfigError(f"{out_dir} is a study made with the {record.get('preset', '?')} preset; this sweep asks for "
+                          f"{preset_name}, which differs in {', '.join(differences)}: continue it with --preset "
+                          f"{record.get('preset', '?')} or choose another --out")
+    return record["jobs"]
+
+
 def unfinished_work(out_dir: str | Path) -> list[str]:
     """What the sweep recorded in ``out_dir/sweep.json`` still lacks: one line per run that
     failed, is not trained, or misses attack results of its preset; empty when complete."""
     out_dir = Path(out_dir)
     if not (out_dir / SWEEP_FILE).is_file():
         return [f"{out_dir} holds no {SWEEP_FILE}: it was not written by `stochrelax sweep`"]
-    record = json.loads((out_dir / SWEEP_FILE).read_text())
+    record = read_json(out_dir / SWEEP_FILE, "move the study directory away or choose another --out")
     preset = Preset.from_dict(record["preset_settings"])
     problems = []
     for label, job in record["jobs"].items():
@@ -516,8 +564,12 @@ def recorded_preset(out_dir: str | Path) -> tuple[str, Preset] | None:
     path = Path(out_dir) / SWEEP_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    return record["preset"], Preset.from_dict(record["preset_settings"])
+    record = read_json(path, "move the study directory away or choose another --out")
+    try:
+        return str(record["preset"]), Preset.from_dict(record["preset_settings"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunDirError(f"{path} is damaged (its preset: {error}); move the study directory away or choose "
+                          "another --out") from None
 
 
 def _write_sweep_file(out_dir: Path, record: dict[str, Any]) -> None:

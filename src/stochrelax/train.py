@@ -440,6 +440,16 @@ def train_run(config: RunConfig, data: FashionMNIST, run_dir: str | Path, *, dev
         return _train_locked(config, data, run_dir, device, overwrite, resuming, progress, on_epoch)
 
 
+def _record_write_failure(run_dir: Path, message: str) -> None:
+    """A ``failed`` event for a write that failed, if the disk still takes one line."""
+    epochs_done = len(runs.read_metrics(run_dir))
+    try:
+        runs.append_event(run_dir, "failed", epochs_done + 1, batch=None, quantity="write", layer=None,
+                          message=message)
+    except runs.RunDirError:
+        pass  # the disk is full: the error itself still reaches the user
+
+
 def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: torch.device, overwrite: bool,
                   resuming: bool, progress: bool, on_epoch: Callable[[EpochMetrics], None] | None) -> dict:
     """:func:`train_run` once it holds the run directory's lock."""
@@ -447,6 +457,7 @@ def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: 
     if resuming:
         runs.check_same_config(run_dir, config)
         if runs.is_finished(run_dir):
+            runs.verify_weights(run_dir)
             return runs.read_summary(run_dir)
         checkpoint = _read_checkpoint(run_dir)
         runs.truncate_records(run_dir, checkpoint.epoch if checkpoint else 0)
@@ -480,6 +491,9 @@ def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: 
             details = error.as_dict()
             runs.append_event(run_dir, "failed", details.pop("epoch"), **details)
             raise
+        except runs.RunDirError as error:  # a write failed (full disk, permissions): the last checkpoint stands
+            _record_write_failure(run_dir, str(error))
+            raise runs.RunDirError(f"{error}; then continue with `stochrelax train --resume {run_dir}`") from None
     weights_sha256 = runs.save_weights(run_dir, model)
     history = runs.read_metrics(run_dir)  # every epoch, also those before a resumption
     final = history[-1]
