@@ -463,3 +463,79 @@ def test_a_line_break_in_an_error_message_is_replaced_so_the_error_stays_one_lin
     status = main(["train", str(config), "--out", str(tmp_path / "run")])
     assert_one_line_error(status, capsys.readouterr().err, f"{tmp_path}/two lines.yaml: config file not found")
     assert not (tmp_path / "run").exists()
+
+
+# --- every command against every damaged file of a run and a study ---------------------------------
+
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _emptied(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 4)
+
+
+def _a_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _bit_flipped(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # the subtlest damage: one bit in the middle
+    path.write_bytes(bytes(raw))
+
+
+DAMAGES = {"truncated": _truncated, "empty": _emptied, "garbage": _garbage, "a directory": _a_directory,
+           "bit-flipped": _bit_flipped}
+RUN_FILES = [runs.CONFIG_FILE, runs.RUN_FILE, runs.SUMMARY_FILE, runs.WEIGHTS_FILE, runs.ATTACKS_JSON,
+             runs.METRICS_FILE, runs.EVENTS_FILE, runs.TRAINING_STATS_FILE]
+
+
+@pytest.fixture(scope="module")
+def pristine_study(real_data_dir, tmp_path_factory) -> Path:
+    """A study of one finished, attacked tiny run ``STUDY/run-seed0``, with its ``sweep.json``."""
+    study = tmp_path_factory.mktemp("pristine") / "study"
+    grid = study.parent / "grid.yaml"
+    grid.write_text("base: {train: {epochs: 1}}\ngroups: {run: {set: {model.activation.kind: relu}}}\n")
+    status, _, stderr = run_main(["sweep", str(grid), "--out", str(study), "--preset", "smoke", "--workers", "1",
+                                  "--no-progress", "--data-dir", str(real_data_dir)])
+    assert status == 0, stderr
+    return study
+
+
+def _commands(study: Path, data_dir: Path, out: Path) -> dict[str, list[str]]:
+    run, data = str(study / "run-seed0"), ["--data-dir", str(data_dir)]
+    return {
+        "evaluate": ["evaluate", run, "--test-limit", "20", *data],
+        "attack": ["attack", run, "--attack", "fgsm", "--eps", "0.05", "--limit", "20", "--no-progress",
+                   "--no-convergence-check", *data],
+        "report": ["report", run, "--out", str(out), "--limit", "20", "--tsne-count", "20", "--no-progress", *data],
+        "results": ["results", str(study)],
+        "train --resume": ["train", "--resume", run, "--no-progress", *data],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("damaged", [*RUN_FILES, "sweep.json"])
+def test_every_command_meets_a_damaged_file_with_one_line_or_carries_on_and_changes_nothing(
+        pristine_study, real_data_dir, tmp_path, damaged, damage):
+    study = tmp_path / "study"
+    shutil.copytree(pristine_study, study)
+    DAMAGES[damage](study / damaged if damaged == "sweep.json" else study / "run-seed0" / damaged)
+    for command, argv in _commands(study, real_data_dir, tmp_path / "report").items():
+        before = file_hashes(study)
+        status, _, stderr = run_main(argv)
+        assert "Traceback" not in stderr and status in (0, 2), (command, status, stderr)
+        if status == 2:
+            assert_one_line_error(status, stderr)
+        after = file_hashes(study)
+        written = {"attack": {"run-seed0/attacks.json", "run-seed0/attacks.csv"},
+                   "results": {"results.csv", "results.md", "verdicts.csv", "verdicts.md"}}.get(command, set())
+        changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+        assert changed <= (written if status == 0 else set()), (command, stderr, changed)

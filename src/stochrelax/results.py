@@ -39,7 +39,7 @@ from stochrelax.attacks import ATTACKS
 from stochrelax.config import RunConfig, load_config
 from stochrelax.robustness import BUDGET_NAMES, WORST_CASE
 from stochrelax.runs import (CONFIG_FILE, SUMMARY_FILE, RunDirError, find_failed_runs, find_runs, group_by_seed,
-                             read_attack_table)
+                             read_attack_table, read_summary)
 
 __all__ = ["Table", "markdown_table", "csv_text", "describe_units", "describe_adversarial_training",
            "RunResults", "read_run_results", "read_study", "failed_runs_text",
@@ -110,10 +110,9 @@ def read_run_results(run_dir: str | Path) -> RunResults:
     if not (path / CONFIG_FILE).is_file():
         raise RunDirError(f"{path} is not a stochrelax run directory (no {CONFIG_FILE})")
     if not (path / SUMMARY_FILE).is_file():
-        raise RunDirError(f"{path} is an unfinished run (no {SUMMARY_FILE}); train it again")
-    summary = json.loads((path / SUMMARY_FILE).read_text())
-    if "test_accuracy" not in summary:
-        raise RunDirError(f"{path / SUMMARY_FILE} has no test_accuracy; train the run again")
+        raise RunDirError(f"{path} is an unfinished run (no {SUMMARY_FILE}); continue it with "
+                          f"`stochrelax train --resume {path}`")
+    summary = read_summary(path)
     table = read_attack_table(path)
     return RunResults(path, load_config(path / CONFIG_FILE), float(summary["test_accuracy"]),
                       None if table is None else tuple(table["rows"]), int(summary.get("test_examples", 0)),

@@ -48,7 +48,8 @@ from stochrelax.checks import (GradientHealth, RobustnessRow, diagnose, gradient
 from stochrelax.data import FashionMNIST
 from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
-from stochrelax.runs import Run, pack_correct, read_attack_table, run_lock, write_attack_table
+from stochrelax.runs import (ATTACKS_JSON, Run, RunDirError, pack_correct, read_attack_table, run_lock,
+                             write_attack_table)
 
 __all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "BUDGET_NAMES", "DEFAULT_BUDGETS", "DEFAULT_PROXIES",
            "AttackSettings", "AttackResult", "FixedDrawJudge", "attack_model", "worst_case", "RobustnessReport",
@@ -552,7 +553,11 @@ def attack_run(run: Run, data: FashionMNIST, settings: AttackSettings = AttackSe
     """
     with run_lock(run.path):
         previous = read_attack_table(run.path)
-        previous_rows = [AttackResult.from_dict(row) for row in previous["rows"]] if previous else []
+        try:
+            previous_rows = [AttackResult.from_dict(row) for row in previous["rows"]] if previous else []
+        except (TypeError, ValueError, AttributeError) as error:
+            raise RunDirError(f"{run.path / ATTACKS_JSON} is damaged (a row: {error}); move it away and attack the "
+                              "run again") from None
         model = run.model.to(device)
         source = transfer_source.model.to(device) if transfer_source is not None else None
         images, labels = data.test_images.to(device), data.test_labels.to(device)

@@ -419,8 +419,8 @@ def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def is_finished(run_dir: str | Path) -> bool:
-    """Whether the run finished training (its ``summary.json`` exists)."""
-    return (Path(run_dir) / SUMMARY_FILE).is_file()
+    """Whether the run finished training (its ``summary.json`` exists, whatever state it is in)."""
+    return (Path(run_dir) / SUMMARY_FILE).exists()
 
 
 def append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -579,14 +579,14 @@ def write_attack_table(run_dir: str | Path, report: dict[str, Any]) -> None:
                                 extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+    _write_atomically(run_dir / ATTACKS_JSON, json.dumps(report, indent=2) + "\n")  # the record first
     _write_atomically(run_dir / ATTACKS_CSV, table.getvalue())
-    _write_atomically(run_dir / ATTACKS_JSON, json.dumps(report, indent=2) + "\n")
 
 
 def read_attack_table(run_dir: str | Path) -> dict[str, Any] | None:
     """The robustness report of a run, or ``None`` if it was never attacked."""
     path = Path(run_dir) / ATTACKS_JSON
-    if not path.is_file():
+    if not path.exists():
         return None
     table = read_json(path, f"move it away and attack the run again (`stochrelax attack {path.parent}`)")
     if not isinstance(table.get("rows"), list):

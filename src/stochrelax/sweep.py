@@ -522,13 +522,9 @@ def _recorded_jobs(out_dir: Path, preset_name: str, settings: Preset) -> dict[st
         ConfigError: if the study was made with another preset: continuing it would mix runs of
             two protocols in one study (and overwrite its record).
     """
-    path = out_dir / SWEEP_FILE
-    if not path.is_file():
+    if not (out_dir / SWEEP_FILE).exists():
         return {}
-    record = read_json(path, "move the study directory away or choose another --out")
-    if not isinstance(record.get("jobs"), dict) or not isinstance(record.get("preset_settings"), dict):
-        raise RunDirError(f"{path} is damaged (no jobs or preset); move the study directory away or choose another "
-                          "--out")
+    record = _read_record(out_dir)
     wanted = json.loads(json.dumps(asdict(settings)))  # as sweep.json holds it: lists, not tuples
     differences = [key for key, value in wanted.items() if key not in _DECLARATIONS
                    and record["preset_settings"].get(key) != value]
@@ -543,10 +539,10 @@ def unfinished_work(out_dir: str | Path) -> list[str]:
     """What the sweep recorded in ``out_dir/sweep.json`` still lacks: one line per run that
     failed, is not trained, or misses attack results of its preset; empty when complete."""
     out_dir = Path(out_dir)
-    if not (out_dir / SWEEP_FILE).is_file():
+    if not (out_dir / SWEEP_FILE).exists():
         return [f"{out_dir} holds no {SWEEP_FILE}: it was not written by `stochrelax sweep`"]
-    record = read_json(out_dir / SWEEP_FILE, "move the study directory away or choose another --out")
-    preset = Preset.from_dict(record["preset_settings"])
+    record = _read_record(out_dir)
+    preset = record["preset_object"]
     problems = []
     for label, job in record["jobs"].items():
         run_dir = out_dir / label
@@ -561,15 +557,29 @@ def unfinished_work(out_dir: str | Path) -> list[str]:
 
 def recorded_preset(out_dir: str | Path) -> tuple[str, Preset] | None:
     """The preset's name and settings that made the study in ``out_dir``; None without a ``sweep.json``."""
-    path = Path(out_dir) / SWEEP_FILE
-    if not path.is_file():
+    if not (Path(out_dir) / SWEEP_FILE).exists():
         return None
-    record = read_json(path, "move the study directory away or choose another --out")
+    record = _read_record(Path(out_dir))
+    return record["preset"], record["preset_object"]
+
+
+def _read_record(out_dir: Path) -> dict[str, Any]:
+    """``sweep.json``, checked: its preset (also as ``preset_object``, a :class:`Preset`) and its jobs.
+
+    Raises:
+        RunDirError: if it is damaged.
+    """
+    path = out_dir / SWEEP_FILE
+    fix = "move the study directory away or choose another --out"
+    record = read_json(path, fix)
     try:
-        return str(record["preset"]), Preset.from_dict(record["preset_settings"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise RunDirError(f"{path} is damaged (its preset: {error}); move the study directory away or choose "
-                          "another --out") from None
+        preset = Preset.from_dict(record["preset_settings"])
+        if not isinstance(record["preset"], str) or not all(
+                isinstance(job, dict) and isinstance(job["status"], str) for job in record["jobs"].values()):
+            raise ValueError("a field of the wrong type")
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise RunDirError(f"{path} is damaged ({type(error).__name__}: {error}); {fix}") from None
+    return {**record, "preset_object": preset}
 
 
 def _write_sweep_file(out_dir: Path, record: dict[str, Any]) -> None:
