@@ -336,7 +336,7 @@ RANGES = {
     "train.eval_batch_size": (">= 1", [1], [0]),
     "train.lr": ("> 0", [1e-12], [0, 0.0, -1e-3]),
     "train.train_samples": (">= 1", [1], [0]),
-    "train.eval_samples": (">= 1", [1], [0]),
+    "train.eval_samples": (">= 1 and <= 1024", [1, 1024], [0, 1025, 100_000]),  # more would hang evaluation
     "train.score_baseline_decay": (">= 0 and < 1", [0, 0.999], [-0.1, 1, 1.5]),  # a fraction
     "train.seed": (">= 0 and <= 4294967295", [0, 2**32 - 1], [-1, 2**32, 2**70]),  # what torch and numpy take
     "train.adversarial.regenerate_every": (">= 1", [1], [0]),
@@ -440,3 +440,17 @@ def test_load_config_on_any_text_gives_a_config_or_a_config_error(fuzz_file, tex
 def test_load_config_on_any_bytes_gives_a_config_or_a_config_error(fuzz_file, contents):
     fuzz_file.write_bytes(contents)
     assert_config_or_one_line_error(lambda: load_config(fuzz_file))
+
+
+def test_exponents_without_a_dot_read_as_numbers_as_in_yaml_1_2(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("train: {lr: 1e-3, epochs: 2}\nmodel: {activation: {noise: gaussian, std: 5E-2}}\n")
+    config = load_config(path)
+    assert (config.train.lr, config.model.activation.std) == (0.001, 0.05)
+
+
+def test_an_override_does_not_hide_an_invalid_value_of_the_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("train: {epochs: 2.5}\n")
+    with pytest.raises(ConfigError, match=r"train.epochs"):
+        load_config(path, {"train": {"epochs": 1}})

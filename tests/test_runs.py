@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -89,33 +90,44 @@ def test_create_run_dir_refuses_an_existing_path_without_overwrite(tmp_path, as_
     else:
         path.mkdir()
         (path / runs.CONFIG_FILE).write_text("model: {}\n")
-    with pytest.raises(runs.RunDirError, match="--overwrite") as caught:
+    message = "is a file, not a directory; choose another --out" if as_file else "pass --overwrite to replace it"
+    with pytest.raises(runs.RunDirError, match=message) as caught:
         runs.create_run_dir(path)
     assert str(path) in str(caught.value)
     assert path.exists() and (path.is_file() or (path / runs.CONFIG_FILE).is_file())
 
 
-def test_create_run_dir_with_overwrite_replaces_a_run_directory(finished_run):
-    (finished_run / "plots").mkdir()
-    (finished_run / "plots" / "loss.png").write_bytes(b"png")
+def test_create_run_dir_with_overwrite_replaces_a_run_directory_and_its_leftovers(finished_run):
+    (finished_run / f".{runs.WEIGHTS_FILE}.a1b2c3").write_bytes(b"half a file")  # a crash's temporary file
     runs.create_run_dir(finished_run, overwrite=True)
     assert [p.name for p in finished_run.iterdir()] == [runs.RUN_FILE]
 
 
-@pytest.mark.parametrize("as_file", [False, True], ids=["directory", "file"])
-def test_create_run_dir_never_deletes_something_that_is_not_a_run(tmp_path, as_file):
+@pytest.mark.parametrize("contents, message", [
+    ({"chapter1.tex": "my thesis"}, "not a stochrelax run directory"),  # no run marker
+    ({runs.CONFIG_FILE: "model: {}\n", "chapter1.tex": "my thesis"}, "not a stochrelax run directory"),
+    ({runs.RUN_FILE: '{"layout": 1}', runs.CONFIG_FILE: "model: {}\n", "chapter1.tex": "my thesis"},
+     "holds files a run does not write (chapter1.tex); refusing to delete them"),
+    ({runs.RUN_FILE: '{"layout": 1}', "plots/loss.png": "png"}, "holds files a run does not write (plots)"),
+])
+def test_overwrite_deletes_only_a_marked_run_directory_holding_nothing_but_run_files(tmp_path, contents, message):
     path = tmp_path / "thesis"
-    if as_file:
-        path.write_text("my thesis")
-        keep = path
-    else:
-        path.mkdir()
-        keep = path / "chapter1.tex"
-        keep.write_text("my thesis")
-    with pytest.raises(runs.RunDirError, match="not a stochrelax run directory") as caught:
+    for name, text in contents.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    before = sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+    with pytest.raises(runs.RunDirError, match=re.escape(message)) as caught:
         runs.create_run_dir(path, overwrite=True)
-    assert str(path) in str(caught.value)
-    assert keep.read_text() == "my thesis"
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+    assert sorted(str(p.relative_to(path)) for p in path.rglob("*")) == before
+
+
+def test_overwrite_never_deletes_a_file_given_as_the_run_directory(tmp_path):
+    path = tmp_path / "thesis.tex"
+    path.write_text("my thesis")
+    with pytest.raises(runs.RunDirError, match="is a file, not a directory"):
+        runs.create_run_dir(path, overwrite=True)
+    assert path.read_text() == "my thesis"
 
 
 # --- writing and reading back ------------------------------------------------------------------
@@ -279,7 +291,8 @@ def test_load_run_refuses_weights_that_do_not_match_the_summary_checksum(finishe
     with pytest.raises(runs.RunDirError) as caught:
         runs.load_run(finished_run)
     assert str(caught.value) == (f"{path} does not match the checksum in summary.json (modified or damaged); "
-                                 "train the run again")
+                                 f"train the run again with `stochrelax train {finished_run / runs.CONFIG_FILE} "
+                                 f"--out {finished_run} --overwrite`")
 
 
 # --- run-directory layout ----------------------------------------------------------------------
@@ -307,7 +320,8 @@ def test_readers_refuse_a_run_directory_written_before_layouts(finished_run, rea
     with pytest.raises(runs.RunDirError) as caught:
         LAYOUT_READERS[reader](finished_run)
     assert str(caught.value) == (f"{finished_run} has no stochrelax-run.json: it was written by an older "
-                                 "stochrelax; train it again with --overwrite")
+                                 f"stochrelax; train it again into a new directory (`stochrelax train "
+                                 f"{finished_run / runs.CONFIG_FILE} --out NEW_DIR`)")
 
 
 @pytest.mark.parametrize("contents", [b"", b"{\"layout\": ", b"[1]", b"{}", b"\xff\xfe"],
@@ -334,16 +348,6 @@ def test_a_directory_holding_only_a_lock_and_layout_file_counts_as_empty(tmp_pat
     assert runs.check_run_dir(path, overwrite=True) is False
     runs.create_run_dir(path)
     runs.check_layout(path)
-
-
-def test_overwrite_never_deletes_a_directory_without_config_even_with_a_layout_file(tmp_path):
-    path = tmp_path / "run"
-    path.mkdir()
-    (path / runs.RUN_FILE).write_text(json.dumps({"layout": 1}))
-    (path / "chapter1.tex").write_text("my thesis")
-    with pytest.raises(runs.RunDirError, match="not a stochrelax run directory"):
-        runs.create_run_dir(path, overwrite=True)
-    assert (path / "chapter1.tex").read_text() == "my thesis"
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -428,7 +432,8 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(runs, "save_file", disk_full)
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(runs.RunDirError, match=f"cannot write {re.escape(str(tmp_path / runs.CHECKPOINT_FILE))} "
+                                               r"\(No space left on device\); free some space"):
         runs.save_checkpoint(tmp_path, {"weight": torch.ones(2)}, {"epoch": 4})
     tensors, metadata = runs.load_checkpoint(tmp_path)
     assert metadata == {"epoch": 3}

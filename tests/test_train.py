@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from stochrelax import runs
@@ -387,6 +388,43 @@ def test_resume_reports_a_damaged_checkpoint_in_one_line(fashion_mnist, tmp_path
     with pytest.raises(runs.RunDirError, match="is damaged.*delete it") as error:
         train_run(config, fashion_mnist, tmp_path / "run", resume=True)
     assert "\n" not in str(error.value)
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_records_the_failure_and_says_how_to_resume(fashion_mnist, tmp_path,
+                                                                                        monkeypatch):
+    config = tiny("relu_deterministic")
+    real_save_file, calls = runs.save_file, []
+
+    def full_at_the_second_checkpoint(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise SafetensorError("No space left on device")
+        real_save_file(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(runs, "save_file", full_at_the_second_checkpoint)
+    run_dir = tmp_path / "run"
+    with pytest.raises(runs.RunDirError) as error:
+        train_run(config, fashion_mnist, run_dir)
+    assert str(error.value) == (f"cannot write {run_dir / runs.CHECKPOINT_FILE} (No space left on device); free some "
+                                f"space or fix the permissions; then continue with `stochrelax train --resume "
+                                f"{run_dir}`")
+    assert runs.load_checkpoint(run_dir)[1]["epoch"] == 1  # the last checkpoint stands
+    failure = runs.read_failure(run_dir)
+    assert (failure["epoch"], failure["quantity"]) == (2, "write")  # epoch 2's checkpoint could not be written
+    monkeypatch.setattr(runs, "save_file", real_save_file)
+    resumed = train_run(config, fashion_mnist, run_dir, resume=True)
+    assert resumed["epochs"] == 3 and [m["epoch"] for m in runs.read_metrics(run_dir)] == [1, 2, 3]
+
+
+def test_resume_of_a_finished_run_verifies_its_weights(fashion_mnist, tmp_path):
+    config = tiny("relu_deterministic", epochs=1)
+    train_run(config, fashion_mnist, tmp_path / "run")
+    weights_file = tmp_path / "run" / runs.WEIGHTS_FILE
+    raw = bytearray(weights_file.read_bytes())
+    raw[-10] ^= 0x01
+    weights_file.write_bytes(bytes(raw))
+    with pytest.raises(runs.RunDirError, match="does not match the checksum in summary.json"):
+        train_run(config, fashion_mnist, tmp_path / "run", resume=True)
 
 
 def _start_training(arguments: list[str], data_dir: Path) -> subprocess.Popen:

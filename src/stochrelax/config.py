@@ -187,7 +187,6 @@ def parse_config(raw: Any, overrides: dict[str, Any] | None = None, source: str 
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with sections model, train, data; got {type(raw).__name__}")
     try:
-        RunConfig.model_validate(raw)  # the file alone first: an override must not hide a bad value in it
         return RunConfig.model_validate(merge_mappings(raw, overrides or {}))
     except ValidationError as error:
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in error.errors())) from None
@@ -259,6 +258,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if document is None:
         raise ConfigError(f"{path}: the config file holds no settings (it is empty or null); "
                           "write its settings, or {} for every default")
+    if overrides:
+        parse_config(document, source=str(path))  # the file alone first: an override must not hide a bad value
     return parse_config(document, overrides, source=str(path))
 
 

@@ -290,12 +290,11 @@ def check_layout(run_dir: str | Path) -> None:
     path = Path(run_dir)
     run_file = path / RUN_FILE
     if not run_file.is_file():
-        raise RunDirError(f"{path} has no {RUN_FILE}: it was written by an older stochrelax; "
-                          "train it again with --overwrite")
-    contents = read_json(run_file, f'write {{"layout": {LAYOUT_VERSION}}} into it if the run is otherwise whole')
+        raise RunDirError(f"{path} has no {RUN_FILE}: it was written by an older stochrelax; train it again into "
+                          f"a new directory (`stochrelax train {path / CONFIG_FILE} --out NEW_DIR`)")
+    contents = read_json(run_file, "train the run again with --overwrite")
     if "layout" not in contents:
-        raise RunDirError(f'{run_file} is damaged (no "layout" field); write {{"layout": {LAYOUT_VERSION}}} into it '
-                          "if the run is otherwise whole")
+        raise RunDirError(f'{run_file} is damaged (no "layout" field); train the run again with --overwrite')
     if contents["layout"] != LAYOUT_VERSION:
         raise RunDirError(f"{path} was written with run-directory layout {contents['layout']}; this stochrelax "
                           f"reads layout {LAYOUT_VERSION}: use the stochrelax version that wrote it, or train it "

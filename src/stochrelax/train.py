@@ -441,11 +441,11 @@ def train_run(config: RunConfig, data: FashionMNIST, run_dir: str | Path, *, dev
 
 
 def _record_write_failure(run_dir: Path, message: str) -> None:
-    """A ``failed`` event for a write that failed, if the disk still takes one line."""
-    epochs_done = len(runs.read_metrics(run_dir))
+    """A ``failed`` event for a write that failed, if the disk still takes one line; its epoch is the
+    last one with metrics on disk, whose checkpoint may not have been written."""
     try:
-        runs.append_event(run_dir, "failed", epochs_done + 1, batch=None, quantity="write", layer=None,
-                          message=message)
+        runs.append_event(run_dir, "failed", len(runs.read_metrics(run_dir)), batch=None, quantity="write",
+                          layer=None, message=message)
     except runs.RunDirError:
         pass  # the disk is full: the error itself still reaches the user
 
