@@ -132,3 +132,24 @@ def test_page_in_headless_chromium_opens_with_the_forest_plot_and_the_verdicts_a
     forest, verdicts, height = first_screen
     assert forest < verdicts < height  # the forest plot, then the verdict table, on the first screen
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_a_damaged_run_is_left_out_with_its_reason_and_the_rest_is_rendered(small_run_dirs, fashion_mnist, tmp_path):
+    good, damaged = tmp_path / "good", tmp_path / "damaged"
+    shutil.copytree(small_run_dirs["relu"], good)
+    shutil.copytree(small_run_dirs["logistic"], damaged)
+    (damaged / runs.SUMMARY_FILE).write_text("{not json")
+    page = build_report([good, damaged], tmp_path / "report", fashion_mnist.limit(test_limit=100), "c",
+                        tsne_count=50)
+    markdown = (page.parent / "report.md").read_text()
+    assert f"| {good.name} |" in markdown and f"| {damaged.name} |" not in markdown
+    assert f"left out: {damaged / runs.SUMMARY_FILE} is damaged (" in markdown
+
+
+def test_a_report_of_damaged_runs_only_is_a_one_line_error(small_run_dirs, real_data_dir, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(small_run_dirs["relu"], damaged)
+    (damaged / runs.WEIGHTS_FILE).write_bytes(b"")
+    status = main(["report", str(damaged), "--out", str(tmp_path / "report"), "--data-dir", str(real_data_dir),
+                   "--no-progress"])
+    assert status == 2 and not (tmp_path / "report" / "index.html").exists()

@@ -611,3 +611,12 @@ def test_group_by_seed_joins_configs_that_differ_only_in_seed():
         "d": parse_config({"train": {"seed": 3, "lr": 0.01}}),
     }
     assert runs.group_by_seed(configs) == [["a", "c"], ["b"], ["d"]]
+
+
+def test_run_files_are_readable_by_others_as_the_umask_allows(tmp_path):
+    runs.create_run_dir(tmp_path / "run")
+    runs.write_summary(tmp_path / "run", SUMMARY)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in (runs.RUN_FILE, runs.SUMMARY_FILE):
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o666 & ~mask, name

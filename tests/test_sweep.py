@@ -262,6 +262,24 @@ def test_sweep_trains_and_attacks_every_run_and_seed_and_a_rerun_redoes_nothing(
     again = run_sweep(expand_grid(TINY_GRID), study, seeds=2, preset=TINY, workers=1, data_dir=real_data_dir)
     assert not any(result.trained or result.attacked for result in again) and len(again) == 4
     assert written_files(study) == files
+    # a sweep of fewer seeds leaves the others on record
+    run_sweep(expand_grid(TINY_GRID), study, seeds=1, preset=TINY, workers=1, data_dir=real_data_dir)
+    assert json.loads((study / SWEEP_FILE).read_text())["jobs"] == record["jobs"]
+
+
+def test_a_sweep_into_a_study_of_another_preset_is_refused_before_any_work(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    record = {"preset": "custom", "preset_settings": dataclasses.asdict(TINY), "seeds": 1, "backend": "local",
+              "jobs": {"relu-seed0": {"run": "relu", "seed": 0, "status": "done"}}}
+    (study / SWEEP_FILE).write_text(json.dumps(record))
+    before = written_files(study)
+    with pytest.raises(ConfigError) as error:
+        run_sweep(expand_grid(TINY_GRID), study, preset="smoke")
+    assert str(error.value) == (f"{study.resolve()} is a study made with the custom preset; this sweep asks for smoke, "
+                                "which differs in train_limit, test_limit, attack_limit, attack: continue it "
+                                "with --preset custom or choose another --out")
+    assert written_files(study) == before and (study / SWEEP_FILE).read_text() == json.dumps(record)
 
 
 @pytest.mark.slow
@@ -387,6 +405,35 @@ def test_ctrl_c_stops_a_sweep_and_its_workers_at_once_and_the_rerun_completes(re
     assert sorted(result.status for result in results) == ["done", "done"]
     assert [m["epoch"] for m in runs.read_metrics(study / "relu-seed0")] == list(range(1, KILLABLE.epochs + 1))
     assert runs.read_events(study / "relu-seed0")[-1]["event"] == "resume"
+
+
+CLI_SWEEP_SCRIPT = """
+import sys
+from stochrelax import cli, sweep
+sweep.PRESETS["killable"] = sweep.Preset.from_dict({preset!r})
+sys.exit(cli.main(["sweep", sys.argv[1], "--out", sys.argv[2], "--preset", "killable", "--workers", "2",
+                   "--no-progress", "--data-dir", sys.argv[3]]))
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_the_sweep_command_says_how_to_continue_in_one_line_and_leaves_no_lock_behind(real_data_dir,
+                                                                                                tmp_path) -> None:
+    grid, study = tmp_path / "grid.yaml", tmp_path / "study"
+    grid.write_text(yaml.safe_dump(TINY_GRID))
+    script = CLI_SWEEP_SCRIPT.format(preset=dataclasses.asdict(KILLABLE))
+    sweep = subprocess.Popen([sys.executable, "-c", script, str(grid), str(study), str(real_data_dir)],
+                             start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(study.glob(f"*/{runs.CHECKPOINT_FILE}")):
+        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(sweep.pid, signal.SIGINT)
+    _, stderr = sweep.communicate(timeout=60)
+    assert (sweep.returncode, stderr) == (130, "stochrelax: interrupted; run the same command again to continue: "
+                                               "finished runs are kept, unfinished ones resume\n")
+    assert [lock.read_text() for lock in study.glob(f"*/{runs.LOCK_FILE}")] == ["", ""]
 
 
 def test_the_ray_backend_without_a_cluster_is_a_one_line_error(tmp_path, monkeypatch) -> None:
