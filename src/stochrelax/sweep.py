@@ -378,8 +378,11 @@ def _clear_locks(jobs: list[SweepJob]) -> None:
     """Empties the lock files that stopped workers left holding their pid (the locks themselves died with them)."""
     for job in jobs:
         if (job.run_dir / LOCK_FILE).is_file():
-            with run_lock(job.run_dir):
-                pass
+            try:
+                with run_lock(job.run_dir):
+                    pass
+            except RunDirError:
+                continue  # held by another process: its pid belongs there
 
 
 def _local(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: str, workers: int,
