@@ -442,6 +442,13 @@ def test_load_config_on_any_bytes_gives_a_config_or_a_config_error(fuzz_file, co
     assert_config_or_one_line_error(lambda: load_config(fuzz_file))
 
 
+def test_the_yaml_loader_stays_safe(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("train: !!python/object/apply:os.system ['echo owned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
 def test_exponents_without_a_dot_read_as_numbers_as_in_yaml_1_2(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("train: {lr: 1e-3, epochs: 2}\nmodel: {activation: {noise: gaussian, std: 5E-2}}\n")

@@ -263,8 +263,12 @@ def test_sweep_trains_and_attacks_every_run_and_seed_and_a_rerun_redoes_nothing(
     assert not any(result.trained or result.attacked for result in again) and len(again) == 4
     assert written_files(study) == files
     # a sweep of fewer seeds leaves the others on record
+    record = json.loads((study / SWEEP_FILE).read_text())
     run_sweep(expand_grid(TINY_GRID), study, seeds=1, preset=TINY, workers=1, data_dir=real_data_dir)
-    assert json.loads((study / SWEEP_FILE).read_text())["jobs"] == record["jobs"]
+    jobs = json.loads((study / SWEEP_FILE).read_text())["jobs"]
+    assert {label: job["status"] for label, job in jobs.items()} == {label: "done" for label in record["jobs"]}
+    assert {label: jobs[label] for label in ("relu-seed1", "noisy-seed1")} == {
+        label: record["jobs"][label] for label in ("relu-seed1", "noisy-seed1")}
 
 
 def test_a_sweep_into_a_study_of_another_preset_is_refused_before_any_work(tmp_path: Path) -> None:

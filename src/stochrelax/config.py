@@ -241,7 +241,11 @@ def read_yaml(path: str | Path, kind: str = "config") -> Any:
         raise ConfigError(f"{path}: not a text file (byte {error.start} is not UTF-8); "
                           f"give a YAML {kind} file") from None
     try:
-        document = yaml.load(text, Loader=_Loader)
+        loader = _Loader(text)  # what yaml.safe_load does, with the loader above
+        try:
+            document = loader.get_single_data()
+        finally:
+            loader.dispose()
     except _YAML_FAILURES as error:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(error)}); fix the {kind} file") from None
     return document
