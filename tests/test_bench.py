@@ -14,9 +14,9 @@ import torch
 from stochrelax import bench
 from stochrelax.attacks import PGD
 from stochrelax.attacks.core import cross_entropy_loss, expected_gradient, targeted_cross_entropy_loss
-from stochrelax.config import ModelConfig, TrainConfig
+from stochrelax.config import TrainConfig
 from stochrelax.estimators import MovingAverageBaseline
-from stochrelax.models import THESIS_ALLCONV, build_model, predictive_log_prob, sample_logits
+from stochrelax.models import THESIS_ALLCONV, ModelConfig, build_model, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
 from stochrelax.train import fit
 

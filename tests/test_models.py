@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from stochrelax.config import ModelConfig, parse_config
+from stochrelax.config import parse_config
 from stochrelax.layers import StochasticActivation, noise_disabled
-from stochrelax.models import (ARCHITECTURES, build_model, collect_log_prob, evaluating, is_stochastic,
+from stochrelax.models import (ARCHITECTURES, ModelConfig, build_model, collect_log_prob, evaluating, is_stochastic,
                                predictive_log_prob, sample_logits)
 from stochrelax.rng import seeded
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -39,3 +40,58 @@ def test_each_pattern_catches_what_it_is_for(line: str) -> None:
 @pytest.mark.parametrize("line", ["model.eval()", "torch.load(path, weights_only=True)", "yaml.safe_load(text)"])
 def test_safe_uses_pass(line: str) -> None:
     assert not any(re.search(pattern, line) for pattern in UNSAFE), line
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "stochrelax"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the stochrelax modules it imports anywhere in its text (top level, functions, TYPE_CHECKING)."""
+    modules = {".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
+               for path in SOURCES}
+    graph = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stochrelax"):
+                for alias in node.names:  # `from stochrelax import runs` imports the module stochrelax.runs
+                    child = f"{node.module}.{alias.name}"
+                    imported.add(child if child in modules else node.module)
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names if alias.name.startswith("stochrelax")}
+        graph[name] = {module for module in imported if module in modules and module != name}
+    return graph
+
+
+def test_no_two_modules_import_each_other_directly_or_through_others() -> None:
+    graph = import_graph()
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for imported in sorted(graph[module]):
+            if imported in path:
+                cycles.append(" → ".join(path[path.index(imported):] + [imported]))
+            elif imported not in finished:
+                visit(imported, path + [imported])
+        finished.add(module)
+
+    finished: set[str] = set()
+    for module in sorted(graph):
+        if module not in finished:
+            visit(module, [module])
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_building_blocks_never_import_workflows_or_the_cli() -> None:
+    blocks = {"stochrelax.noise", "stochrelax.estimators", "stochrelax.layers", "stochrelax.models",
+              "stochrelax.data", "stochrelax.rng", "stochrelax.attacks", "stochrelax.attacks.core"}
+    workflows = {"stochrelax.cli", "stochrelax.train", "stochrelax.robustness", "stochrelax.sweep",
+                 "stochrelax.report", "stochrelax.claims", "stochrelax.results", "stochrelax.bench"}
+    graph = import_graph()
+    assert {block: graph[block] & workflows for block in blocks if graph[block] & workflows} == {}
+
+
+def test_the_import_graph_sees_imports_inside_functions() -> None:
+    graph = import_graph()
+    assert "stochrelax.report" in graph["stochrelax.cli"]  # imported where it is needed, not at the top
+    assert "stochrelax.runs" in graph["stochrelax.plots"]  # `from stochrelax import runs`

@@ -69,11 +69,11 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from stochrelax.attacks import FGSM, PGD, IterativeFGSM
 from stochrelax.attacks.core import GradientEstimate, LossFn, cross_entropy_loss
-from stochrelax.config import ModelConfig, RunConfig, TrainConfig
+from stochrelax.config import RunConfig, TrainConfig
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.estimators import MovingAverageBaseline, score_function_surrogate
 from stochrelax.layers import straight_through_gradients
-from stochrelax.models import build_model, collect_log_prob, evaluating, predictive_log_prob, sample_logits
+from stochrelax.models import ModelConfig, build_model, collect_log_prob, evaluating, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
 from stochrelax.sweep import process_pool, usable_cpus, worker_threads
 from stochrelax.train import fit

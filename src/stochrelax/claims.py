@@ -82,7 +82,9 @@ class Unit:
     def interval_text(self, estimate: float, low: float, high: float) -> str:
         """``72.1% [68.0, 76.2]``; ``[−∞, ∞]`` for an unbounded interval."""
         def bound(value: float) -> str:
-            return f"{value * self.scale:.{self.decimals}f}" if math.isfinite(value) else ("∞" if value > 0 else "−∞")
+            if not math.isfinite(value):
+                return "∞" if value > 0 else "−∞"
+            return f"{value * self.scale:.{self.decimals}f}"
         return f"{self.text(estimate)} [{bound(low)}, {bound(high)}]"
 
 
@@ -143,8 +145,8 @@ class _Lookup:
                     vectors[seed] = self.resamples.accuracy(unpack_correct(correct, examples))
                 else:
                     self._unpaired.setdefault(row.configuration, set()).add(seed)
-                    vectors[seed] = self.resamples.binomial(accuracy, max(examples, 1), (row.configuration, str(row.cell),
-                                                                                         row.variant, seed))
+                    key_of_draws = (row.configuration, str(row.cell), row.variant, seed)
+                    vectors[seed] = self.resamples.binomial(accuracy, max(examples, 1), key_of_draws)
             self._cache[key] = vectors
         return self._cache[key]
 
@@ -499,8 +501,8 @@ class ClaimResult:
 def _verdict(claim: Claim, single: Measurement, judged: Measurement, judged_name: str,
              scope: StudyScope) -> tuple[str, str]:
     if claim.absolute and not scope.converged:
-        return NOT_JUDGED, (f"an absolute accuracy after the thesis' protocol; the {scope.preset} preset does not train "
-                            "to convergence (use --preset standard or thesis)")
+        return NOT_JUDGED, (f"an absolute accuracy after the thesis' protocol; the {scope.preset} preset does not "
+                            "train to convergence (use --preset standard or thesis)")
     if not (single.measured and judged.measured):
         return NOT_MEASURED, "the study lacks what it needs (see the notes)"
     if judged.interval.seeds < 2:
@@ -603,7 +605,9 @@ def scope_headline(records: Sequence[VerdictRecord]) -> str:
     if scope == "no convergence":
         return (f"The {preset} preset trains briefly: claims about differences get a first answer, claims about "
                 "absolute accuracy after the thesis' protocol are not judged. The standard preset answers all.")
-    return f"Study made with the {preset} preset." if preset else "Study not made by `stochrelax sweep`: every claim judged."
+    if preset:
+        return f"Study made with the {preset} preset."
+    return "Study not made by `stochrelax sweep`: every claim judged."
 
 
 VERDICTS_CAPTION = (f"Each claim measured with single-draw attacks (the thesis' setting), with EOT attacks, and "

@@ -1,6 +1,7 @@
 """Run configuration: YAML files validated by a strict schema before any work starts.
 
-A config has three sections, ``model``, ``train`` and ``data``; every field has a
+A config has three sections, ``model`` (:class:`~stochrelax.models.ModelConfig`, kept beside
+the model it describes), ``train`` and ``data``; every field has a
 default, so a YAML file only states what differs (``{}`` for every default; an empty
 file is refused, as it is more likely a truncated or wrong file than a wish for the
 defaults). An unknown key, a wrong type or an out-of-range value raises
@@ -18,16 +19,13 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
-from stochrelax.estimators import ESTIMATORS
-from stochrelax.layers import ACTIVATIONS, MODES, check_activation_args
-from stochrelax.models import ARCHITECTURES
-from stochrelax.noise import NOISES
+from stochrelax.models import ActivationConfig, ConfigSection, ModelConfig
 
 __all__ = ["ConfigError", "ActivationConfig", "ModelConfig", "AdversarialConfig", "TrainConfig", "DataConfig",
-           "RunConfig",
+           "RunConfig",  # the model's own sections live with the model (stochrelax.models), re-exported here
            "load_config", "parse_config", "dump_config", "merge_mappings", "read_yaml"]
 
 
@@ -35,37 +33,7 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming the key."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class ActivationConfig(_Section):
-    """The unit used after every non-pooling convolution (thesis 4.1)."""
-
-    kind: Literal[tuple(ACTIVATIONS)] = "relu"  # "relu" or "sign" (±1)
-    noise: Optional[Literal[tuple(NOISES)]] = None  # None: deterministic units
-    mode: Literal[tuple(MODES)] = "additive"  # f(a − ξ) or f(a · ξ)
-    std: Optional[float] = Field(default=None, gt=0)  # standard deviation of ξ
-    mean: Optional[float] = None  # mean of ξ; None: 0 for additive, 1 for multiplicative
-    estimator: Optional[Literal[tuple(ESTIMATORS)]] = None  # sign only; None: "ste" with noise, else "classic_ste"
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "ActivationConfig":
-        self.estimator = check_activation_args(self.kind, self.noise, self.mode, self.std, self.mean, self.estimator)
-        return self
-
-
-class ModelConfig(_Section):
-    """Network architecture (thesis Fig. 5.2) and input normalisation."""
-
-    architecture: Literal[tuple(ARCHITECTURES)] = "thesis_allconv"  # preset list of convolutions
-    batch_norm: bool = True  # BatchNorm2d between each convolution and its activation
-    input_mean: float = 0.5  # normalisation, the model's first layer (thesis: 0.5; data: 0.2860)
-    input_std: float = Field(default=0.5, gt=0)  # (thesis: 0.5; data: 0.3530)
-    activation: ActivationConfig = ActivationConfig()
-
-
-class AdversarialConfig(_Section):
+class AdversarialConfig(ConfigSection):
     """Adversarial training (thesis 5.3 baseline, or Madry et al.'s PGD training); none by default."""
 
     method: Optional[Literal["fgsm_mixture", "pgd"]] = None  # None: clean training
@@ -75,7 +43,7 @@ class AdversarialConfig(_Section):
     pgd_step_size: Optional[float] = Field(default=None, gt=0)  # pgd: None means 2.5·eps/steps
 
 
-class TrainConfig(_Section):
+class TrainConfig(ConfigSection):
     """Optimisation protocol (thesis 5.2: Adam, 100 epochs, batch 64)."""
 
     epochs: int = Field(default=10, ge=1)
@@ -97,14 +65,14 @@ class TrainConfig(_Section):
         return betas
 
 
-class DataConfig(_Section):
+class DataConfig(ConfigSection):
     """Which part of Fashion-MNIST to use (limits take the first N examples)."""
 
     train_limit: Optional[int] = Field(default=None, ge=1)  # None: all 60,000
     test_limit: Optional[int] = Field(default=None, ge=1)  # None: all 10,000
 
 
-class RunConfig(_Section):
+class RunConfig(ConfigSection):
     """Everything that defines one training run."""
 
     model: ModelConfig = ModelConfig()

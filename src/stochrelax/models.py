@@ -16,17 +16,17 @@ import math
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator, Literal, Optional
 
 import torch
 import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stochrelax.layers import StochasticActivation
+from stochrelax.estimators import ESTIMATORS
+from stochrelax.layers import ACTIVATIONS, MODES, StochasticActivation, check_activation_args
+from stochrelax.noise import NOISES
 
-if TYPE_CHECKING:
-    from stochrelax.config import ModelConfig
-
-__all__ = ["ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock", "AllConvNet", "build_model",
+__all__ = ["ConfigSection", "ActivationConfig", "ModelConfig", "ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock", "AllConvNet", "build_model",
            "is_stochastic", "collect_log_prob", "ROWS_PER_PASS", "sample_logits", "predictive_log_prob", "evaluating"]
 
 
@@ -55,6 +55,38 @@ THESIS_ALLCONV = (
 )
 
 ARCHITECTURES: dict[str, tuple[ConvSpec, ...]] = {"thesis_allconv": THESIS_ALLCONV}
+
+
+class ConfigSection(BaseModel):
+    """A section of a run config: unknown keys, coerced types and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class ActivationConfig(ConfigSection):
+    """The unit used after every non-pooling convolution (thesis 4.1)."""
+
+    kind: Literal[tuple(ACTIVATIONS)] = "relu"  # "relu" or "sign" (±1)
+    noise: Optional[Literal[tuple(NOISES)]] = None  # None: deterministic units
+    mode: Literal[tuple(MODES)] = "additive"  # f(a − ξ) or f(a · ξ)
+    std: Optional[float] = Field(default=None, gt=0)  # standard deviation of ξ
+    mean: Optional[float] = None  # mean of ξ; None: 0 for additive, 1 for multiplicative
+    estimator: Optional[Literal[tuple(ESTIMATORS)]] = None  # sign only; None: "ste" with noise, else "classic_ste"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ActivationConfig":
+        self.estimator = check_activation_args(self.kind, self.noise, self.mode, self.std, self.mean, self.estimator)
+        return self
+
+
+class ModelConfig(ConfigSection):
+    """Network architecture (thesis Fig. 5.2) and input normalisation."""
+
+    architecture: Literal[tuple(ARCHITECTURES)] = "thesis_allconv"  # preset list of convolutions
+    batch_norm: bool = True  # BatchNorm2d between each convolution and its activation
+    input_mean: float = 0.5  # normalisation, the model's first layer (thesis: 0.5; data: 0.2860)
+    input_std: float = Field(default=0.5, gt=0)  # (thesis: 0.5; data: 0.3530)
+    activation: ActivationConfig = ActivationConfig()
 
 
 class Normalize(nn.Module):
@@ -142,8 +174,8 @@ narrow convolutions run 1.2–1.5× faster channels-last than NCHW on the CPU (`
 the values, and so every result, are the same."""
 
 
-def build_model(config: "ModelConfig") -> AllConvNet:
-    """Builds the network described by a :class:`~stochrelax.config.ModelConfig`, channels-last."""
+def build_model(config: ModelConfig) -> AllConvNet:
+    """Builds the network described by a :class:`ModelConfig`, channels-last."""
     act = config.activation
 
     def make_activation() -> StochasticActivation:
