@@ -350,7 +350,7 @@ BASE_CLAIM = claim("broken", "mean_accuracy", {"configuration": BASELINE_NAME, "
      "claim broken: arguments of mean_accuracy: cells: 'fgsm p=0.3': fgsm takes a budget eps=…"),
     ({"arguments": {"configuration": BASELINE_NAME, "cells": ["fgms eps=0.1"]}}, "unknown attack 'fgms'; valid: clean, "),
     ({"arguments": {"configuration": BASELINE_NAME, "cells": ["clean"], "seeds": 3}},
-     "claim broken: arguments of mean_accuracy: seeds: Extra inputs are not permitted"),
+     "claim broken: arguments of mean_accuracy: seeds: unknown key; allowed keys: configuration, cells"),
     ({"measure": "matched_difference", "arguments": {"better": "a-{std}", "worse": "b-{std}", "over": {"mode": ["x"]},
                                                      "cells": ["clean"]}},
      "claim broken: arguments of matched_difference: 'a-{std}' has placeholders ['std'] but 'over' gives ['mode']"),

@@ -41,7 +41,7 @@ from typing import Annotated, Any, Callable, Literal, NamedTuple, Sequence
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from stochrelax.config import ConfigError, read_yaml
+from stochrelax.config import ConfigError, read_yaml, validation_message
 from stochrelax.intervals import LEVEL, ImageResamples, Interval, interval, pick_interval
 from stochrelax.results import (VARIANT_NAMES, VARIANTS, Cell, ResultRow, Table, aggregate, csv_text, failed_runs_text,
                                 markdown_table, read_csv, read_study, write_results)
@@ -402,13 +402,6 @@ CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 CLAIMS_FILE_KEYS = ("claims", "definitions")  # definitions: YAML anchors (cell lists) the claims refer to
 
 
-def _describe(error: ValidationError) -> str:
-    """Pydantic's errors as ``location: message; …`` (no location for the whole entry)."""
-    return "; ".join(": ".join(filter(None, [".".join(map(str, detail["loc"])),
-                                             detail["msg"].removeprefix("Value error, ")]))
-                     for detail in error.errors())
-
-
 def parse_claims(raw: Any, source: str = "claims") -> list[Claim]:
     """Validates a claims mapping (parsed YAML, see ``claims.yaml``) into claims.
 
@@ -429,13 +422,14 @@ def parse_claims(raw: Any, source: str = "claims") -> list[Claim]:
         try:
             parsed = _ClaimEntry.model_validate(entry)
         except ValidationError as error:
-            raise ClaimsError(f"{where}: {_describe(error)}") from None
+            raise ClaimsError(f"{where}: {validation_message(error, _ClaimEntry)}") from None
         if parsed.measure not in MEASURES:
             raise ClaimsError(f"{where}: unknown measure {parsed.measure!r}; valid: {', '.join(MEASURES)}")
         try:
             arguments = MEASURES[parsed.measure].arguments.model_validate(parsed.arguments)
         except ValidationError as error:
-            raise ClaimsError(f"{where}: arguments of {parsed.measure}: {_describe(error)}") from None
+            raise ClaimsError(f"{where}: arguments of {parsed.measure}: "
+                              f"{validation_message(error, MEASURES[parsed.measure].arguments)}") from None
         if parsed.id in claims:
             raise ClaimsError(f"{where}: the id occurs twice")
         claims[parsed.id] = Claim(parsed.id, parsed.claim, parsed.where, parsed.thesis, parsed.measure, arguments,

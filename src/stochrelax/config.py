@@ -26,7 +26,7 @@ from stochrelax.models import ActivationConfig, ConfigSection, ModelConfig
 
 __all__ = ["ConfigError", "ActivationConfig", "ModelConfig", "AdversarialConfig", "TrainConfig", "DataConfig",
            "RunConfig",  # the model's own sections live with the model (stochrelax.models), re-exported here
-           "load_config", "parse_config", "dump_config", "merge_mappings", "read_yaml"]
+           "load_config", "parse_config", "dump_config", "merge_mappings", "read_yaml", "validation_message"]
 
 
 class ConfigError(ValueError):
@@ -91,8 +91,8 @@ def merge_mappings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return merged
 
 
-def _section_at(location: tuple) -> type[BaseModel] | None:
-    section: Any = RunConfig
+def _section_at(location: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
+    section: Any = root
     for key in location:
         field = section.model_fields.get(key) if isinstance(key, str) else None
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
@@ -130,20 +130,28 @@ def _allowed_range(field: FieldInfo) -> str:
                         for bound, symbol in _COMPARISONS.items() if hasattr(constraint, bound))
 
 
-def _describe(error: dict) -> str:
+def _describe(error: dict, root: type[BaseModel]) -> str:
     location = tuple(error["loc"])
-    key = ".".join(map(_key_text, location)) or "(top level)"
+    key = ".".join(map(_key_text, location))
+    section = _section_at(location[:-1], root)
     if error["type"] == "extra_forbidden":
-        section = _section_at(location[:-1])
         allowed = f"; allowed keys: {', '.join(section.model_fields)}" if section else ""
         return f"{key}: unknown key{allowed}"
-    if error["type"] in _RANGE_ERRORS:
-        field = _section_at(location[:-1]).model_fields[location[-1]]
-        return f"{key}: must be {_allowed_range(field)} (got {_shown(error['input'])})"
+    if error["type"] in _RANGE_ERRORS and section is not None and location[-1] in section.model_fields:
+        return f"{key}: must be {_allowed_range(section.model_fields[location[-1]])} (got {_shown(error['input'])})"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] != "value_error" and "input" in error and not isinstance(error["input"], dict):
         message += f" (got {_shown(error['input'])})"
-    return f"{key}: {message}"
+    return f"{key}: {message}" if key else message  # a check of the whole section names no key
+
+
+def validation_message(error: ValidationError, root: type[BaseModel]) -> str:
+    """A pydantic error of a ``root`` model in one line: each problem as ``key: what is wrong``, joined by ``; ``.
+
+    The one formatter of configs, grids and claims: unknown keys list the allowed ones, ranges
+    are spelled out, and every offending value is shown short.
+    """
+    return "; ".join(_describe(detail, root) for detail in error.errors())
 
 
 def parse_config(raw: Any, overrides: dict[str, Any] | None = None, source: str = "config") -> RunConfig:
@@ -157,7 +165,7 @@ def parse_config(raw: Any, overrides: dict[str, Any] | None = None, source: str 
     try:
         return RunConfig.model_validate(merge_mappings(raw, overrides or {}))
     except ValidationError as error:
-        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in error.errors())) from None
+        raise ConfigError(f"{source}: {validation_message(error, RunConfig)}") from None
 
 
 class _Loader(yaml.SafeLoader):
