@@ -41,7 +41,7 @@ from typing import Annotated, Any, Callable, Literal, NamedTuple, Sequence
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from stochrelax.config import ConfigError, read_yaml, validation_message
+from stochrelax.config import ConfigError, check_keys, read_yaml, validation_message
 from stochrelax.intervals import LEVEL, ImageResamples, Interval, interval, pick_interval
 from stochrelax.results import (VARIANT_NAMES, VARIANTS, Cell, ResultRow, Table, aggregate, csv_text, failed_runs_text,
                                 markdown_table, read_csv, read_study, write_results)
@@ -410,9 +410,7 @@ def parse_claims(raw: Any, source: str = "claims") -> list[Claim]:
     """
     if not isinstance(raw, dict) or not isinstance(raw.get("claims"), list) or not raw["claims"]:
         raise ClaimsError(f"{source}: expected a mapping with a non-empty list 'claims'")
-    unknown = [str(key) for key in raw if key not in CLAIMS_FILE_KEYS]
-    if unknown:
-        raise ClaimsError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(CLAIMS_FILE_KEYS)}")
+    check_keys(raw, CLAIMS_FILE_KEYS, source, ClaimsError)
     claims: dict[str, Claim] = {}
     for position, entry in enumerate(raw["claims"], start=1):
         label = entry.get("id") if isinstance(entry, dict) and entry.get("id") else f"#{position}"

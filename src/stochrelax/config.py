@@ -26,7 +26,8 @@ from stochrelax.models import ActivationConfig, ConfigSection, ModelConfig
 
 __all__ = ["ConfigError", "ActivationConfig", "ModelConfig", "AdversarialConfig", "TrainConfig", "DataConfig",
            "RunConfig",  # the model's own sections live with the model (stochrelax.models), re-exported here
-           "load_config", "parse_config", "dump_config", "merge_mappings", "read_yaml", "validation_message"]
+           "load_config", "parse_config", "dump_config", "merge_mappings", "read_yaml", "validation_message",
+           "check_keys"]
 
 
 class ConfigError(ValueError):
@@ -78,6 +79,24 @@ class RunConfig(ConfigSection):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
+
+
+def check_keys(mapping: Any, allowed: tuple[str, ...], where: str,
+               error: type[ConfigError] = ConfigError) -> dict:
+    """``mapping`` (``{}`` for None) if it is a mapping of ``allowed`` keys only: the one unknown-key check of
+    the files a user writes (grids, claims), besides the schemas.
+
+    Raises:
+        ``error``: one line naming ``where``, the unknown keys and the allowed ones.
+    """
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise error(f"{where}: expected a mapping with keys {', '.join(allowed)}")
+    unknown = [key for key in mapping if key not in allowed]
+    if unknown:
+        raise error(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed keys: {', '.join(allowed)}")
+    return mapping
 
 
 def merge_mappings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,6 @@ import math
 import os
 import struct
 import sys
-import tempfile
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -36,6 +35,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+
+from stochrelax.files import write_atomically
 
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top",
@@ -374,23 +375,6 @@ def _fetch(url: str, target_dir: Path) -> bytes:
         ) from error
 
 
-def _write_atomically(path: Path, contents: bytes) -> None:
-    """Writes to a temporary name next to ``path``, then renames it into place.
-
-    Readers see either no file or the complete file, and a failed write leaves
-    nothing behind.
-    """
-    descriptor, temporary_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as temporary:
-            temporary.write(contents)
-        os.replace(temporary_name, path)
-    finally:
-        Path(temporary_name).unlink(missing_ok=True)
-
-
 def download_fashion_mnist(target_dir: Path, download_url: str = DOWNLOAD_URL) -> None:
     """Downloads every dataset file that ``target_dir`` lacks.
 
@@ -421,7 +405,7 @@ def download_fashion_mnist(target_dir: Path, download_url: str = DOWNLOAD_URL) -
         url = f"{base_url}/{name}"
         compressed = _fetch(url, target_dir)
         _verified_contents(compressed, expected[name], url, _MIRROR_ADVICE)
-        _write_atomically(target_dir / name, compressed)
+        write_atomically(target_dir / name, lambda temporary: temporary.write_bytes(compressed))
 
 
 def pixel_stats(images: torch.Tensor) -> tuple[float, float]:

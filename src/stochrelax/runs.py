@@ -54,6 +54,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from stochrelax.config import RunConfig, dump_config, load_config
+from stochrelax.files import write_atomically
 from stochrelax.models import AllConvNet, build_model
 
 __all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "TRAINING_STATS_FILE", "WEIGHTS_FILE",
@@ -119,43 +120,24 @@ def unpack_correct(text: str, count: int) -> np.ndarray:
     return np.unpackbits(packed, count=count).astype(bool)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
-
-
 def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, torch.Tensor] | None = None,
                       metadata: dict[str, str] | None = None) -> None:
-    """Writes to a temporary file, flushes it to disk and renames it over ``path``.
+    """Writes a text or safetensors file of a run all or nothing (:func:`stochrelax.files.write_atomically`).
 
     Raises:
         RunDirError: if the file cannot be written (a full disk, no permission): one line naming it;
             ``path`` is then as it was.
     """
-    try:
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as error:
-        raise RunDirError(f"cannot write {path} ({_reason(error)}); free some space or fix the permissions") from None
-    os.close(descriptor)
-    try:
-        os.chmod(temporary, _FILE_MODE)
+    def write(temporary: Path) -> None:
         if tensors is not None:
             save_file(tensors, temporary, metadata=metadata)
         else:
-            Path(temporary).write_text(text)
-        with open(temporary, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+            temporary.write_text(text)
+
+    try:
+        write_atomically(path, write)
     except (OSError, SafetensorError) as error:
-        Path(temporary).unlink(missing_ok=True)
         raise RunDirError(f"cannot write {path} ({_reason(error)}); free some space or fix the permissions") from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def check_writable(path: str | Path, needed_bytes: int = 64 * 2**20) -> None:

@@ -55,8 +55,10 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from tqdm import tqdm
 
-from stochrelax.config import ConfigError, RunConfig, load_config, merge_mappings, parse_config, read_yaml
+from stochrelax.config import (ConfigError, RunConfig, check_keys, load_config, merge_mappings, parse_config,
+                               read_yaml)
 from stochrelax.data import FashionMNIST, load_fashion_mnist
+from stochrelax.files import write_text_atomically
 from stochrelax.robustness import DEFAULT_BUDGETS, THESIS_ATTACKS, WORST_CASE, AttackSettings, attack_plan, attack_run
 from stochrelax.runs import (CONFIG_FILE, LOCK_FILE, RunDirError, is_finished, load_run, read_attack_table, read_json,
                              run_lock)
@@ -97,17 +99,6 @@ def _nested(dotted: dict[str, Any], enclosing: frozenset[int] = frozenset()) -> 
     return nested
 
 
-def _check_keys(mapping: Any, allowed: tuple[str, ...], where: str) -> dict:
-    if mapping is None:
-        return {}
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{where}: expected a mapping with keys {', '.join(allowed)}")
-    unknown = [key for key in mapping if key not in allowed]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed keys: {', '.join(allowed)}")
-    return mapping
-
-
 _NAME_LENGTH = 200
 """Longest run name: with ``-seedN`` it stays below the 255 bytes of a file name."""
 
@@ -145,7 +136,7 @@ def expand_grid(grid: Any, source: str = "grid") -> list[PlannedRun]:
             value that is not a safe directory name, a duplicate run name, or a run whose
             config is invalid (the message names the run).
     """
-    grid = _check_keys(grid, GRID_KEYS, source)
+    grid = check_keys(grid, GRID_KEYS, source)
     base = _nested(grid.get("base") or {})
     parse_config(base, source=f"{source}: base")
     groups = grid.get("groups")
@@ -155,7 +146,7 @@ def expand_grid(grid: Any, source: str = "grid") -> list[PlannedRun]:
     for group, spec in groups.items():
         prefix = _safe_name(str(group), f"{source}: group {str(group)!r}")
         where = f"{source}: group {prefix}"
-        spec = _check_keys(spec, GROUP_KEYS, where)
+        spec = check_keys(spec, GROUP_KEYS, where)
         axes = spec.get("axes") or {}
         if not isinstance(axes, dict) or any(not isinstance(values, list) or not values for values in axes.values()):
             raise ConfigError(f"{where}: every axis must be a non-empty list of values")
@@ -586,6 +577,4 @@ def _read_record(out_dir: Path) -> dict[str, Any]:
 
 
 def _write_sweep_file(out_dir: Path, record: dict[str, Any]) -> None:
-    temporary = out_dir / f".{SWEEP_FILE}.tmp"
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(temporary, out_dir / SWEEP_FILE)
+    write_text_atomically(out_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
