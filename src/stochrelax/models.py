@@ -27,7 +27,7 @@ from stochrelax.layers import ACTIVATIONS, MODES, StochasticActivation, check_ac
 from stochrelax.noise import NOISES
 
 __all__ = ["ConfigSection", "ActivationConfig", "ModelConfig", "ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock", "AllConvNet", "build_model",
-           "is_stochastic", "collect_log_prob", "ROWS_PER_PASS", "sample_logits", "predictive_log_prob", "evaluating"]
+           "is_stochastic", "collect_log_prob", "ROWS_PER_PASS", "draws_per_pass", "sample_logits", "predictive_log_prob", "evaluating"]
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,15 @@ def collect_log_prob(model: nn.Module) -> torch.Tensor | None:
 
 ROWS_PER_PASS = 256
 """Rows per batched forward pass of K noise draws: on a CPU one pass of K·B rows falls out of
-the caches — 32 draws of 500 images ran 3.4× slower in one pass than in passes of 256 rows."""
+the caches — 32 draws of 500 images ran 3.4× slower in one pass than in passes of 256 rows.
+The one chunking policy of stochrelax: predictions, EOT gradients and the report's figures."""
+
+
+def draws_per_pass(draws: int, batch: int, rows_per_pass: int | None = ROWS_PER_PASS) -> list[int]:
+    """How many of ``draws`` noise draws of a ``batch`` each forward pass takes: as many whole draws
+    as fit in ``rows_per_pass`` rows, at least one; ``None``: all in one pass."""
+    per_pass = draws if rows_per_pass is None else max(1, rows_per_pass // max(batch, 1))
+    return [min(per_pass, draws - start) for start in range(0, draws, per_pass)]
 
 
 def sample_logits(model: nn.Module, images: torch.Tensor, samples: int,
@@ -223,9 +231,8 @@ def sample_logits(model: nn.Module, images: torch.Tensor, samples: int,
     """
     draws = samples if is_stochastic(model) else 1
     batch = images.shape[0]
-    per_pass = draws if rows_per_pass is None else max(1, rows_per_pass // max(batch, 1))
-    logits = [model(images.repeat(min(per_pass, draws - start), *([1] * (images.dim() - 1))))  # (k·B, classes)
-              for start in range(0, draws, per_pass)]
+    logits = [model(images.repeat(count, *([1] * (images.dim() - 1))))  # (k·B, classes)
+              for count in draws_per_pass(draws, batch, rows_per_pass)]
     return torch.cat(logits).view(draws, batch, -1)  # (K, B, classes)
 
 

@@ -39,7 +39,7 @@ from stochrelax.claims import UNITS, VerdictRecord
 from stochrelax.config import RunConfig, load_config
 from stochrelax.data import CLASS_NAMES, FashionMNIST
 from stochrelax.layers import MODES
-from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sample_logits
+from stochrelax.models import ROWS_PER_PASS, evaluating, is_stochastic, predictive_log_prob, sample_logits
 from stochrelax.noise import NOISES, make_noise
 from stochrelax.rng import seeded
 from stochrelax.results import VARIANT_NAMES, ResultRow
@@ -59,7 +59,6 @@ __all__ = [
 
 DPI = 100  # pixels per inch of saved figures
 EVALUATION_IMAGES = 2000  # clean test images used by the confidence, calibration and K-sample figures
-FORWARD_ROWS = 4096  # rows (images × noise draws) per forward pass
 SEED = 0  # noise seed of the figures that take no seed argument
 EXAMPLE_EOT_SAMPLES = 16  # noise draws per gradient when example_grid attacks a stochastic model
 MIN_BAR_SLOTS = 8.0  # clean_accuracy_bars: x range of at least this many bar widths
@@ -112,7 +111,7 @@ def draw_logits(model: torch.nn.Module, pixels: torch.Tensor, samples: int) -> t
     Returns:
         (K, N, classes); K = 1 for a model without active noise.
     """
-    batch = max(1, FORWARD_ROWS // samples)
+    batch = max(1, ROWS_PER_PASS // samples)  # images per call: whole draws of them fill a pass
     with evaluating(model):
         return torch.cat([sample_logits(model, chunk, samples) for chunk in pixels.split(batch)], dim=1)
 
@@ -121,7 +120,7 @@ def draw_logits(model: torch.nn.Module, pixels: torch.Tensor, samples: int) -> t
 def block_features(model: torch.nn.Module, pixels: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
     """Outputs of the named blocks for every image (one noise draw), e.g. ``{"block8": (N, 96, 1, 1)}``."""
     with evaluating(model):
-        chunks = [model.forward_features(chunk, names) for chunk in pixels.split(FORWARD_ROWS)]
+        chunks = [model.forward_features(chunk, names) for chunk in pixels.split(ROWS_PER_PASS)]
     return {name: torch.cat([chunk[name] for chunk in chunks]) for name in names}
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from stochrelax.layers import straight_through_gradients
-from stochrelax.models import ROWS_PER_PASS
+from stochrelax.models import ROWS_PER_PASS, draws_per_pass
 
 __all__ = ["Attack", "LossFn", "LOSSES", "GradientEstimate", "BestIterate", "cross_entropy_loss", "dlr_loss",
            "targeted_cross_entropy_loss", "expected_gradient", "project_linf",
@@ -78,11 +78,6 @@ class GradientEstimate:
     logits: torch.Tensor  # (K, B, classes), detached
 
 
-def _chunks(draws: int, batch: int, max_rows: int) -> list[int]:
-    per_chunk = max(1, max_rows // max(batch, 1))
-    return [min(per_chunk, draws - start) for start in range(0, draws, per_chunk)]
-
-
 def expected_gradient(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn,
                       eot_samples: int = 1, max_rows: int = ROWS_PER_PASS) -> GradientEstimate:
     """EOT gradient ∇x (1/K) Σ_k L(f(x, ξ_k), y) with K = ``eot_samples`` noise draws.
@@ -102,7 +97,7 @@ def expected_gradient(model: torch.nn.Module, images: torch.Tensor, labels: torc
         raise ValueError(f"eot_samples must be >= 1, got {eot_samples}")
     gradients, losses, logits = [], [], []
     with torch.enable_grad(), straight_through_gradients(model):
-        for draws in _chunks(eot_samples, images.shape[0], max_rows):
+        for draws in draws_per_pass(eot_samples, images.shape[0], max_rows):
             repeated = images.detach().repeat(draws, 1, 1, 1).requires_grad_(True)  # (k·B, C, H, W)
             chunk_logits = model(repeated)  # (k·B, classes)
             chunk_loss = loss_fn(chunk_logits, labels.repeat(draws))  # (k·B,)
