@@ -37,7 +37,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 from stochrelax.attacks import ATTACKS
 from stochrelax.config import RunConfig, load_config
-from stochrelax.robustness import BUDGET_NAMES, WORST_CASE
+from stochrelax.robustness import BUDGET_NAMES, WORST_CASE, budget_key
 from stochrelax.runs import (CONFIG_FILE, SUMMARY_FILE, RunDirError, find_failed_runs, find_runs, group_by_seed,
                              read_attack_table, read_summary)
 
@@ -184,15 +184,10 @@ class Cell:
             value = float(budget)
         except ValueError:
             raise ValueError(f"{text!r}: budget {budget!r} is not a number") from None
-        return cls(metric, budget_name, _budget_key(value))
+        return cls(metric, budget_name, budget_key(value))
 
 
 CLEAN = Cell("clean", None, None)
-
-
-def _budget_key(budget: float) -> float:
-    """Budgets as dictionary keys: rounded, so 0.1 and 0.1000000001 are one cell."""
-    return round(float(budget), 9)
 
 
 def _cell_order(cell: Cell) -> tuple:
@@ -308,9 +303,9 @@ def _run_cells(run: RunResults) -> dict[tuple[Cell, str], _Measured]:
     worst: dict[float, _Measured] = {}  # eps -> the worst case
     for row in run.attack_rows or ():
         if row["attack"] == WORST_CASE:
-            worst[_budget_key(row["budget"])] = _measured(row)
+            worst[budget_key(row["budget"])] = _measured(row)
             continue
-        cell = Cell(row["attack"], row["budget_name"], _budget_key(row["budget"]))
+        cell = Cell(row["attack"], row["budget_name"], budget_key(row["budget"]))
         by_draws.setdefault(cell, {})[int(row["eot_samples"])] = _measured(row)
     for cell, numbers in by_draws.items():
         if 1 in numbers:

@@ -51,7 +51,7 @@ from stochrelax.rng import seeded
 from stochrelax.runs import (ATTACKS_JSON, Run, RunDirError, pack_correct, read_attack_table, run_lock,
                              write_attack_table)
 
-__all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "BUDGET_NAMES", "DEFAULT_BUDGETS", "DEFAULT_PROXIES",
+__all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "BUDGET_NAMES", "budget_key", "DEFAULT_BUDGETS", "DEFAULT_PROXIES",
            "AttackSettings", "AttackResult", "FixedDrawJudge", "attack_model", "worst_case", "RobustnessReport",
            "attack_plan", "robustness_sweep", "merge_rows", "attack_run"]
 
@@ -59,6 +59,13 @@ THESIS_ATTACKS = ("fgsm", "ifgsm-ll", "missing")
 WORST_CASE = "worst-case"
 EVALUATIONS = (*ATTACKS, WORST_CASE)  # what ``AttackSettings.attacks`` may name
 BUDGET_NAMES = {**{name: info.budget_name for name, info in ATTACKS.items()}, WORST_CASE: "eps"}  # evaluation -> budget
+
+
+def budget_key(budget: float) -> float:
+    """A budget as a key of tables: rounded, so that 0.1 and 0.1000000001 are one budget."""
+    return round(float(budget), 9)
+
+
 DEFAULT_BUDGETS: dict[str, tuple[float, ...]] = {
     "eps": (0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3),  # L∞ in pixels (thesis Figs. 5.3, 5.4)
     "p": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),  # missing-feature ratio (thesis Fig. 5.5)

@@ -59,7 +59,8 @@ from stochrelax.config import (ConfigError, RunConfig, check_keys, load_config, 
                                read_yaml)
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.files import write_text_atomically
-from stochrelax.robustness import DEFAULT_BUDGETS, THESIS_ATTACKS, WORST_CASE, AttackSettings, attack_plan, attack_run
+from stochrelax.robustness import (DEFAULT_BUDGETS, THESIS_ATTACKS, WORST_CASE, AttackSettings, attack_plan,
+                                   attack_run, budget_key)
 from stochrelax.runs import (CONFIG_FILE, LOCK_FILE, RunDirError, is_finished, load_run, read_attack_table, read_json,
                              run_lock)
 from stochrelax.train import TrainingDiverged, train_run
@@ -286,8 +287,8 @@ def _attacks_complete(run_dir: Path, planned: list[tuple[str, float, int]]) -> b
     table = read_attack_table(run_dir)
     if table is None:
         return False
-    measured = {(row["attack"], round(row["budget"], 9), row["eot_samples"]) for row in table["rows"]}
-    return all((name, round(budget, 9), eot) in measured for name, budget, eot in planned)
+    measured = {(row["attack"], budget_key(row["budget"]), row["eot_samples"]) for row in table["rows"]}
+    return all((name, budget_key(budget), eot) in measured for name, budget, eot in planned)
 
 
 def run_job(job: SweepJob, preset: Preset, data_dir: str | None = None, device: str = "cpu",
