@@ -230,21 +230,21 @@ ADVERSARIAL_TRAINING = {
 }
 
 
-def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                 labels: torch.Tensor, config: TrainConfig, order: torch.Generator,
-                 baseline: MovingAverageBaseline, strategy: CleanTraining, epoch: int,
-                 progress: bool, recorder: TrainingStatsRecorder) -> tuple[float, float]:
+def _train_epoch(state: _TrainingState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, epoch: int,
+                 progress: bool) -> tuple[float, float]:
+    """One epoch of steps on ``images`` (the strategy's epoch data); returns the mean loss and accuracy."""
+    model, optimizer, baseline, recorder = state.model, state.optimizer, state.baseline, state.recorder
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     steps = math.ceil(images.shape[0] / config.batch_size)
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    batch_stream = batches(images, labels, config.batch_size, shuffle=True, generator=order)
+    batch_stream = batches(images, labels, config.batch_size, shuffle=True, generator=state.order)
     for step, (batch_images, batch_labels) in enumerate(tqdm(batch_stream, total=steps, leave=False,
                                                              desc=f"epoch {epoch}/{config.epochs}",
                                                              disable=not progress), start=1):
         with recorder.paused():
-            batch_images = strategy.perturb(model, batch_images, batch_labels)
+            batch_images = state.strategy.perturb(model, batch_images, batch_labels)
         noise_state = generator_states(images.device)  # to re-run this forward pass if it turns out non-finite
 
         def forward() -> torch.Tensor:
@@ -366,9 +366,7 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
             start = time.perf_counter()
             epoch_images, epoch_labels = state.strategy.epoch_data(model, train_images, train_labels, epoch)
             recorder.begin_epoch(epoch)
-            train_loss, train_accuracy = _train_epoch(model, state.optimizer, epoch_images, epoch_labels, config,
-                                                      state.order, state.baseline, state.strategy, epoch,
-                                                      progress, recorder)
+            train_loss, train_accuracy = _train_epoch(state, epoch_images, epoch_labels, config, epoch, progress)
             recorder.end_epoch()
             trained = time.perf_counter()
             test = evaluate_model(model, test_images, test_labels, config.eval_samples, config.eval_batch_size)
