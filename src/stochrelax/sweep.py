@@ -50,7 +50,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -520,14 +520,13 @@ def _recorded_jobs(out_dir: Path, preset_name: str, settings: Preset) -> dict[st
     if not (out_dir / SWEEP_FILE).exists():
         return {}
     record = _read_record(out_dir)
-    wanted = json.loads(json.dumps(asdict(settings)))  # as sweep.json holds it: lists, not tuples
-    differences = [key for key, value in wanted.items() if key not in _DECLARATIONS
-                   and record["preset_settings"].get(key) != value]
+    recorded, wanted = asdict(record.preset), asdict(settings)
+    differences = [key for key, value in wanted.items() if key not in _DECLARATIONS and recorded[key] != value]
     if differences:
-        raise ConfigError(f"{out_dir} is a study made with the {record.get('preset', '?')} preset; this sweep asks for "
+        raise ConfigError(f"{out_dir} is a study made with the {record.name} preset; this sweep asks for "
                           f"{preset_name}, which differs in {', '.join(differences)}: continue it with --preset "
-                          f"{record.get('preset', '?')} or choose another --out")
-    return record["jobs"]
+                          f"{record.name} or choose another --out")
+    return record.jobs
 
 
 def unfinished_work(out_dir: str | Path) -> list[str]:
@@ -537,9 +536,9 @@ def unfinished_work(out_dir: str | Path) -> list[str]:
     if not (out_dir / SWEEP_FILE).exists():
         return [f"{out_dir} holds no {SWEEP_FILE}: it was not written by `stochrelax sweep`"]
     record = _read_record(out_dir)
-    preset = record["preset_object"]
+    preset = record.preset
     problems = []
-    for label, job in record["jobs"].items():
+    for label, job in record.jobs.items():
         run_dir = out_dir / label
         if job["status"] != "done":
             problems.append(f"{label}: {job['status']}" + (f" ({job['error']})" if job.get("error") else ""))
@@ -555,11 +554,19 @@ def recorded_preset(out_dir: str | Path) -> tuple[str, Preset] | None:
     if not (Path(out_dir) / SWEEP_FILE).exists():
         return None
     record = _read_record(Path(out_dir))
-    return record["preset"], record["preset_object"]
+    return record.name, record.preset
 
 
-def _read_record(out_dir: Path) -> dict[str, Any]:
-    """``sweep.json``, checked: its preset (also as ``preset_object``, a :class:`Preset`) and its jobs.
+class _Record(NamedTuple):
+    """What ``sweep.json`` records of a study."""
+
+    name: str  # the preset's name ("custom" for one given as settings)
+    preset: Preset
+    jobs: dict[str, dict[str, Any]]  # label -> the job's plan and outcome
+
+
+def _read_record(out_dir: Path) -> _Record:
+    """``sweep.json``, checked: its preset and its jobs.
 
     Raises:
         RunDirError: if it is damaged.
@@ -574,7 +581,7 @@ def _read_record(out_dir: Path) -> dict[str, Any]:
             raise ValueError("a field of the wrong type")
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise RunDirError(f"{path} is damaged ({type(error).__name__}: {error}); {fix}") from None
-    return {**record, "preset_object": preset}
+    return _Record(record["preset"], preset, record["jobs"])
 
 
 def _write_sweep_file(out_dir: Path, record: dict[str, Any]) -> None:
