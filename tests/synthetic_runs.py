@@ -16,8 +16,11 @@ import torch
 
 from stochrelax import runs
 from stochrelax.attacks import ATTACKS
+from stochrelax.claims import parse_claims
 from stochrelax.config import RunConfig, parse_config
-from stochrelax.sweep import load_grid
+from stochrelax.grid import load_grid
+from stochrelax.results import aggregate, read_study
+from stochrelax.verdicts import StudyScope, evaluate_claims
 
 THESIS_STUDY = Path(__file__).resolve().parents[1] / "configs" / "thesis_study.yaml"
 
@@ -97,4 +100,30 @@ def thesis_like_study(root: Path, eot_erases_the_gain: bool = False, leave_out: 
                     if activation.noise is not None:
                         attacks[(attack, eps, 8)] = under_eot + 0.002 * seed
             write_run(root, planned.name, planned.config, seed, clean + 0.002 * seed, attacks, images=10_000)
+    return root
+
+
+# --- claims on synthetic studies ---------------------------------------------------------------
+
+def claim(claim_id: str, measure: str, arguments: dict, criterion: dict) -> dict:
+    return {"id": claim_id, "claim": f"{claim_id} in words", "where": "5.3", "thesis": "1", "measure": measure,
+            "arguments": arguments, "criterion": criterion}
+
+
+def against_baseline(cells: list[str], pick: str = "largest", candidates: list | None = None) -> dict:
+    return {"candidates": candidates or [LOGISTIC_NAME], "reference": BASELINE_NAME, "cells": cells, "pick": pick}
+
+
+GAIN = claim("gain", "difference_to_reference", against_baseline(["clean"]), {"above": 0.0})
+
+
+def judged(root: Path, claims: list[dict], scope: StudyScope = StudyScope()) -> dict:
+    results = evaluate_claims(parse_claims({"claims": claims}), aggregate(read_study(root)), scope)
+    return {result.claim.id: result for result in results}
+
+
+def gain_study(root: Path, differences: list[float], seeds_images: int | None = IMAGES) -> Path:
+    for seed, difference in enumerate(differences):
+        write_run(root, BASELINE_NAME, BASELINE, seed, 0.80, {}, images=seeds_images)
+        write_run(root, LOGISTIC_NAME, LOGISTIC, seed, 0.80 + difference, {}, images=seeds_images)
     return root

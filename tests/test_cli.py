@@ -547,7 +547,7 @@ def test_an_unexpected_error_is_one_line_that_says_to_report_it_and_debug_shows_
     def broken(_args):
         raise ZeroDivisionError("division by zero\nsecond line")
 
-    monkeypatch.setattr("stochrelax.cli._data_info", broken)
+    monkeypatch.setattr("stochrelax.cli.commands.data_info", broken)
     status, _, stderr = run_main(["data", "info"])
     assert status == 1 and stderr == ("stochrelax: internal error (ZeroDivisionError: division by zero); run the "
                                       "command again with --debug and report its traceback\n")
@@ -559,7 +559,7 @@ def test_an_os_error_nobody_foresaw_is_one_line_naming_the_file(monkeypatch):
     def unreadable(_args):
         raise PermissionError(13, "Permission denied", "/data/train.gz")
 
-    monkeypatch.setattr("stochrelax.cli._data_info", unreadable)
+    monkeypatch.setattr("stochrelax.cli.commands.data_info", unreadable)
     status, _, stderr = run_main(["data", "info"])
     assert_one_line_error(status, stderr, "/data/train.gz: Permission denied; check the path, its permissions")
 
@@ -568,7 +568,7 @@ def test_ctrl_c_of_train_says_how_to_continue(monkeypatch, real_data_dir, tmp_pa
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("stochrelax.cli.train_run", interrupted)
+    monkeypatch.setattr("stochrelax.cli.commands.train_run", interrupted)
     status, _, stderr = run_main(train_args(CONFIG, tmp_path / "run", real_data_dir))
     assert (status, stderr) == (130, f"stochrelax: interrupted; continue with `stochrelax train --resume "
                                      f"{tmp_path / 'run'}`\n")
@@ -580,5 +580,5 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(command, finished_run,
     target.write_text("mine")
     argv = ([command, str(finished_run)] if command == "report" else [command, str(finished_run.parent)])
     status, _, stderr = run_main([*argv, "--out", str(target)])
-    assert_one_line_error(status, stderr, f"--out {target} is a file; give a directory")
+    assert_one_line_error(status, stderr, f"argument --out: {target} is a file; give a directory")
     assert target.read_text() == "mine"

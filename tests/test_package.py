@@ -83,15 +83,16 @@ def test_no_two_modules_import_each_other_directly_or_through_others() -> None:
 
 
 def test_building_blocks_never_import_workflows_or_the_cli() -> None:
-    blocks = {"stochrelax.noise", "stochrelax.estimators", "stochrelax.layers", "stochrelax.models",
-              "stochrelax.data", "stochrelax.rng", "stochrelax.attacks", "stochrelax.attacks.core"}
-    workflows = {"stochrelax.cli", "stochrelax.train", "stochrelax.robustness", "stochrelax.sweep",
-                 "stochrelax.report", "stochrelax.claims", "stochrelax.results", "stochrelax.bench"}
     graph = import_graph()
+    block_names = {"noise", "estimators", "layers", "models", "data", "rng", "attacks", "files"}
+    workflow_names = {"cli", "train", "robustness", "grid", "sweep", "study", "report", "claims", "results", "bench"}
+    blocks = {module for module in graph if module.removeprefix("stochrelax.").split(".")[0] in block_names}
+    workflows = {module for module in graph if module.removeprefix("stochrelax.").split(".")[0] in workflow_names}
+    assert "stochrelax.attacks.pgd" in blocks and "stochrelax.sweep" in workflows
     assert {block: graph[block] & workflows for block in blocks if graph[block] & workflows} == {}
 
 
 def test_the_import_graph_sees_imports_inside_functions() -> None:
     graph = import_graph()
-    assert "stochrelax.report" in graph["stochrelax.cli"]  # imported where it is needed, not at the top
+    assert "stochrelax.report" in graph["stochrelax.cli.commands"]  # imported where it is needed, not at the top
     assert "stochrelax.runs" in graph["stochrelax.plots"]  # `from stochrelax import runs`

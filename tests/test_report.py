@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from stochrelax import runs
-from stochrelax.claims import analyse_study, load_claims
+from stochrelax.claims import load_claims
 from stochrelax.cli import main
 from stochrelax.report import build_report, summary_table
+from stochrelax.study import analyse_study
 from tests.synthetic_runs import thesis_like_study
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")

@@ -1,57 +1,40 @@
-"""The thesis' claims as data, measured on a study with their uncertainty, and a verdict on each.
+"""The thesis' claims as data, and how each is measured on a study with its uncertainty.
 
 A claim (packaged ``claims.yaml``, :func:`load_claims`) names a *measure* (:data:`MEASURES`:
 a configuration's accuracy, candidates against a reference, matched pairs) over cells of the
 aggregated results (:mod:`stochrelax.results`), and a *criterion* on it (≥, ≤, >, < a
-threshold). Each claim is measured three times, with single-draw attacks (the thesis'
-setting), with EOT attacks, and against the adaptive per-example worst case.
+threshold). Each claim is measured three times (:func:`measure_claims`), with single-draw
+attacks (the thesis' setting), with EOT attacks, and against the adaptive per-example worst case.
 
 Every measurement carries a 95% confidence interval for the training procedure's true value
 that counts both sources of noise — the spread between seeds and the finite test set, paired
 image by image between configurations (:mod:`stochrelax.intervals`). A claim that picks one
 of k candidates ("the best logistic network") gets Bonferroni-corrected intervals, so that
-picking the best does not overstate it. The verdict is
-
-- **holds** — the whole interval satisfies the criterion;
-- **fails** — the whole interval violates it;
-- **inconclusive** — the interval straddles it, or one seed leaves the spread between trainings unknown;
-- **not measured** — the study lacks a run or a cell the claim needs;
-- **not judged** — a claim about absolute accuracy after the thesis' protocol, in a study whose
-  preset does not train to convergence.
-
-It judges the robust accuracy by the worst case where the study has it (else by EOT attacks)
-and says when the thesis' single-draw attacks would have judged otherwise.
-:func:`write_verdicts` writes ``verdicts.csv`` and ``verdicts.md``; :func:`read_verdicts`
-reads the CSV back for the report. :func:`analyse_study` does everything ``stochrelax results``
-does: aggregate a study, write its results and its verdicts.
+picking the best does not overstate it. :mod:`stochrelax.verdicts` judges each claim by them.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import operator
 import string
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, NamedTuple, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from stochrelax.config import ConfigError, check_keys, read_yaml, validation_message
-from stochrelax.intervals import LEVEL, ImageResamples, Interval, interval, pick_interval
-from stochrelax.results import (VARIANT_NAMES, VARIANTS, Cell, ResultRow, Table, aggregate, csv_text, failed_runs_text,
-                                markdown_table, read_csv, read_study, write_results)
+from stochrelax.intervals import ImageResamples, Interval, interval, pick_interval
+from stochrelax.results import VARIANT_NAMES, VARIANTS, Cell, ResultRow
 from stochrelax.runs import unpack_correct
 
 __all__ = ["ClaimsError", "Unit", "UNITS", "Measurement", "Measure", "MEASURES", "COMPARISONS", "NameGrid",
            "OneConfiguration", "AgainstReference", "MatchedPairs", "Claim", "CLAIMS_FILE", "parse_claims",
-           "load_claims", "HOLDS", "FAILS", "INCONCLUSIVE", "NOT_MEASURED", "NOT_JUDGED", "VERDICTS", "StudyScope",
-           "judge", "ClaimResult", "evaluate_claims", "VerdictRecord", "verdict_records", "verdict_table",
-           "scope_headline", "VERDICTS_CAPTION", "write_verdicts", "read_verdicts", "StudyFiles", "analyse_study"]
+           "load_claims", "measure_claims"]
 
 
 class ClaimsError(ConfigError):
@@ -444,269 +427,16 @@ def load_claims(path: str | Path = CLAIMS_FILE) -> list[Claim]:
     return parse_claims(read_yaml(path, kind="claims"), source=str(path))
 
 
-# --- verdicts ----------------------------------------------------------------------------------
-
-HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED, NOT_JUDGED = "holds", "fails", "inconclusive", "not measured", "not judged"
-VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED, NOT_JUDGED)
-
-
-@dataclass(frozen=True)
-class StudyScope:
-    """What a study can tell: the preset that made it (``stochrelax sweep``) and what that preset declares."""
-
-    preset: str | None = None  # None: not made by a sweep, or its record is missing
-    converged: bool = True  # trains long enough to judge claims about absolute accuracy
-    pipeline_check: bool = False  # a check that the pipeline runs: its numbers are noise
-
-
-def judge(claim: Claim, measurement: Measurement) -> str:
-    """Holds, fails or inconclusive by where the interval lies against every part of the criterion."""
-    if not measurement.measured:
-        return NOT_MEASURED
-    bounds = (measurement.interval.low, measurement.interval.high)
-    if not measurement.interval.bounded:
-        return INCONCLUSIVE
-    satisfied = [all(COMPARISONS[name][0](bound, threshold) for bound in bounds)
-                 for name, threshold in claim.criterion.items()]
-    violated = [not any(COMPARISONS[name][0](bound, threshold) for bound in bounds)
-                for name, threshold in claim.criterion.items()]
-    return HOLDS if all(satisfied) else FAILS if any(violated) else INCONCLUSIVE
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    """A claim measured with single-draw attacks, with EOT attacks and against the worst case, and the verdict."""
-
-    claim: Claim
-    single: Measurement
-    eot: Measurement
-    worst_case: Measurement
-    verdict: str  # one of VERDICTS
-    reason: str  # why, in words, where the verdict needs one
-
-    @property
-    def measurements(self) -> tuple[Measurement, Measurement, Measurement]:
-        """In the order of :data:`~stochrelax.results.VARIANTS`."""
-        return self.single, self.eot, self.worst_case
-
-
-def _verdict(claim: Claim, single: Measurement, judged: Measurement, judged_name: str,
-             scope: StudyScope) -> tuple[str, str]:
-    if claim.absolute and not scope.converged:
-        return NOT_JUDGED, (f"an absolute accuracy after the thesis' protocol; the {scope.preset} preset does not "
-                            "train to convergence (use --preset standard or thesis)")
-    if not (single.measured and judged.measured):
-        return NOT_MEASURED, "the study lacks what it needs (see the notes)"
-    if judged.interval.seeds < 2:
-        return INCONCLUSIVE, "one seed: the spread between trainings is unknown, so no interval; run more seeds"
-    state, thesis_state = judge(claim, judged), judge(claim, single)
-    if thesis_state != state:
-        return state, f"{thesis_state} against the thesis' single-draw attacks, {state} against the {judged_name}"
-    return state, ""
-
-
-def evaluate_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], scope: StudyScope = StudyScope(),
-                    resamples: ImageResamples | None = None) -> list[ClaimResult]:
-    """Measures every claim on the aggregated rows, once per attack variant, and gives its verdict.
-
-    The verdict judges the worst case where the study has it, else the EOT attacks; its reason
-    says when the thesis' single-draw attacks would have judged otherwise.
+def measure_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], resamples: ImageResamples | None = None
+                   ) -> list[tuple[Measurement, Measurement, Measurement]]:
+    """Every claim's measure on the aggregated rows, once per attack variant (in the order of
+    :data:`~stochrelax.results.VARIANTS`), each cut to where its unit's true value can lie.
 
     Args:
-        claims: what to check (:func:`load_claims`).
+        claims: what to measure (:func:`load_claims`).
         rows: the study's aggregated rows (:func:`stochrelax.results.aggregate`).
-        scope: what the study's preset can judge.
         resamples: the test-image bootstrap (default: :data:`~stochrelax.intervals.RESAMPLES` resamples, seed 0).
     """
     lookup = _Lookup(rows, resamples or ImageResamples())
-    results = []
-    for claim in claims:
-        measure = MEASURES[claim.measure]
-        single, eot, worst = (measure.evaluate(lookup, variant, claim.arguments).within(measure.unit.bounds)
-                              for variant in VARIANTS)
-        judged, judged_name = (worst, "worst case") if worst.measured else (eot, "EOT attacks")
-        results.append(ClaimResult(claim, single, eot, worst, *_verdict(claim, single, judged, judged_name, scope)))
-    return results
-
-
-# --- the verdict file --------------------------------------------------------------------------
-
-class VerdictRecord(NamedTuple):
-    """One claim as ``verdicts.csv`` holds it: what the report and the forest plot read."""
-
-    id: str
-    claim: str
-    where: str
-    thesis: str
-    criterion: str  # in words, e.g. "≥ ×1.5"
-    thresholds: dict[str, float]  # COMPARISONS key → threshold
-    unit: str  # a key of UNITS
-    estimates: dict[str, tuple[float, float, float, int] | None]  # variant → estimate, low, high, seeds
-    verdict: str
-    reason: str
-    notes: tuple[str, ...]
-    preset: str  # "" when unknown
-    scope: str  # "pipeline check", "no convergence" or "converged"
-
-
-def _notes(result: ClaimResult, listed: int = 5) -> list[str]:
-    notes = []
-    missing = list(dict.fromkeys(result.single.missing + result.eot.missing))
-    if missing:
-        more = f" and {len(missing) - listed} more" if len(missing) > listed else ""
-        notes.append(f"not measured: missing {'; '.join(missing[:listed])}{more}")
-    elif not result.worst_case.measured:
-        notes.append("no worst case in this study: judged by the EOT attacks, which overstate sign networks")
-    details = {VARIANT_NAMES[variant]: measurement.detail
-               for variant, measurement in zip(VARIANTS, result.measurements) if measurement.detail}
-    if len(set(details.values())) == 1:
-        notes.append(next(iter(details.values())))
-    elif details:
-        notes.append("; ".join(f"{name}: {detail}" for name, detail in details.items()))
-    unpaired = sorted({run for measurement in result.measurements for run in measurement.unpaired})
-    if unpaired:
-        notes.append(f"no per-image results for {len(unpaired)} run(s) (e.g. {unpaired[0]}): their test-set error "
-                     "is binomial and unpaired, so the interval is wider than needed")
-    return notes
-
-
-def _scope_name(scope: StudyScope) -> str:
-    return "pipeline check" if scope.pipeline_check else "converged" if scope.converged else "no convergence"
-
-
-def verdict_records(results: Sequence[ClaimResult], scope: StudyScope = StudyScope()) -> list[VerdictRecord]:
-    """The results as the rows of ``verdicts.csv``."""
-    def estimate(measurement: Measurement) -> tuple[float, float, float, int] | None:
-        found = measurement.interval
-        return None if found is None else (found.estimate, found.low, found.high, found.seeds)
-
-    return [VerdictRecord(result.claim.id, result.claim.text, result.claim.where, result.claim.thesis,
-                          result.claim.criterion_text(), dict(result.claim.criterion), result.claim.unit.name,
-                          {variant: estimate(m) for variant, m in zip(VARIANTS, result.measurements)},
-                          result.verdict, result.reason, tuple(_notes(result)), scope.preset or "", _scope_name(scope))
-            for result in results]
-
-
-def scope_headline(records: Sequence[VerdictRecord]) -> str:
-    """The first line of a verdict table: what the study can tell."""
-    preset = records[0].preset if records else ""
-    scope = records[0].scope if records else "converged"
-    if scope == "pipeline check":
-        return (f"Pipeline check: the {preset} preset shows that the pipeline runs; its numbers are noise and these "
-                "verdicts are not evidence. The standard preset answers the thesis' question.")
-    if scope == "no convergence":
-        return (f"The {preset} preset trains briefly: claims about differences get a first answer, claims about "
-                "absolute accuracy after the thesis' protocol are not judged. The standard preset answers all.")
-    if preset:
-        return f"Study made with the {preset} preset."
-    return "Study not made by `stochrelax sweep`: every claim judged."
-
-
-VERDICTS_CAPTION = (f"Each claim measured with single-draw attacks (the thesis' setting), with EOT attacks, and "
-                    f"against the adaptive worst case (every L∞ attack cell read as the worst case at its eps): the "
-                    f"estimate over seeds and its {LEVEL:.0%} confidence interval, which counts the spread between "
-                    f"seeds (Student's t) and the finite test set (a bootstrap over test images, paired between "
-                    f"configurations). Holds: the whole interval meets the criterion; fails: the whole interval "
-                    f"misses it; inconclusive: it straddles. The verdict judges the worst case (EOT where there is "
-                    f"none).")
-
-
-def verdict_table(records: Sequence[VerdictRecord]) -> Table:
-    """One row per claim: the claim, the thesis' number, the criterion, our estimate and interval with
-    single-draw and EOT attacks and against the worst case, the number of seeds, and the verdict."""
-    header = ["claim", "thesis", "criterion", *(f"ours: {VARIANT_NAMES[variant]}" for variant in VARIANTS), "seeds",
-              "verdict"]
-    rows = []
-    for record in records:
-        unit = UNITS[record.unit]
-        cells = ["—" if record.estimates[variant] is None else unit.interval_text(*record.estimates[variant][:3])
-                 for variant in VARIANTS]
-        seeds = max((found[3] for found in record.estimates.values() if found is not None), default=0)
-        verdict = record.verdict + (f" — {record.reason}" if record.reason else "")
-        rows.append([f"{record.id}: {record.claim} ({record.where})", record.thesis, record.criterion, *cells,
-                     str(seeds), verdict])
-    notes = [f"{record.id}: {note}" for record in records for note in record.notes]
-    return Table(header, rows, notes)
-
-
-_VARIANT_FIELDS = ("estimate", "low", "high", "seeds")
-VERDICTS_CSV, VERDICTS_MD = "verdicts.csv", "verdicts.md"
-_HEADER = ["id", "claim", "where", "thesis", "criterion", "thresholds", "unit",
-           *(f"{variant.replace('-', '_')}_{name}" for variant in VARIANTS for name in _VARIANT_FIELDS),
-           "verdict", "reason", "notes", "preset", "scope"]
-
-
-def _number(value: float) -> str:
-    return repr(float(value)) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-
-
-def write_verdicts(results: Sequence[ClaimResult], out_dir: str | Path,
-                   scope: StudyScope = StudyScope()) -> tuple[Path, Path]:
-    """Writes ``verdicts.csv`` (one row per claim, every number at full precision) and ``verdicts.md``
-    (the scope's headline, then :func:`verdict_table`) into ``out_dir``; returns their paths."""
-    records = verdict_records(results, scope)
-    rows = []
-    for record in records:
-        numbers = [field for variant in VARIANTS
-                   for field in (("", "", "", "") if record.estimates[variant] is None else
-                                 (*map(_number, record.estimates[variant][:3]), record.estimates[variant][3]))]
-        rows.append([record.id, record.claim, record.where, record.thesis, record.criterion,
-                     json.dumps(record.thresholds), record.unit, *numbers, record.verdict, record.reason,
-                     " | ".join(record.notes), record.preset, record.scope])
-    out_dir = Path(out_dir)
-    csv_path, md_path = out_dir / VERDICTS_CSV, out_dir / VERDICTS_MD
-    csv_path.write_text(csv_text(_HEADER, rows))
-    md_path.write_text(f"{scope_headline(records)}\n\n{VERDICTS_CAPTION}\n\n{markdown_table(verdict_table(records))}\n")
-    return csv_path, md_path
-
-
-def read_verdicts(path: str | Path) -> list[VerdictRecord]:
-    """The records of a ``verdicts.csv`` that :func:`write_verdicts` wrote.
-
-    Raises:
-        RunDirError: if the file is not such a table.
-    """
-    records = []
-    for row in read_csv(path, _HEADER, "verdicts"):
-        estimates = {}
-        for variant in VARIANTS:
-            prefix = variant.replace("-", "_")
-            estimates[variant] = None if row[f"{prefix}_estimate"] == "" else (
-                float(row[f"{prefix}_estimate"]), float(row[f"{prefix}_low"]), float(row[f"{prefix}_high"]),
-                int(row[f"{prefix}_seeds"]))
-        records.append(VerdictRecord(row["id"], row["claim"], row["where"], row["thesis"], row["criterion"],
-                                     json.loads(row["thresholds"]), row["unit"], estimates, row["verdict"],
-                                     row["reason"], tuple(filter(None, row["notes"].split(" | "))),
-                                     row["preset"], row["scope"]))
-    return records
-
-
-class StudyFiles(NamedTuple):
-    """The files :func:`analyse_study` writes."""
-
-    results_csv: Path  # long format: one row per configuration, cell and variant
-    results_md: Path  # wide: one row per configuration
-    verdicts_csv: Path
-    verdicts_md: Path
-
-
-def analyse_study(root: str | Path, out_dir: str | Path | None = None, scope: StudyScope = StudyScope(),
-                  claims: Sequence[Claim] | None = None) -> StudyFiles:
-    """Aggregates every finished run below ``root`` and judges the claims on them.
-
-    Args:
-        root: the study directory.
-        out_dir: where the four files go (default ``root``; created).
-        scope: what the study's preset can judge.
-        claims: the claims to judge (default: the thesis', :func:`load_claims`).
-
-    Raises:
-        RunDirError: if there is no finished run below ``root``.
-    """
-    rows = aggregate(read_study(root))
-    out_dir = Path(out_dir or root)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = write_results(rows, out_dir, failed_runs_text(root))
-    verdicts = write_verdicts(evaluate_claims(load_claims() if claims is None else claims, rows, scope), out_dir,
-                              scope)
-    return StudyFiles(*results, *verdicts)
+    return [tuple(MEASURES[claim.measure].evaluate(lookup, variant, claim.arguments).within(
+        MEASURES[claim.measure].unit.bounds) for variant in VARIANTS) for claim in claims]

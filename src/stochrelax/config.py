@@ -26,7 +26,7 @@ from stochrelax.models import ActivationConfig, ConfigSection, ModelConfig
 
 __all__ = ["ConfigError", "ActivationConfig", "ModelConfig", "AdversarialConfig", "TrainConfig", "DataConfig",
            "RunConfig",  # the model's own sections live with the model (stochrelax.models), re-exported here
-           "load_config", "parse_config", "dump_config", "merge_mappings", "read_yaml", "validation_message",
+           "load_config", "parse_config", "dump_config", "merge_mappings", "expand_dotted_keys", "read_yaml", "validation_message",
            "check_keys"]
 
 
@@ -108,6 +108,30 @@ def merge_mappings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
         elif isinstance(merged.get(key, {}), dict):
             merged[key] = merge_mappings(merged.get(key, {}), value)
     return merged
+
+
+def expand_dotted_keys(dotted: dict[str, Any], enclosing: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """Dotted keys as nested sections: ``{"a.b": 1, "a": {"c": 2}}`` → ``{"a": {"b": 1, "c": 2}}``.
+
+    A grid writes overrides either way (``model.activation.kind: relu``); :func:`merge_mappings`
+    then lays them over a base. ``enclosing``: ids of the mappings around ``dotted``, to refuse
+    one that contains itself (a YAML alias to an enclosing mapping).
+
+    Raises:
+        ConfigError: for a mapping that contains itself, or a dotted key below a plain value.
+    """
+    if id(dotted) in enclosing:
+        raise ConfigError("a mapping contains itself (a YAML alias to a mapping around it); write the settings out")
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        *parents, leaf = str(key).split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"key {key!r} goes below {parent!r}, which is not a section")
+        node[leaf] = expand_dotted_keys(value, enclosing | {id(dotted)}) if isinstance(value, dict) else value
+    return nested
 
 
 def _section_at(location: tuple, root: type[BaseModel]) -> type[BaseModel] | None:

@@ -35,7 +35,7 @@ from sklearn.manifold import TSNE
 
 from stochrelax import runs
 from stochrelax.attacks import ATTACKS, make_attack
-from stochrelax.claims import UNITS, VerdictRecord
+from stochrelax.claims import UNITS
 from stochrelax.config import RunConfig, load_config
 from stochrelax.data import CLASS_NAMES, FashionMNIST
 from stochrelax.layers import MODES
@@ -44,6 +44,7 @@ from stochrelax.noise import NOISES, make_noise
 from stochrelax.rng import seeded
 from stochrelax.results import VARIANT_NAMES, ResultRow
 from stochrelax.robustness import BUDGET_NAMES
+from stochrelax.verdicts import VerdictRecord
 
 __all__ = [
     "MissingData", "DPI", "EVALUATION_IMAGES",

@@ -1,25 +1,4 @@
-"""Experiment grids: a base config plus groups of axes to cross, expanded into named runs.
-
-A grid file is YAML with two keys::
-
-    base:                      # a run config (model / train / data), shared by every run
-      train: {epochs: 100, batch_size: 64, lr: 0.001}
-    groups:
-      relu_noisy:              # group name: the prefix of its runs' names
-        set:                   # overrides of the base for this group (nested or dotted keys)
-          model.activation.kind: relu
-        axes:                  # every combination of these values is one run
-          model.activation.noise: [gaussian, logistic]
-          model.activation.std: [0.05, 0.1]
-
-expands into the runs ``relu_noisy-gaussian-0.05``, ``relu_noisy-gaussian-0.1``,
-``relu_noisy-logistic-0.05`` and ``relu_noisy-logistic-0.1``, each a fully validated
-:class:`~stochrelax.config.RunConfig`; a run can be repeated alone from its resolved
-config. A group without axes is one run named after the group; a true/false axis
-appears as its key's last part or ``no_`` before it (``batch_norm``, ``no_batch_norm``).
-A run name is a directory name below the study directory, so group names and axis
-values may hold only letters, digits and ``. _ - = +`` (not starting with ``.``): a
-grid cannot make a sweep write anywhere else.
+"""Sweeps: every run × seed of an experiment grid (:mod:`stochrelax.grid`), trained and attacked.
 
 :func:`run_sweep` executes a grid: every run × seed is one job that trains the run
 (``OUT/NAME-seedS``) and attacks it with the thesis' attacks, single-draw and with EOT, and
@@ -27,8 +6,8 @@ with the adaptive per-example worst case (:func:`run_job`, :mod:`stochrelax.robu
 workers) or to a Ray cluster, one task per job. Everything a job does is resumable: a
 finished run is not trained again, an unfinished one continues from its last epoch
 checkpoint, and a run whose attack table is complete is not attacked again — so an
-interrupted sweep is finished by running the same command again. A :class:`Preset`
-scales epochs, data and attack budgets (:data:`PRESETS`).
+interrupted sweep is finished by running the same command again. A preset
+(:data:`stochrelax.grid.PRESETS`) scales epochs, data and attack budgets.
 """
 
 from __future__ import annotations
@@ -36,11 +15,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import itertools
 import json
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import threading
@@ -55,172 +32,19 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 import torch
 from tqdm import tqdm
 
-from stochrelax.config import (ConfigError, RunConfig, check_keys, load_config, merge_mappings, parse_config,
-                               read_yaml)
+from stochrelax.config import ConfigError, RunConfig, load_config
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.files import write_text_atomically
-from stochrelax.robustness import (DEFAULT_BUDGETS, THESIS_ATTACKS, WORST_CASE, AttackSettings, attack_plan,
-                                   attack_run, budget_key)
+from stochrelax.grid import PRESETS, RUN_NAME_RULE, PlannedRun, Preset
+from stochrelax.robustness import attack_plan, attack_run, budget_key
 from stochrelax.runs import (CONFIG_FILE, LOCK_FILE, RunDirError, is_finished, load_run, read_attack_table, read_json,
                              run_lock)
 from stochrelax.train import TrainingDiverged, train_run
 
-__all__ = ["PlannedRun", "expand_grid", "load_grid", "Preset", "PRESETS", "SweepJob", "JobResult", "plan_jobs",
-           "run_job", "run_sweep", "BACKENDS", "SweepInterrupted", "SWEEP_FILE", "unfinished_work", "usable_cpus",
-           "recorded_preset"]
+__all__ = ["SweepJob", "JobResult", "plan_jobs", "run_job", "run_sweep", "BACKENDS", "SweepInterrupted", "SWEEP_FILE",
+           "unfinished_work", "usable_cpus", "recorded_preset"]
 
 SWEEP_FILE = "sweep.json"
-
-GRID_KEYS = ("base", "groups")
-GROUP_KEYS = ("set", "axes")
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """One run of a grid: its name (a directory name) and its resolved config."""
-
-    name: str
-    config: RunConfig
-
-
-def _nested(dotted: dict[str, Any], enclosing: frozenset[int] = frozenset()) -> dict[str, Any]:
-    """``{"a.b": 1, "a": {"c": 2}}`` → ``{"a": {"b": 1, "c": 2}}``; ``enclosing``: ids of the
-    mappings around ``dotted``, to refuse one that contains itself (a YAML alias to an enclosing mapping)."""
-    if id(dotted) in enclosing:
-        raise ConfigError("a mapping contains itself (a YAML alias to a mapping around it); write the settings out")
-    nested: dict[str, Any] = {}
-    for key, value in dotted.items():
-        *parents, leaf = str(key).split(".")
-        node = nested
-        for parent in parents:
-            node = node.setdefault(parent, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"key {key!r} goes below {parent!r}, which is not a section")
-        node[leaf] = _nested(value, enclosing | {id(dotted)}) if isinstance(value, dict) else value
-    return nested
-
-
-_NAME_LENGTH = 200
-"""Longest run name: with ``-seedN`` it stays below the 255 bytes of a file name."""
-
-_SAFE_NAME = re.compile(rf"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]{{0,{_NAME_LENGTH - 1}}}")
-"""A part of a run name, and a run name: no path separator, no ``..``, nothing hidden."""
-
-_SAFE_NAME_RULE = (f"use 1 to {_NAME_LENGTH} letters, digits, '.', '_', '-', '=' or '+', "
-                   "not starting with '.'")
-
-
-def _safe_name(name: str, what: str) -> str:
-    """``name`` if it can be (part of) a directory name inside the study directory.
-
-    Raises:
-        ConfigError: naming ``what`` (e.g. ``group '../x'``) and the allowed characters.
-    """
-    if not _SAFE_NAME.fullmatch(name):
-        raise ConfigError(f"{what} cannot be used in a run directory's name; {_SAFE_NAME_RULE}")
-    return name
-
-
-def _label(key: str, value: Any) -> str:
-    """How an axis value appears in a run name: the value, or the key's last part for a flag."""
-    leaf = str(key).rsplit(".", 1)[-1]
-    if isinstance(value, bool):
-        return leaf if value else f"no_{leaf}"
-    return "none" if value is None else str(value)
-
-
-def expand_grid(grid: Any, source: str = "grid") -> list[PlannedRun]:
-    """Expands a grid mapping (see the module docstring) into validated, uniquely named runs.
-
-    Raises:
-        ConfigError: for a malformed grid, an axis without values, a group name or axis
-            value that is not a safe directory name, a duplicate run name, or a run whose
-            config is invalid (the message names the run).
-    """
-    grid = check_keys(grid, GRID_KEYS, source)
-    base = _nested(grid.get("base") or {})
-    parse_config(base, source=f"{source}: base")
-    groups = grid.get("groups")
-    if not isinstance(groups, dict) or not groups:
-        raise ConfigError(f"{source}: 'groups' must map group names to their settings")
-    runs: dict[str, PlannedRun] = {}
-    for group, spec in groups.items():
-        prefix = _safe_name(str(group), f"{source}: group {str(group)!r}")
-        where = f"{source}: group {prefix}"
-        spec = check_keys(spec, GROUP_KEYS, where)
-        axes = spec.get("axes") or {}
-        if not isinstance(axes, dict) or any(not isinstance(values, list) or not values for values in axes.values()):
-            raise ConfigError(f"{where}: every axis must be a non-empty list of values")
-        group_base = merge_mappings(base, _nested(spec.get("set") or {}))
-        labels = [[_safe_name(_label(key, value), f"{where}: axis {key!r} value {value!r}") for value in axis_values]
-                  for key, axis_values in axes.items()]
-        for values, parts in zip(itertools.product(*axes.values()), itertools.product(*labels)):
-            name = "-".join([prefix, *parts])
-            _safe_name(name, f"{where}: run {name!r}")  # its parts are safe: only its length can be wrong
-            if name in runs:
-                raise ConfigError(f"{source}: run name {name!r} occurs twice; rename a group")
-            config = parse_config(group_base, _nested(dict(zip(axes, values))), source=f"{source}: run {name}")
-            runs[name] = PlannedRun(name, config)
-    return list(runs.values())
-
-
-def load_grid(path: str | Path) -> list[PlannedRun]:
-    """Reads a grid YAML file and expands it (see :func:`expand_grid`)."""
-    return expand_grid(read_yaml(path, kind="grid"), source=str(path))
-
-
-# --- presets ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Preset:
-    """How much of the protocol a sweep runs: epochs and data of training, and how runs are attacked."""
-
-    epochs: int | None  # training epochs (None: the grid's own, the thesis' 100)
-    train_limit: int | None  # first N training images (None: all 60,000)
-    test_limit: int | None  # first N test images for the per-epoch evaluation (None: all 10,000)
-    attack_limit: int  # first N test images attacked
-    attack: AttackSettings  # attacks, budgets, draws, steps and proxies (the seed is the run's)
-    converged: bool = False  # trains long enough to judge claims about absolute accuracy (stochrelax.claims)
-    pipeline_check: bool = False  # only checks that the pipeline runs: its verdicts are not evidence
-
-    def apply(self, config: RunConfig, seed: int) -> RunConfig:
-        """``config`` with this preset's epochs and data limits and the given seed."""
-        train = {"seed": seed, **({"epochs": self.epochs} if self.epochs is not None else {})}
-        data = {"train_limit": self.train_limit, "test_limit": self.test_limit}
-        return parse_config(config.model_dump(mode="python"), {"train": train, "data": data})
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> "Preset":
-        """The preset as :func:`dataclasses.asdict` wrote it into ``sweep.json``."""
-        attack = {key: tuple(value) if isinstance(value, list) else value for key, value in record["attack"].items()}
-        return cls(**{**record, "attack": AttackSettings(**attack)})
-
-
-_STUDY_ATTACKS = (*THESIS_ATTACKS, WORST_CASE)
-
-PRESETS: dict[str, Preset] = {
-    # a few minutes on 2 CPU cores: checks that the whole pipeline works, numbers are noise
-    "smoke": Preset(epochs=2, train_limit=2000, test_limit=500, attack_limit=100, attack=AttackSettings(
-        attacks=_STUDY_ATTACKS, eps=(0.03, 0.07, 0.1), p=(0.3,), eot_samples=4, prediction_samples=4,
-        worst_case_steps=10, apgd_steps=10, square_queries=50, probe_examples=50, check_convergence=False),
-        pipeline_check=True),
-    # well under an hour on 2 CPU cores with 2 seeds: claims about differences get a first answer
-    "quick": Preset(epochs=3, train_limit=10_000, test_limit=2000, attack_limit=200, attack=AttackSettings(
-        attacks=_STUDY_ATTACKS, eps=(0.0, 0.03, 0.07, 0.1), p=(0.0, 0.1, 0.3, 0.5), eot_samples=4,
-        prediction_samples=8, worst_case_steps=20, apgd_steps=10, square_queries=50, probe_examples=100,
-        check_convergence=False)),
-    # overnight on 2 CPU cores with 3 seeds: every claim. 10 epochs on all data (the baseline is within
-    # 1 point of its 10-epoch accuracy after 3), the whole test set, attacks on 1000 test images
-    "standard": Preset(epochs=10, train_limit=None, test_limit=None, attack_limit=1000, attack=AttackSettings(
-        attacks=_STUDY_ATTACKS, eps=(0.0, 0.03, 0.07, 0.1), p=(0.0, 0.1, 0.3, 0.5), eot_samples=4,
-        prediction_samples=8, worst_case_steps=20, apgd_steps=10, square_queries=50, probe_examples=100,
-        check_convergence=False), converged=True),
-    # the thesis protocol (100 epochs, all data) and budgets; attacks on 1000 test images
-    "thesis": Preset(epochs=None, train_limit=None, test_limit=None, attack_limit=1000, attack=AttackSettings(
-        attacks=_STUDY_ATTACKS, eps=DEFAULT_BUDGETS["eps"], p=DEFAULT_BUDGETS["p"], eot_samples=16,
-        prediction_samples=16, worst_case_steps=50, apgd_steps=100, square_queries=1000, check_convergence=True),
-        converged=True),
-}
 
 
 # --- jobs --------------------------------------------------------------------------------------
@@ -268,7 +92,7 @@ def plan_jobs(runs: Iterable[PlannedRun], seeds: int, preset: Preset, out_dir: s
     for job in jobs:  # expand_grid allows only safe names; this guards runs made some other way
         if not job.run_dir.resolve().is_relative_to(out_dir):
             raise ConfigError(f"run {job.name!r} would be written to {job.run_dir.resolve()}, outside the study "
-                              f"directory {out_dir}; rename the run ({_SAFE_NAME_RULE}) or remove the link")
+                              f"directory {out_dir}; rename the run ({RUN_NAME_RULE}) or remove the link")
     return jobs
 
 

@@ -1,0 +1,7 @@
+"""``python -m stochrelax.cli``."""
+
+import sys
+
+from stochrelax.cli import main
+
+sys.exit(main())

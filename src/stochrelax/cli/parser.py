@@ -1,0 +1,303 @@
+"""The ``stochrelax`` argument parser: one small function per command (:data:`COMMANDS`).
+
+A bad argument is a :class:`~stochrelax.cli.commands.UsageError`: one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+
+from stochrelax import __version__
+from stochrelax.attacks.proxies import Proxy
+from stochrelax.cli import commands
+from stochrelax.cli.commands import DEVICES, UsageError
+from stochrelax.grid import PRESETS, STUDY_GRID
+from stochrelax.robustness import DEFAULT_BUDGETS, DEFAULT_PROXIES, EVALUATIONS, THESIS_ATTACKS
+from stochrelax.sweep import BACKENDS
+
+__all__ = ["build_parser", "COMMANDS"]
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _attack_names(text: str) -> tuple[str, ...]:
+    names = tuple(EVALUATIONS) if text == "all" else tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in EVALUATIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown attack(s) {', '.join(unknown) or text!r}; "
+                                         f"valid: {', '.join(EVALUATIONS)}, all")
+    return names
+
+
+def _proxy_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated proxies such as own,tanh:0.5, got {text!r}")
+    for name in names:
+        try:
+            Proxy.parse(name)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return names
+
+
+def _directory(text: str) -> Path:
+    """An output directory: absent (it will be made) or a directory, not a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file; give a directory")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps help text without breaking names like ``apgd-ce`` at their hyphen."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument as a :class:`UsageError`: one line, exit status 2, like every other error."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, formatter_class=_HelpFormatter, **kwargs)
+
+    def error(self, message: str) -> None:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+
+
+def _add_common_options(sub: argparse.ArgumentParser) -> None:
+    """--data-dir and --device, shared by every command that loads data and computes."""
+    sub.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                     help="directory with the four Fashion-MNIST .gz files (default: $STOCHRELAX_DATA, "
+                          "/usr/share/datasets/fashion-mnist, then a download into the cache)")
+    sub.add_argument("--device", default="auto", choices=list(DEVICES),
+                     help="where to compute (default: auto = CUDA when present)")
+
+
+def _add_sweep_options(sub: argparse.ArgumentParser) -> None:
+    """The options ``sweep`` and ``reproduce`` share."""
+    sub.add_argument("--seeds", type=_positive_int, default=1, metavar="N", help="seeds 0..N-1 per run (default 1)")
+    sub.add_argument("--preset", default="quick", choices=list(PRESETS),
+                     help="smoke: minutes, a pipeline check; quick: well under an hour on 2 CPU cores, a first "
+                          "answer on differences; standard: overnight with 3 seeds, answers every claim; "
+                          "thesis: the full protocol (100 epochs, all data) (default quick)")
+    sub.add_argument("--backend", default="local", choices=list(BACKENDS),
+                     help="local: a process pool on this machine; ray: tasks on a running Ray cluster")
+    sub.add_argument("--workers", type=_positive_int, default=None, metavar="W",
+                     help="local processes at once, the CPU threads divided among them "
+                          "(default: one per CPU core; 1 on CUDA)")
+    sub.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="Ray cluster to join (default: the one `ray start` left on this machine)")
+    sub.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common_options(sub)
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax train``."""
+    train = subparsers.add_parser("train", help="train a network from a YAML config and write a run directory",
+                                description="Train a network from a YAML config and write a run directory.")
+    train.add_argument("config", type=Path, nargs="?", default=None,
+                       help="YAML config, e.g. configs/relu_deterministic.yaml")
+    train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                       help="continue an interrupted run from its last epoch checkpoint (instead of CONFIG)")
+    train.add_argument("--out", type=Path, default=None, metavar="DIR", help="run directory (default: runs/CONFIG-seedS)")
+    train.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="override train.epochs")
+    train.add_argument("--seed", type=int, default=None, metavar="S", help="override train.seed")
+    train.add_argument("--train-limit", type=_positive_int, default=None, metavar="N", help="use the first N training images")
+    train.add_argument("--test-limit", type=_positive_int, default=None, metavar="N", help="use the first N test images")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common_options(train)
+    train.set_defaults(handler=commands.train)
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax evaluate``."""
+    evaluate = subparsers.add_parser("evaluate", help="test accuracy of finished runs",
+                                   description="Test accuracy and NLL of finished runs, averaging K noise samples.")
+    evaluate.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--samples", type=_positive_int, default=1, metavar="K",
+                          help="K softmax samples averaged per prediction (default 1, the thesis setting)")
+    evaluate.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the noise draws")
+    evaluate.add_argument("--test-limit", type=_positive_int, default=None, metavar="N", help="use the first N test images")
+    _add_common_options(evaluate)
+    evaluate.set_defaults(handler=commands.evaluate)
+
+
+def _add_attack(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax attack``."""
+    attack = subparsers.add_parser(
+        "attack", help="attack a finished run and write its robustness table",
+        description="Attack a finished run on the test set, write attacks.csv and attacks.json in the run "
+                    "directory, and warn about signs of gradient masking. Stochastic models are attacked "
+                    "twice per gradient attack: with one noise draw and with --eot draws (EOT). "
+                    "--attack worst-case adds the adaptive per-example worst case, the robust accuracy to report.")
+    attack.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    attack.add_argument("--attack", type=_attack_names, default=THESIS_ATTACKS, metavar="NAMES",
+                        help=f"comma-separated names from {', '.join(EVALUATIONS)}, or all; worst-case: an "
+                             "image is robust only if it survives every attack of an adaptive ensemble "
+                             f"(default: the thesis' {','.join(THESIS_ATTACKS)})")
+    attack.add_argument("--eps", type=_float_list, default=None, metavar="LIST",
+                        help=f"L-inf budgets in pixels (default {','.join(map(str, DEFAULT_BUDGETS['eps']))})")
+    attack.add_argument("--p", type=_float_list, default=None, metavar="LIST",
+                        help=f"missing-feature ratios (default {','.join(map(str, DEFAULT_BUDGETS['p']))})")
+    attack.add_argument("--eot", type=_positive_int, default=16, metavar="K",
+                        help="noise draws per attack gradient of the EOT variant (default 16)")
+    attack.add_argument("--samples", type=_positive_int, default=16, metavar="K",
+                        help="softmax samples of the averaged predictor judging each result (default 16)")
+    attack.add_argument("--limit", type=_positive_int, default=1000, metavar="N",
+                        help="attack the first N test images (default 1000; 10000 is the whole test set)")
+    attack.add_argument("--batch-size", type=_positive_int, default=500, metavar="B")
+    attack.add_argument("--pgd-steps", type=_positive_int, default=20, metavar="N", help="default 20")
+    attack.add_argument("--apgd-steps", type=_positive_int, default=100, metavar="N", help="default 100")
+    attack.add_argument("--square-queries", type=_positive_int, default=1000, metavar="N",
+                        help="default 1000 (AutoAttack: 5000; a stochastic model costs 2 x --eot passes per query)")
+    attack.add_argument("--proxy", type=lambda text: _proxy_list(text)[0], default="own", metavar="PROXY",
+                        help="how the per-attack rows differentiate sign units: own (the trained estimator's "
+                             "proxy, default) or tanh:T")
+    attack.add_argument("--proxies", type=_proxy_list, default=DEFAULT_PROXIES, metavar="LIST",
+                        help=f"proxies the worst case tries on sign units (default {','.join(DEFAULT_PROXIES)})")
+    attack.add_argument("--worst-case-steps", type=_positive_int, default=50, metavar="N",
+                        help="iterations of the worst case's PGD members (default 50)")
+    attack.add_argument("--transfer-from", type=Path, default=None, metavar="RUN_DIR",
+                        help="a second, independently trained run: the worst case adds PGD examples crafted on it")
+    attack.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="seed of noise, random starts, masks and the fixed evaluation draws")
+    attack.add_argument("--no-convergence-check", action="store_true",
+                        help="skip the probe that reruns PGD with twice the steps and EOT samples")
+    attack.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common_options(attack)
+    attack.set_defaults(handler=commands.attack)
+
+
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax report``."""
+    report = subparsers.add_parser(
+        "report", help="one HTML page (and report.md) with the tables and figures of finished runs",
+        description="Write OUT/index.html — summary table and every figure of the thesis, no network or "
+                    "JavaScript needed — and OUT/report.md with the same tables.")
+    report.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument("--out", type=_directory, required=True, metavar="DIR", help="report directory")
+    report.add_argument("--limit", type=_positive_int, default=2000, metavar="N",
+                        help="first N test images for the figures that run the models (default 2000)")
+    report.add_argument("--tsne-count", type=_positive_int, default=2000, metavar="N",
+                        help="test images per t-SNE plot (default 2000)")
+    report.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="directory with the four Fashion-MNIST .gz files")
+    report.add_argument("--no-progress", action="store_true", help="no progress bar")
+    report.set_defaults(handler=commands.report)
+
+
+def _add_results(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax results``."""
+    results = subparsers.add_parser(
+        "results", help="aggregate runs over seeds and judge the thesis' claims (CSV and Markdown)",
+        description="Aggregate every finished run below RUNS into results.csv and results.md (one row per "
+                    "configuration, mean ± std over seeds of clean accuracy and of accuracy under each attack, "
+                    "budget and EOT setting), and judge the thesis' claims into verdicts.csv and verdicts.md "
+                    "(estimate, 95% confidence interval over seeds and test images, holds / fails / inconclusive).")
+    results.add_argument("root", type=Path, metavar="RUNS", help="directory holding run directories")
+    results.add_argument("--out", type=_directory, default=None, metavar="DIR", help="where to write (default: RUNS)")
+    results.set_defaults(handler=commands.results)
+
+
+def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax sweep``."""
+    sweep = subparsers.add_parser(
+        "sweep", help="train and attack every run x seed of an experiment grid; resumable",
+        description="Train every run x seed of an experiment grid into OUT/NAME-seedS and attack it with the "
+                    "thesis attacks (single-draw and EOT). Run it again to continue an interrupted sweep: "
+                    "finished runs are skipped, unfinished ones resume from their last epoch checkpoint.")
+    sweep.add_argument("grid", type=Path, metavar="GRID", help="experiment grid, e.g. configs/thesis_study.yaml")
+    sweep.add_argument("--out", type=Path, required=True, metavar="DIR", help="study directory")
+    _add_sweep_options(sweep)
+    sweep.set_defaults(handler=commands.sweep, interrupted=commands.CONTINUE_STUDY)
+
+
+def _add_reproduce(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax reproduce``."""
+    reproduce = subparsers.add_parser(
+        "reproduce", help="the thesis study in one command: sweep, results over seeds, verdicts, report",
+        description="Run the thesis study (configs/thesis_study.yaml, shipped with the package) with a preset: "
+                    "train and attack every run x seed (resumable: run it again after an interruption), "
+                    "aggregate mean ± std over seeds into OUT/results.csv and results.md, judge each claim of "
+                    "the thesis into OUT/verdicts.*, and write the report OUT/report/index.html.")
+    reproduce.add_argument("--out", type=Path, default=None, metavar="DIR",
+                           help="study directory (default: runs/reproduce-PRESET)")
+    reproduce.add_argument("--grid", type=Path, default=STUDY_GRID, metavar="GRID",
+                           help="experiment grid (default: the thesis study)")
+    reproduce.add_argument("--limit", type=_positive_int, default=2000, metavar="N",
+                           help="first N test images for the report's figures (default 2000)")
+    reproduce.add_argument("--tsne-count", type=_positive_int, default=1000, metavar="N",
+                           help="test images per t-SNE plot (default 1000)")
+    _add_sweep_options(reproduce)
+    reproduce.set_defaults(handler=commands.reproduce, interrupted=commands.CONTINUE_STUDY)
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax bench``."""
+    bench = subparsers.add_parser(
+        "bench", help="benchmarks: stochrelax against the plain alternatives, as ratios measured in one run",
+        description="Time stochrelax against the obvious alternatives in the same process (plain DataLoader "
+                    "training, ART attacks, looped EOT and Monte Carlo prediction, a large matrix product), "
+                    "alternating repetitions; print medians, ratios and spreads, and the end-to-end times.")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes, under a minute (what CI runs); "
+                                                            "no end-to-end run")
+    bench.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the report as JSON")
+    bench.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                       help="torch threads (default 1: a sweep runs one single-thread worker per core)")
+    bench.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                       help="directory with the four Fashion-MNIST .gz files")
+    bench.add_argument("--no-progress", action="store_true", help="do not log each measurement to stderr")
+    bench.set_defaults(handler=commands.bench)
+
+
+def _add_data(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax data info``."""
+    data = subparsers.add_parser("data", help="dataset commands", description="Dataset commands.")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    info = data_commands.add_parser("info", help="where Fashion-MNIST was found, checksums, sizes, pixel stats",
+                                    description="Where Fashion-MNIST was found, checksums, sizes and pixel stats.")
+    info.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="directory with the four .gz files")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(handler=commands.data_info)
+
+
+COMMANDS = (_add_train, _add_evaluate, _add_attack, _add_report, _add_results, _add_sweep, _add_reproduce,
+            _add_bench, _add_data)
+"""Each adds one command's sub-parser, in the order ``--help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``stochrelax`` parser: global options, then one sub-parser per command (:data:`COMMANDS`)."""
+    parser = _Parser(
+        prog="stochrelax",
+        description="Stochastic neurons (noise in pre-activations), trained on Fashion-MNIST, "
+                    "and their adversarial robustness.")
+    parser.add_argument("--version", action="version", version=f"stochrelax {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error in a command, show the full Python traceback instead of one line")
+    parser.set_defaults(interrupted="nothing was lost but the work in progress")  # what Ctrl-C says to do next
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
