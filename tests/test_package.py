@@ -95,4 +95,4 @@ def test_building_blocks_never_import_workflows_or_the_cli() -> None:
 def test_the_import_graph_sees_imports_inside_functions() -> None:
     graph = import_graph()
     assert "stochrelax.report" in graph["stochrelax.cli.commands"]  # imported where it is needed, not at the top
-    assert "stochrelax.runs" in graph["stochrelax.plots"]  # `from stochrelax import runs`
+    assert "stochrelax.runs" in graph["stochrelax.plots.style"]  # `from stochrelax import runs`

@@ -1,0 +1,87 @@
+"""Figures beyond the thesis about one run: a reliability diagram and accuracy against the number
+of noise samples averaged."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from stochrelax import runs
+from stochrelax.data import FashionMNIST
+from stochrelax.models import predictive_log_prob
+from stochrelax.plots.measures import (accuracy_by_samples, calibration_bins, confidences, draw_logits,
+                                       expected_calibration_error, first_test_images, single_draw_accuracy)
+from stochrelax.plots.style import EVALUATION_IMAGES, SEED, SINGLE, WIDE, new_figure
+from stochrelax.rng import seeded
+
+
+def reliability_diagram(run_dir: str | Path, data: FashionMNIST, samples: int = 16, bins: int = 15) -> Figure:
+    """Accuracy against confidence per confidence bin, with the expected calibration error (not in the thesis).
+
+    Uses the first :data:`EVALUATION_IMAGES` test images of ``data`` and the predictive
+    distribution of ``samples`` noise draws. Left: accuracy per bin against the diagonal
+    of perfect calibration; right: the number of predictions per bin.
+    """
+    run = runs.load_run(run_dir)
+    pixels, labels = first_test_images(data, EVALUATION_IMAGES)
+    with seeded(SEED):
+        logits = draw_logits(run.model, pixels, samples)
+    confidence, correct = confidences(predictive_log_prob(logits), labels)
+    counts, mean_confidence, accuracy = calibration_bins(confidence, correct, bins)
+    ece = expected_calibration_error(confidence, correct, bins)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    occupied = (counts > 0).numpy()
+    figure = new_figure(WIDE)
+    reliability, population = figure.subplots(1, 2)
+    reliability.bar(edges[:-1][occupied], accuracy.numpy()[occupied], width=1 / bins, align="edge",
+                    color="tab:blue", edgecolor="black", linewidth=0.5, label="accuracy")
+    reliability.plot(mean_confidence.numpy()[occupied], accuracy.numpy()[occupied], "o", color="tab:orange",
+                     markersize=3, label="accuracy at the bin's mean confidence")
+    reliability.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    reliability.set_xlabel("confidence (maximum predictive probability)")
+    reliability.set_ylabel("accuracy")
+    reliability.set_xlim(0.0, 1.0)
+    reliability.set_ylim(0.0, 1.0)
+    reliability.legend(loc="upper left", fontsize="small")
+    reliability.set_title("accuracy per confidence bin", fontsize=9)
+    population.bar(edges[:-1], counts.numpy(), width=1 / bins, align="edge", color="tab:gray", edgecolor="black",
+                   linewidth=0.5)
+    population.set_xlabel("confidence (maximum predictive probability)")
+    population.set_ylabel("test images")
+    population.set_xlim(0.0, 1.0)
+    population.set_title("predictions per bin", fontsize=9)
+    figure.suptitle(f"Reliability of {run.path.name} on {labels.numel()} test images, K={logits.shape[0]}: "
+                    f"ECE = {ece:.3f} ({bins} bins)")
+    return figure
+
+
+def accuracy_vs_samples(run_dir: str | Path, data: FashionMNIST,
+                        sample_counts: Sequence[int] = (1, 2, 4, 8, 16, 32)) -> Figure:
+    """Clean accuracy of the K-sample averaged predictor against K, log x axis (not in the thesis).
+
+    Uses the first :data:`EVALUATION_IMAGES` test images of ``data``; the predictor with
+    K draws averages the first K of max(``sample_counts``) draws. The dashed line is the
+    accuracy of one noisy pass (mean ± std over the draws). A deterministic network gives
+    a flat line.
+    """
+    run = runs.load_run(run_dir)
+    pixels, labels = first_test_images(data, EVALUATION_IMAGES)
+    with seeded(SEED):
+        logits = draw_logits(run.model, pixels, max(sample_counts))
+    accuracies = accuracy_by_samples(logits, labels, sample_counts)
+    single_mean, single_std = single_draw_accuracy(logits, labels)
+    figure = new_figure(SINGLE)
+    ax = figure.subplots()
+    ax.plot(sample_counts, accuracies, marker="o", label="K-sample averaged predictor")
+    ax.axhline(single_mean, linestyle="--", color="gray", label=f"single draw: {single_mean:.1%} ± {single_std:.1%}")
+    ax.axhspan(single_mean - single_std, single_mean + single_std, color="gray", alpha=0.15, linewidth=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(sample_counts), [str(count) for count in sample_counts])
+    ax.set_xlabel("noise draws K averaged per prediction")
+    ax.set_ylabel("clean test accuracy")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title(f"Accuracy vs noise draws K of {run.path.name} on {labels.numel()} test images", fontsize=9)
+    return figure
