@@ -86,7 +86,7 @@ def test_building_blocks_never_import_workflows_or_the_cli() -> None:
     blocks = {"stochrelax.noise", "stochrelax.estimators", "stochrelax.layers", "stochrelax.models",
               "stochrelax.data", "stochrelax.rng", "stochrelax.attacks", "stochrelax.attacks.core"}
     workflows = {"stochrelax.cli", "stochrelax.train", "stochrelax.robustness", "stochrelax.sweep",
-                 "stochrelax.report", "stochrelax.claims", "stochrelax.results", "stochrelax.bench"}
+                 "stochrelax.report", "stochrelax.claims", "stochrelax.results"}
     graph = import_graph()
     assert {block: graph[block] & workflows for block in blocks if graph[block] & workflows} == {}
 
