@@ -165,6 +165,13 @@ def test_device_cuda_without_cuda_is_a_one_line_error(command, real_data_dir, tm
     assert not (tmp_path / "run").exists()
 
 
+def test_bench_outside_a_source_checkout_is_a_one_line_error_saying_how(monkeypatch, tmp_path, capsys):
+    """An installed stochrelax has no ``benchmarks/`` beside it: the error says where they are."""
+    monkeypatch.setattr("stochrelax.cli.commands.__file__", str(tmp_path / "site-packages" / "stochrelax" / "cli" / "commands.py"))
+    assert_one_line_error(main(["bench", "--quick"]), capsys.readouterr().err, "source checkout",
+                          "python -m benchmarks")
+
+
 # --- attack ------------------------------------------------------------------------------------
 
 def test_attack_prints_the_table_and_writes_it_to_the_run(trained, real_data_dir, capsys):

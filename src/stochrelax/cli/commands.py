@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -214,23 +215,21 @@ def reproduce(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> None:
-    import tempfile
+    """Runs ``benchmarks.run`` of the source checkout that this stochrelax is installed from.
 
-    from stochrelax.bench import format_report, project_thesis_study, run_benchmarks, time_smoke_reproduce
+    The benchmarks are not part of the installed package: they live in ``benchmarks/``
+    beside ``src/``, which an editable install (``pip install -e .``) leaves in place.
+    """
+    root = Path(__file__).resolve().parents[3]  # src/stochrelax/cli/commands.py -> the checkout
+    if not (root / "benchmarks").is_dir():
+        raise UsageError("stochrelax bench runs from a source checkout of stochrelax (the benchmarks are not "
+                         "installed with the package): git clone the repository, pip install -e . in it, then "
+                         "python -m benchmarks (or stochrelax bench) there")
+    sys.path.insert(0, str(root))
+    import benchmarks
 
-    torch.set_num_threads(args.threads)
-    report = run_benchmarks(quick=args.quick, progress=not args.no_progress, data_dir=args.data_dir)
-    cores = usable_cpus()
-    seconds, detail = project_thesis_study(report.rows, [run.config for run in load_grid(STUDY_GRID)], cores)
-    report.notes.append(f"projected wall time of the thesis preset, one seed: {seconds / 3600:.0f} h ({detail}, "
-                        f"one run per core at the rates above, measured with {args.threads} thread(s))")
-    if not args.quick:
-        with tempfile.TemporaryDirectory() as study:
-            smoke = time_smoke_reproduce(study, args.data_dir)
-        report.notes.append(f"end to end: stochrelax reproduce --preset smoke --seeds 1 took {smoke:.0f} s")
-    print(format_report(report))
-    if args.out is not None:
-        print(f"written to {report.write_json(args.out)}")
+    benchmarks.run(quick=args.quick, out=args.out, threads=args.threads, data_dir=args.data_dir,
+                   progress=not args.no_progress)
 
 
 def data_info(args: argparse.Namespace) -> None:

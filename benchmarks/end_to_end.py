@@ -1,0 +1,49 @@
+"""End to end: the thesis study's projected wall time from the measured rates, and the smoke study's real one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from benchmarks.harness import Row
+from stochrelax.config import RunConfig
+
+__all__ = ["project_thesis_study", "time_smoke_reproduce"]
+
+
+def project_thesis_study(rows: Sequence[Row], runs: Sequence[RunConfig], cores: int) -> tuple[float, str]:
+    """Projected wall time (seconds) of the ``thesis`` preset for one seed of ``runs`` on ``cores`` cores.
+
+    Training: 100 epochs × 60,000 images at the measured throughput of the matching
+    network (ReLU deterministic / logistic noise, sign STE / score; FGSM-mixture epochs see
+    twice the images, PGD-10 training costs 11 passes per image). Attacks: the thesis
+    budgets on 1,000 images — 10 FGSM steps and 260 iterative-FGSM steps — at the measured
+    PGD cost per gradient step, ×17 for a stochastic run (single-draw plus EOT-16). One
+    run per core, perfectly packed: a lower bound for the sweep.
+    """
+    rate = {row.key.split("/", 1)[1]: row.ours for row in rows if row.key.startswith("train/")}
+    pgd = next(row for row in rows if row.key == "attack/pgd-20")
+    seconds_per_gradient_step = 1.0 / (pgd.ours * 20)  # per image
+    total = 0.0
+    for config in runs:
+        activation = config.model.activation
+        variant = ("deterministic" if activation.noise is None and activation.kind == "relu" else
+                   "relu-logistic" if activation.kind == "relu" else
+                   "sign-score" if activation.estimator == "score" else "sign-ste")
+        images = 100 * 60_000 * {None: 1.0, "fgsm_mixture": 1.99, "pgd": 11.0}[config.train.adversarial.method]
+        total += images / rate[variant]
+        total += 1000 * (10 + 260) * seconds_per_gradient_step * (17 if activation.noise is not None else 1)
+    return total / cores, (f"{len(runs)} runs x 100 epochs on 60,000 images, thesis attack budgets on 1,000 images, "
+                           f"{cores} cores")
+
+
+def time_smoke_reproduce(out_dir: str | Path, data_dir: str | Path | None = None) -> float:
+    """Wall seconds of ``stochrelax reproduce --preset smoke --seeds 1`` in a child process."""
+    command = [sys.executable, "-m", "stochrelax.cli", "reproduce", "--preset", "smoke", "--seeds", "1",
+               "--out", str(out_dir), "--no-progress"] + (["--data-dir", str(data_dir)] if data_dir else [])
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
