@@ -16,8 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stochrelax.estimators import MovingAverageBaseline, score_function, score_function_surrogate
-from stochrelax.layers import StochasticActivation
+from stochrelax.estimators import (STRAIGHT_THROUGH_DERIVATIVES, MovingAverageBaseline, score_function,
+                                   score_function_surrogate)
+from stochrelax.layers import StochasticActivation, noise_disabled
 from stochrelax.models import collect_log_prob
 from stochrelax.noise import NOISES, make_noise
 from stochrelax.rng import seeded
@@ -82,6 +83,39 @@ def test_classic_ste_passes_gradient_where_the_pre_activation_is_within_one() ->
     (output * torch.arange(7.0)).sum().backward()
     assert output.tolist() == [-1, -1, -1, 1, 1, 1, 1]
     assert pre_activation.grad.tolist() == [0, 1, 2, 3, 4, 5, 0]
+
+
+# --- without a noise draw: sign(a) and the derivative of the smooth function the estimator stands for ---
+
+
+def logistic_density_times_two(pre_activation: torch.Tensor, std: float = 0.5) -> torch.Tensor:
+    """2p(a) of zero-mean logistic noise: the derivative of 2F(a) − 1 = tanh(a / 2s)."""
+    scale = std * math.sqrt(3.0) / math.pi
+    return (1.0 - torch.tanh(pre_activation / (2 * scale)) ** 2) / (2 * scale)
+
+
+def hard_tanh_derivative(pre_activation: torch.Tensor) -> torch.Tensor:
+    return (pre_activation.abs() <= 1.0).double()
+
+
+@pytest.mark.parametrize("estimator,noise,derivative", [("ste", "logistic", logistic_density_times_two),
+                                                        ("score", "logistic", logistic_density_times_two),
+                                                        ("classic_ste", "logistic", hard_tanh_derivative),
+                                                        ("classic_ste", None, hard_tanh_derivative)])
+def test_a_sign_unit_without_a_draw_back_propagates_its_estimators_straight_through_derivative(
+        estimator: str, noise: str | None, derivative) -> None:
+    pre_activation = torch.tensor([-1.5, -0.6, 0.0, 0.3, 2.0], dtype=torch.float64, requires_grad=True)
+    unit = StochasticActivation("sign", noise, std=None if noise is None else 0.5, estimator=estimator)
+    with noise_disabled(unit):
+        output = unit(pre_activation)
+    output.sum().backward()
+    assert output.tolist() == [-1, -1, 1, 1, 1] and unit.last_log_prob is None
+    torch.testing.assert_close(pre_activation.grad, derivative(pre_activation.detach()))
+
+
+def test_the_straight_through_derivative_refuses_a_unit_without_noise() -> None:
+    with pytest.raises(ValueError, match="needs a noise distribution"):
+        STRAIGHT_THROUGH_DERIVATIVES["ste"](None)
 
 
 # --- score function: unbiased for a two-layer network of sign units ---------------------

@@ -5,10 +5,11 @@ P(y = +1) = F(a), so E[y] = 2F(a) − 1 and dE[y]/da = 2p(a). (Thesis eq. 2.8 wr
 E[y] = F(a), which holds for {0, 1} outputs, not ±1.)
 
 Every estimator takes the pre-activation ``a``, the binary sample ``y`` computed in
-the forward pass and the noise distribution, and returns ``(output, log_prob)``:
-the output carries the sample's *value* and the estimator's *gradient*; ``log_prob``
-is the per-example log-likelihood log p(y | a) that the score-function estimator
-needs (``None`` for the others).
+the forward pass and, where it uses it, the noise distribution, and returns
+``(output, log_prob)``: the output carries the sample's *value* and the estimator's
+*gradient*; ``log_prob`` is the per-example log-likelihood log p(y | a) that the
+score-function estimator needs (``None`` for the others). :data:`ESTIMATORS` binds
+each to a unit's noise, giving an :data:`Estimator` of ``(a, y)``.
 
 - ``"ste"``: straight-through estimator of thesis eq. 2.8/2.9 done right: the forward
   value is the sample, the backward pass is the gradient of E[y], 2p(a). Logistic
@@ -23,13 +24,16 @@ needs (``None`` for the others).
   :func:`score_function_surrogate`. Unbiased for any baseline b that does not depend
   on the current noise draw.
 
-With no noise (noise off, or a deterministic sign unit), ``"ste"`` and ``"score"``
-keep the forward value sign(a) and back-propagate through 2p(a), the same smooth
-proxy (BPDA, Athalye et al. 2018): there is no randomness to score.
+Without a noise draw (noise off, or a deterministic sign unit) there is no randomness
+to score: a sign unit keeps the forward value sign(a) and back-propagates through the
+derivative of the smooth function its estimator stands for
+(:data:`STRAIGHT_THROUGH_DERIVATIVES`): 2p(a) for ``"ste"`` and ``"score"`` (BPDA,
+Athalye et al. 2018), 1 where |a| ≤ 1 for ``"classic_ste"``.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -37,7 +41,10 @@ import torch
 from stochrelax.noise import Noise
 
 __all__ = [
+    "Estimator",
     "ESTIMATORS",
+    "GradientProxy",
+    "STRAIGHT_THROUGH_DERIVATIVES",
     "binarize",
     "with_gradient_of",
     "straight_through_derivative",
@@ -49,8 +56,11 @@ __all__ = [
     "MovingAverageBaseline",
 ]
 
-# (pre_activation, sample, noise, noisy) -> (output, per-example log p(y | a) or None)
-EstimatorFn = Callable[[torch.Tensor, torch.Tensor, Noise | None, bool], tuple[torch.Tensor, torch.Tensor | None]]
+Estimator = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+"""A sign unit's estimator bound to its noise: (pre-activation a, sample y) -> (output, log p(y | a) (B,) or None)."""
+
+GradientProxy = Callable[[torch.Tensor], torch.Tensor]
+"""Derivative s'(a) of a smooth stand-in s for a sign unit, evaluated at the pre-activation."""
 
 
 def binarize(x: torch.Tensor) -> torch.Tensor:
@@ -71,8 +81,7 @@ class _StraightThrough(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pre_activation: torch.Tensor, sample: torch.Tensor,
-                derivative: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def forward(ctx, pre_activation: torch.Tensor, sample: torch.Tensor, derivative: GradientProxy) -> torch.Tensor:
         ctx.derivative = derivative
         ctx.save_for_backward(pre_activation)
         return sample
@@ -83,8 +92,7 @@ class _StraightThrough(torch.autograd.Function):
         return grad_output * ctx.derivative(pre_activation), None, None
 
 
-def with_gradient_of(value: torch.Tensor, pre_activation: torch.Tensor,
-                     derivative: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def with_gradient_of(value: torch.Tensor, pre_activation: torch.Tensor, derivative: GradientProxy) -> torch.Tensor:
     """``value`` in the forward pass; ``derivative(pre_activation)`` times the gradient backward.
 
     The straight-through construction every estimator here and every attack proxy
@@ -93,8 +101,15 @@ def with_gradient_of(value: torch.Tensor, pre_activation: torch.Tensor,
     return _StraightThrough.apply(pre_activation, value, derivative)
 
 
-def straight_through_derivative(noise: Noise) -> Callable[[torch.Tensor], torch.Tensor]:
-    """a ↦ d/da E[sign(a − ξ)] = 2p(a), the straight-through estimator's backward factor."""
+def straight_through_derivative(noise: Noise | None) -> GradientProxy:
+    """a ↦ d/da E[sign(a − ξ)] = 2p(a), the straight-through estimator's backward factor.
+
+    Raises:
+        ValueError: without a noise distribution, which has no density.
+    """
+    if noise is None:
+        raise ValueError("the straight-through derivative 2p(a) = d/da E[sign(a - ξ)] needs a noise distribution; "
+                         "use estimator 'classic_ste' for a deterministic sign unit")
     return lambda pre_activation: 2.0 * noise.pdf(pre_activation)
 
 
@@ -103,23 +118,19 @@ def classic_straight_through_derivative(pre_activation: torch.Tensor) -> torch.T
     return (pre_activation.abs() <= 1.0).to(pre_activation.dtype)
 
 
-def straight_through(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None,
-                     noisy: bool = True) -> tuple[torch.Tensor, None]:
+def straight_through(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None
+                     ) -> tuple[torch.Tensor, None]:
     """Sample value forward, gradient of E[y] = 2F(a) − 1 backward (thesis eq. 2.8)."""
-    if noise is None:
-        raise ValueError("estimator 'ste' differentiates E[sign(a - ξ)] and needs a noise distribution; "
-                         "use 'classic_ste' for a deterministic sign unit")
     return with_gradient_of(sample, pre_activation, straight_through_derivative(noise)), None
 
 
-def classic_straight_through(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None = None,
-                             noisy: bool = True) -> tuple[torch.Tensor, None]:
+def classic_straight_through(pre_activation: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, None]:
     """Sample value forward, gradient of hard-tanh(a) backward (1 where |a| ≤ 1)."""
     return with_gradient_of(sample, pre_activation, classic_straight_through_derivative), None
 
 
-def score_function(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None,
-                   noisy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def score_function(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample value without gradient, plus per-example log p(y | a) = Σ_units log F(±a).
 
     P(y = −1) = 1 − F(a) = F(2μ − a) for noise symmetric about its mean μ (every noise in
@@ -130,14 +141,10 @@ def score_function(pre_activation: torch.Tensor, sample: torch.Tensor, noise: No
         The detached sample and the log-likelihood of shape (B,), summed over all
         non-batch dimensions. The log-likelihood only feeds a gradient, so under
         ``torch.no_grad()`` (prediction) it is not computed and ``None`` is returned.
-        Without noise (``noisy=False``) there is nothing to score: the sign is returned
-        with the 2p(a) proxy gradient and ``None``.
     """
     if noise is None:
         raise ValueError("estimator 'score' scores the noise draw and needs a noise distribution; "
                          "use 'classic_ste' for a deterministic sign unit")
-    if not noisy:
-        return straight_through(pre_activation, sample, noise)
     if not torch.is_grad_enabled():
         return sample, None
     # μ + y·(a − μ) is a for y = +1 and 2μ − a for y = −1: arithmetic, ~8× cheaper than torch.where here.
@@ -149,10 +156,19 @@ def score_function(pre_activation: torch.Tensor, sample: torch.Tensor, noise: No
     return sample.detach(), log_prob.sum(dim=unit_dims) if unit_dims else log_prob  # (B,)
 
 
-ESTIMATORS: dict[str, EstimatorFn] = {
-    "ste": straight_through,
-    "classic_ste": classic_straight_through,
-    "score": score_function,
+# Each estimator bound to a unit's noise distribution (``None`` for a deterministic unit).
+ESTIMATORS: dict[str, Callable[[Noise | None], Estimator]] = {
+    "ste": lambda noise: partial(straight_through, noise=noise),
+    "classic_ste": lambda noise: classic_straight_through,
+    "score": lambda noise: partial(score_function, noise=noise),
+}
+
+# The derivative s'(a) of the smooth s(a) each estimator stands for, bound to a unit's noise: what a
+# sign unit back-propagates when it draws no noise, and the proxy score-function units are attacked through.
+STRAIGHT_THROUGH_DERIVATIVES: dict[str, Callable[[Noise | None], GradientProxy]] = {
+    "ste": straight_through_derivative,
+    "classic_ste": lambda noise: classic_straight_through_derivative,
+    "score": straight_through_derivative,
 }
 
 

@@ -11,20 +11,23 @@ forward pass — in training and evaluation alike, because the network is a stoc
 predictor. ``noise_enabled = False`` gives the deterministic counterpart f(a).
 
 ReLU units use the ordinary pathwise gradient. Sign units need an estimator
-(:mod:`stochrelax.estimators`). Sign with multiplicative noise is refused: sign(a·ξ)
-= sign(a)·sign(ξ) has a distribution that does not depend on |a|, so no estimator
-gets a learning signal.
+(:mod:`stochrelax.estimators`); without a noise draw they back-propagate through the
+derivative of the smooth function their estimator stands for. Sign with multiplicative
+noise is refused: sign(a·ξ) = sign(a)·sign(ξ) has a distribution that does not depend
+on |a|, so no estimator gets a learning signal.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 
-from stochrelax.estimators import ESTIMATORS, binarize, straight_through_derivative, with_gradient_of
+from stochrelax.estimators import (ESTIMATORS, STRAIGHT_THROUGH_DERIVATIVES, GradientProxy, binarize,
+                                   with_gradient_of)
 from stochrelax.noise import NOISES, Noise, make_noise
 
 __all__ = [
@@ -49,25 +52,18 @@ MODES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 DEFAULT_NOISE_MEAN = {"additive": 0.0, "multiplicative": 1.0}
 
 
-GradientProxy = Callable[[torch.Tensor], torch.Tensor]
-"""Derivative s'(a) of a smooth stand-in s for a sign unit, evaluated at the pre-activation."""
+@dataclass(frozen=True)
+class _Activation:
+    function: Callable[[torch.Tensor], torch.Tensor]  # f, applied to the perturbed pre-activation
+    pathwise: bool  # back-propagates through f; False: f's gradient is 0 almost everywhere, an estimator supplies one
 
 
-def _relu(pre_activation: torch.Tensor, perturbed: torch.Tensor, noise: Noise | None, estimator: str | None,
-          noisy: bool, gradient_proxy: GradientProxy | None) -> tuple[torch.Tensor, None]:
-    return torch.relu(perturbed), None
+def _sign_sample(perturbed: torch.Tensor) -> torch.Tensor:
+    return binarize(perturbed.detach())
 
 
-def _sign(pre_activation: torch.Tensor, perturbed: torch.Tensor, noise: Noise | None, estimator: str | None,
-          noisy: bool, gradient_proxy: GradientProxy | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    sample = binarize(perturbed.detach())
-    if gradient_proxy is not None:
-        return with_gradient_of(sample, pre_activation, gradient_proxy), None
-    return ESTIMATORS[estimator](pre_activation, sample, noise, noisy)
-
-
-# (pre_activation, perturbed pre-activation, noise, estimator, noisy, gradient proxy) -> (output, log p(y | a) or None)
-ACTIVATIONS = {"relu": _relu, "sign": _sign}
+ACTIVATIONS: dict[str, _Activation] = {"relu": _Activation(torch.relu, pathwise=True),
+                                       "sign": _Activation(_sign_sample, pathwise=False)}
 
 
 def _valid(name: str, value: object, options) -> None:
@@ -123,7 +119,9 @@ def stochastic_activation(pre_activation: torch.Tensor, activation: str, noise: 
         noise: the distribution of ξ, or ``None`` for a deterministic unit.
         mode: ``"additive"`` or ``"multiplicative"``.
         estimator: gradient estimator of a sign unit (see :mod:`stochrelax.estimators`).
-        noisy: draw noise; ``False`` gives the deterministic counterpart f(a).
+        noisy: draw noise; ``False`` gives the deterministic counterpart f(a), whose sign units
+            back-propagate through their estimator's straight-through derivative
+            (:data:`~stochrelax.estimators.STRAIGHT_THROUGH_DERIVATIVES`).
         gradient_proxy: for a sign unit, back-propagate through this derivative instead of
             the estimator's (BPDA for attacks, :mod:`stochrelax.attacks.proxies`); the forward
             value is still the sample. Ignored by ReLU units, which have a true gradient.
@@ -132,12 +130,16 @@ def stochastic_activation(pre_activation: torch.Tensor, activation: str, noise: 
         The activation (same shape as the input) and, for score-function sign units,
         the per-example log p(y | a) of shape (B,); otherwise ``None``.
     """
+    unit = ACTIVATIONS[activation]
     draw = noise is not None and noisy
-    perturbed = pre_activation
-    if draw:
-        xi = noise.sample_like(pre_activation.detach())
-        perturbed = MODES[mode](pre_activation, xi)
-    return ACTIVATIONS[activation](pre_activation, perturbed, noise, estimator, draw, gradient_proxy)
+    perturbed = MODES[mode](pre_activation, noise.sample_like(pre_activation.detach())) if draw else pre_activation
+    output = unit.function(perturbed)
+    if unit.pathwise:
+        return output, None
+    if gradient_proxy is None and draw:
+        return ESTIMATORS[estimator](noise)(pre_activation, output)
+    derivative = gradient_proxy or STRAIGHT_THROUGH_DERIVATIVES[estimator](noise)
+    return with_gradient_of(output, pre_activation, derivative), None
 
 
 class StochasticActivation(nn.Module):
@@ -241,7 +243,7 @@ def gradient_proxies(module: nn.Module,
 def _score_unit_proxy(layer: StochasticActivation) -> GradientProxy | None:
     if layer.estimator != "score" or layer.gradient_proxy is not None:
         return None
-    return straight_through_derivative(layer.noise)
+    return STRAIGHT_THROUGH_DERIVATIVES[layer.estimator](layer.noise)
 
 
 @contextmanager
@@ -249,9 +251,10 @@ def straight_through_gradients(module: nn.Module) -> Iterator[nn.Module]:
     """Within the block, score-function sign units back-propagate through the 2p(a) proxy.
 
     Score-function units pass no gradient at all; an attack that uses the units' own
-    estimators differentiates them through 2p(a), the straight-through estimator's proxy.
-    Units with a straight-through estimator, or with a gradient proxy already set
-    (:func:`gradient_proxies`), are unchanged; settings are restored on exit.
+    estimators differentiates them through 2p(a), the straight-through estimator's proxy
+    (:data:`~stochrelax.estimators.STRAIGHT_THROUGH_DERIVATIVES`), set as each unit's
+    ``gradient_proxy``. Units with a straight-through estimator, or with a gradient proxy
+    already set (:func:`gradient_proxies`), are unchanged; settings are restored on exit.
     """
     with gradient_proxies(module, _score_unit_proxy):
         yield module

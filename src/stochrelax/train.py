@@ -6,18 +6,10 @@ it equals cross-entropy of one noisy pass), computed with log-sum-exp. Sign unit
 trained with the score-function estimator add (L − b)·∇ log p(y) with a moving-
 average baseline b (:mod:`stochrelax.estimators`).
 
-Adversarial training (``train.adversarial.method``) is a strategy that may change the
-data of each epoch and each batch (:data:`ADVERSARIAL_TRAINING`):
-
-- ``fgsm_mixture`` (thesis 5.3): train on the clean set together with an FGSM(eps) copy
-  of it, rebuilt from the current model every ``regenerate_every`` epochs. The thesis
-  does not say where the first copy comes from; an untrained network's FGSM examples are
-  just sign noise, so epoch 1 trains on clean data and the copy is built at the start of
-  epochs 2, 2 + regenerate_every, …;
-- ``pgd`` (Madry et al. 2018): replace every batch by PGD adversarial examples.
-
-Adversarial examples are generated in eval mode (BatchNorm running statistics, noise on,
-one noise draw), so the attack does not update BatchNorm statistics.
+Adversarial training (``train.adversarial.method``) is a
+:class:`~stochrelax.training_strategies.TrainingStrategy` that may change the data of
+each epoch and each batch: clean training, the thesis' FGSM mixture or PGD training
+(:mod:`stochrelax.training_strategies`, whose names this module re-exports).
 
 :func:`fit` is the loop over tensors; :func:`train_run` wraps it with a run
 directory, seeding and data loading. After every epoch :func:`train_run` writes a
@@ -48,15 +40,15 @@ from stochrelax.config import RunConfig, TrainConfig
 from stochrelax.data import FashionMNIST, batches
 from stochrelax.estimators import MovingAverageBaseline, score_function_surrogate
 from stochrelax.evaluate import evaluate_model
-from stochrelax.models import build_model, collect_log_prob, evaluating, predictive_log_prob, sample_logits
+from stochrelax.models import build_model, collect_log_prob, predictive_log_prob, sample_logits
 from stochrelax.rng import generator_states, host_generator_states, replaying, seeded, set_host_generator_states
 from stochrelax.stats import NullRecorder, TrainingStatsRecorder, histogram_epochs
 from stochrelax import runs
-from stochrelax.attacks import FGSM, PGD
-from stochrelax.attacks.core import project_linf
+from stochrelax.training_strategies import (ADVERSARIAL_TRAINING, CleanTraining, FGSMMixture, PGDTraining,
+                                            TrainingStrategy)
 
-__all__ = ["EpochMetrics", "TrainingDiverged", "Checkpoint", "CleanTraining", "FGSMMixture", "PGDTraining",
-           "ADVERSARIAL_TRAINING", "fit", "train_run"]
+__all__ = ["EpochMetrics", "TrainingDiverged", "Checkpoint", "TrainingStrategy", "CleanTraining", "FGSMMixture",
+           "PGDTraining", "ADVERSARIAL_TRAINING", "fit", "train_run"]
 
 CHECKPOINT_FORMAT = 2  # 2: Python's and NumPy's generator states
 
@@ -156,112 +148,58 @@ class Checkpoint:
     metadata: dict = field(repr=False)
 
 
-class CleanTraining:
-    """No adversarial examples: every epoch sees the training set as it is."""
+class _TrainingState:
+    """A training run's mutable parts besides the model, the steps that change them, and their (de)serialisation."""
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors a resumed run needs to continue this strategy identically."""
-        return {}
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, recorder: TrainingStatsRecorder) -> None:
+        self.model, self.config, self.recorder = model, config, recorder
+        self.device = next(model.parameters()).device
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+        self.order = torch.Generator().manual_seed(config.seed)  # data order, independent of the noise
+        self.baseline = MovingAverageBaseline(config.score_baseline_decay)
+        self.strategy: TrainingStrategy = ADVERSARIAL_TRAINING[config.adversarial.method](config.adversarial, config)
 
-    def load_state_dict(self, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
-        """Restores :meth:`state_dict` onto ``device``."""
+    def train_epoch(self, images: torch.Tensor, labels: torch.Tensor, epoch: int,
+                    progress: bool) -> tuple[float, float]:
+        """One epoch of steps on ``images`` (the strategy's epoch data); returns the mean loss and accuracy."""
+        self.model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
+        correct = torch.zeros((), dtype=torch.int64, device=images.device)
+        steps = math.ceil(images.shape[0] / self.config.batch_size)
+        batch_stream = batches(images, labels, self.config.batch_size, shuffle=True, generator=self.order)
+        for step, (batch_images, batch_labels) in enumerate(tqdm(batch_stream, total=steps, leave=False,
+                                                                 desc=f"epoch {epoch}/{self.config.epochs}",
+                                                                 disable=not progress), start=1):
+            loss, log_prob = self._step(batch_images, batch_labels, epoch, step)
+            loss_sum += loss.detach().sum().double()
+            correct += (log_prob.detach().argmax(dim=1) == batch_labels).sum()
+        examples = images.shape[0]
+        return loss_sum.item() / examples, correct.item() / examples
 
-    def epoch_data(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images (uint8 as stored or float pixels) and labels of epoch ``epoch`` (from 1)."""
-        return images, labels
-
-    def perturb(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The pixels actually trained on for one batch."""
-        return images
-
-
-class FGSMMixture(CleanTraining):
-    """Thesis 5.3: clean set ∪ FGSM(eps) set, rebuilt from the current model every ``regenerate_every`` epochs.
-
-    Epoch 1 is clean (there is no trained model to attack yet); the FGSM set is built at
-    the start of epochs 2, 2 + regenerate_every, … . Mixed epochs have twice as many
-    examples as the clean set.
-
-    The set is kept as the sign of its perturbation (int8, a quarter of the float pixels):
-    an FGSM image is exactly ``project(x + eps · sign)``, so it is rebuilt bit for bit.
-    """
-
-    def __init__(self, eps: float, regenerate_every: int, batch_size: int = 1000) -> None:
-        self.eps, self.regenerate_every, self.batch_size = eps, regenerate_every, batch_size
-        self.perturbation_sign: torch.Tensor | None = None  # (N, 1, 28, 28) int8 in {-1, 0, 1}
-
-    def epoch_data(self, model, images, labels, epoch):
-        if epoch == 1:
-            return images, labels
-        clean = images.to(torch.float32) / 255.0
-        if self.perturbation_sign is None or (epoch - 2) % self.regenerate_every == 0:
-            with evaluating(model):
-                attack = FGSM(model, self.eps)
-                adversarial = torch.cat([attack(x, y) for x, y in batches(images, labels, self.batch_size,
-                                                                             shuffle=False)])
-            self.perturbation_sign = (adversarial - clean).sign().to(torch.int8)
-        adversarial = project_linf(clean + self.eps * self.perturbation_sign.to(torch.float32), clean, self.eps)
-        return torch.cat([clean, adversarial]), torch.cat([labels, labels])
-
-    def state_dict(self):
-        return {} if self.perturbation_sign is None else {"perturbation_sign": self.perturbation_sign}
-
-    def load_state_dict(self, tensors, device):
-        sign = tensors.get("perturbation_sign")
-        self.perturbation_sign = None if sign is None else sign.to(device)
-
-
-class PGDTraining(CleanTraining):
-    """Madry et al. 2018: every batch is replaced by its PGD adversarial examples (random start)."""
-
-    def __init__(self, eps: float, steps: int, step_size: float | None = None) -> None:
-        self.eps, self.steps, self.step_size = eps, steps, step_size
-
-    def perturb(self, model, images, labels):
-        with evaluating(model):
-            return PGD(model, self.eps, self.steps, self.step_size)(images, labels)
-
-
-ADVERSARIAL_TRAINING = {
-    None: lambda config, train: CleanTraining(),
-    "fgsm_mixture": lambda config, train: FGSMMixture(config.eps, config.regenerate_every, train.eval_batch_size),
-    "pgd": lambda config, train: PGDTraining(config.eps, config.pgd_steps, config.pgd_step_size),
-}
-
-
-def _train_epoch(state: _TrainingState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, epoch: int,
-                 progress: bool) -> tuple[float, float]:
-    """One epoch of steps on ``images`` (the strategy's epoch data); returns the mean loss and accuracy."""
-    model, optimizer, baseline, recorder = state.model, state.optimizer, state.baseline, state.recorder
-    model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
-    correct = torch.zeros((), dtype=torch.int64, device=images.device)
-    steps = math.ceil(images.shape[0] / config.batch_size)
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    batch_stream = batches(images, labels, config.batch_size, shuffle=True, generator=state.order)
-    for step, (batch_images, batch_labels) in enumerate(tqdm(batch_stream, total=steps, leave=False,
-                                                             desc=f"epoch {epoch}/{config.epochs}",
-                                                             disable=not progress), start=1):
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int,
+              step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Adam step on a batch as the strategy perturbs it; returns its per-example loss (B,) and
+        predictive log-probabilities (B, classes)."""
+        model, recorder, samples = self.model, self.recorder, self.config.train_samples
         with recorder.paused():
-            batch_images = state.strategy.perturb(model, batch_images, batch_labels)
+            images = self.strategy.perturb(model, images, labels)
         noise_state = generator_states(images.device)  # to re-run this forward pass if it turns out non-finite
 
         def forward() -> torch.Tensor:
-            return sample_logits(model, batch_images, config.train_samples, rows_per_pass=None)  # (K, B, classes)
+            return sample_logits(model, images, samples, rows_per_pass=None)  # (K, B, classes)
 
         logits = forward()
         draws, batch = logits.shape[:2]
         log_prob = predictive_log_prob(logits)  # (B, classes)
-        loss = F.nll_loss(log_prob, batch_labels, reduction="none")  # (B,)
+        loss = F.nll_loss(log_prob, labels, reduction="none")  # (B,)
         unit_log_prob = collect_log_prob(model)  # (K·B,) or None
         if unit_log_prob is not None:
             unit_log_prob = unit_log_prob.view(draws, batch).sum(dim=0)  # (B,): log p of all K draws
-        objective = score_function_surrogate(loss, unit_log_prob, baseline.value)
-        optimizer.zero_grad(set_to_none=True)
+        objective = score_function_surrogate(loss, unit_log_prob, self.baseline.value)
+        self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        finite = torch.stack([torch.isfinite(objective)] + [torch.isfinite(p.grad).all() for p in parameters
-                                                               if p.grad is not None]).all()
+        gradients = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+        finite = torch.stack([torch.isfinite(objective)] + [torch.isfinite(g).all() for g in gradients]).all()
         if not finite.item():
             def rerun() -> torch.Tensor:
                 with recorder.paused(), replaying(noise_state, images.device):
@@ -269,25 +207,10 @@ def _train_epoch(state: _TrainingState, images: torch.Tensor, labels: torch.Tens
 
             raise TrainingDiverged(epoch, step, *_locate_non_finite(model, rerun, loss, unit_log_prob))
         recorder.record_gradients()
-        optimizer.step()
+        self.optimizer.step()
         if unit_log_prob is not None:
-            baseline.update(loss.mean().item())
-        loss_sum += loss.detach().sum().double()
-        correct += (log_prob.detach().argmax(dim=1) == batch_labels).sum()
-    examples = images.shape[0]
-    return loss_sum.item() / examples, correct.item() / examples
-
-
-class _TrainingState:
-    """The mutable parts of a training run besides the model, and their (de)serialisation."""
-
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, recorder: TrainingStatsRecorder) -> None:
-        self.model, self.recorder = model, recorder
-        self.device = next(model.parameters()).device
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
-        self.order = torch.Generator().manual_seed(config.seed)  # data order, independent of the noise
-        self.baseline = MovingAverageBaseline(config.score_baseline_decay)
-        self.strategy = ADVERSARIAL_TRAINING[config.adversarial.method](config.adversarial, config)
+            self.baseline.update(loss.mean().item())
+        return loss, log_prob
 
     def checkpoint(self, epoch: int) -> Checkpoint:
         tensors = {f"model/{name}": value for name, value in self.model.state_dict().items()}
@@ -366,7 +289,7 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
             start = time.perf_counter()
             epoch_images, epoch_labels = state.strategy.epoch_data(model, train_images, train_labels, epoch)
             recorder.begin_epoch(epoch)
-            train_loss, train_accuracy = _train_epoch(state, epoch_images, epoch_labels, config, epoch, progress)
+            train_loss, train_accuracy = state.train_epoch(epoch_images, epoch_labels, epoch, progress)
             recorder.end_epoch()
             trained = time.perf_counter()
             test = evaluate_model(model, test_images, test_labels, config.eval_samples, config.eval_batch_size)
