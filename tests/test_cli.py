@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from stochrelax import data, runs
+from stochrelax import data, records, runs
 from stochrelax.cli import main
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "relu_deterministic.yaml"
@@ -257,7 +257,7 @@ def test_train_resume_continues_an_interrupted_run(real_data_dir, tmp_path):
                                        "--device", "cpu", "--no-progress"])
     assert status == 0, stderr
     assert stdout.startswith("resuming") and "epoch 2/2" in stdout and "epoch 1/2" not in stdout
-    assert [m["epoch"] for m in runs.read_metrics(tmp_path / "run")] == [1, 2]
+    assert [m["epoch"] for m in records.read_metrics(tmp_path / "run")] == [1, 2]
 
 
 @pytest.mark.parametrize(("argv", "fragments"), [

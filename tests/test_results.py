@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from stochrelax import runs
+from stochrelax import records, runs
 from stochrelax.cli import main
 from stochrelax.results import (RESULTS_CAPTION, Cell, aggregate, read_results, read_study, results_table,
                                 write_results)
-from stochrelax.runs import find_failed_runs
+from stochrelax.records import find_failed_runs
 
 from tests.synthetic_runs import BASELINE, BASELINE_NAME, GAUSSIAN, IMAGES, LOGISTIC, LOGISTIC_NAME, nested_correct, write_run
 
@@ -147,13 +147,13 @@ def test_runs_that_failed_are_listed_under_the_tables_and_left_out_of_them(tmp_p
     failed = tmp_path / "study" / f"{LOGISTIC_NAME}-seed0"
     failed.mkdir()
     runs.write_config(failed, LOGISTIC)
-    runs.append_event(failed, "start", 1)
-    runs.append_event(failed, "failed", 2, batch=7, quantity="gradient", layer="blocks.block4.conv",
+    records.append_event(failed, "start", 1)
+    records.append_event(failed, "failed", 2, batch=7, quantity="gradient", layer="blocks.block4.conv",
                       message="non-finite training gradient at epoch 2, batch 7 (first in blocks.block4.conv)")
     resumed = tmp_path / "study" / f"{LOGISTIC_NAME}-seed1"  # failed once, then resumed: not a failure
     resumed.mkdir()
-    runs.append_event(resumed, "failed", 1, batch=1, quantity="loss", layer=None, message="m")
-    runs.append_event(resumed, "resume", 1)
+    records.append_event(resumed, "failed", 1, batch=1, quantity="loss", layer=None, message="m")
+    records.append_event(resumed, "resume", 1)
 
     assert [path.name for path, _ in find_failed_runs(tmp_path / "study")] == [failed.name]
     text = main_results_markdown(tmp_path / "study")

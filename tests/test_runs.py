@@ -24,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from stochrelax import runs
+from stochrelax import checkpoints, records, runs
 from stochrelax.config import RunConfig, parse_config
 from stochrelax.models import build_model
 from stochrelax.rng import seeded
@@ -43,7 +43,7 @@ def trained_looking_model(config: RunConfig, seed: int = 0) -> torch.nn.Module:
 def write_finished_run(run_dir: Path, config: RunConfig, model: torch.nn.Module) -> Path:
     runs.create_run_dir(run_dir)
     runs.write_config(run_dir, config)
-    runs.append_metrics(run_dir, {"epoch": 1, "test_accuracy": 0.875})
+    records.append_metrics(run_dir, {"epoch": 1, "test_accuracy": 0.875})
     runs.save_weights(run_dir, model)
     runs.write_summary(run_dir, SUMMARY)
     return run_dir
@@ -194,13 +194,13 @@ def test_failed_weights_write_keeps_the_previous_file_and_leaves_no_temporary(fi
 def test_read_metrics_returns_the_lines_in_order(tmp_path):
     lines = [{"epoch": epoch, "train_loss": 1.0 / epoch, "test_accuracy": 0.5 + epoch / 10} for epoch in (1, 2, 3)]
     for line in lines:
-        runs.append_metrics(tmp_path, line)
+        records.append_metrics(tmp_path, line)
     assert (tmp_path / runs.METRICS_FILE).read_text().count("\n") == 3
-    assert runs.read_metrics(tmp_path) == lines
+    assert records.read_metrics(tmp_path) == lines
 
 
 def test_read_metrics_of_a_run_without_metrics_is_empty(tmp_path):
-    assert runs.read_metrics(tmp_path) == []
+    assert records.read_metrics(tmp_path) == []
 
 
 # --- errors when reading -----------------------------------------------------------------------
@@ -300,7 +300,7 @@ def test_load_run_refuses_weights_that_do_not_match_the_summary_checksum(finishe
 LAYOUT_READERS = {
     "load_run": runs.load_run,
     "check_same_config": lambda run_dir: runs.check_same_config(run_dir, parse_config({})),
-    "load_checkpoint": runs.load_checkpoint,
+    "load_checkpoint": checkpoints.load_checkpoint,
 }
 
 
@@ -365,9 +365,9 @@ CHECKPOINT_TENSORS = {
 
 def test_checkpoint_round_trip_returns_the_saved_tensors_and_metadata(tmp_path):
     runs.create_run_dir(tmp_path)
-    runs.save_checkpoint(tmp_path, {**CHECKPOINT_TENSORS, "strided": torch.arange(12.0).reshape(3, 4).t()},
+    checkpoints.save_checkpoint(tmp_path, {**CHECKPOINT_TENSORS, "strided": torch.arange(12.0).reshape(3, 4).t()},
                          {"epoch": 3, "format": 1, "rng": [1, 2, 3]})
-    tensors, metadata = runs.load_checkpoint(tmp_path)
+    tensors, metadata = checkpoints.load_checkpoint(tmp_path)
     assert metadata == {"epoch": 3, "format": 1, "rng": [1, 2, 3]}
     expected = {**CHECKPOINT_TENSORS, "strided": torch.arange(12.0).reshape(3, 4).t()}
     assert tensors.keys() == expected.keys()
@@ -376,12 +376,12 @@ def test_checkpoint_round_trip_returns_the_saved_tensors_and_metadata(tmp_path):
 
 
 def test_load_checkpoint_of_a_run_without_one_is_none(tmp_path):
-    assert runs.load_checkpoint(runs.create_run_dir(tmp_path)) is None
+    assert checkpoints.load_checkpoint(runs.create_run_dir(tmp_path)) is None
 
 
 def saved_checkpoint(run_dir: Path) -> Path:
     runs.create_run_dir(run_dir)
-    runs.save_checkpoint(run_dir, CHECKPOINT_TENSORS, {"epoch": 3})
+    checkpoints.save_checkpoint(run_dir, CHECKPOINT_TENSORS, {"epoch": 3})
     return run_dir / runs.CHECKPOINT_FILE
 
 
@@ -410,7 +410,7 @@ def test_load_checkpoint_reports_a_damaged_checkpoint_in_one_line(tmp_path, dama
     change, problem = CHECKPOINT_DAMAGE[damage]
     path.write_bytes(change(path.read_bytes()))
     with pytest.raises(runs.RunDirError) as caught:
-        runs.load_checkpoint(tmp_path)
+        checkpoints.load_checkpoint(tmp_path)
     message = str(caught.value)
     assert message.startswith(f"{path} is damaged ({problem}")
     assert message.endswith("; delete it to restart the run from epoch 1") and "\n" not in message
@@ -420,7 +420,7 @@ def test_load_checkpoint_refuses_a_checkpoint_without_checksum(tmp_path):
     runs.create_run_dir(tmp_path)
     save_file(CHECKPOINT_TENSORS, tmp_path / runs.CHECKPOINT_FILE, metadata={"state": json.dumps({"epoch": 3})})
     with pytest.raises(runs.RunDirError) as caught:
-        runs.load_checkpoint(tmp_path)
+        checkpoints.load_checkpoint(tmp_path)
     assert str(caught.value) == (f"{tmp_path / runs.CHECKPOINT_FILE} is damaged (checksum missing); "
                                  "delete it to restart the run from epoch 1")
 
@@ -434,8 +434,8 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeyp
     monkeypatch.setattr(runs, "save_file", disk_full)
     with pytest.raises(runs.RunDirError, match=f"cannot write {re.escape(str(tmp_path / runs.CHECKPOINT_FILE))} "
                                                r"\(No space left on device\); free some space"):
-        runs.save_checkpoint(tmp_path, {"weight": torch.ones(2)}, {"epoch": 4})
-    tensors, metadata = runs.load_checkpoint(tmp_path)
+        checkpoints.save_checkpoint(tmp_path, {"weight": torch.ones(2)}, {"epoch": 4})
+    tensors, metadata = checkpoints.load_checkpoint(tmp_path)
     assert metadata == {"epoch": 3}
     assert tensors.keys() == CHECKPOINT_TENSORS.keys() and torch.equal(tensors["weight"], CHECKPOINT_TENSORS["weight"])
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{runs.CHECKPOINT_FILE}.")]
@@ -550,8 +550,8 @@ def test_check_writable_refuses_a_nearly_full_disk(tmp_path, monkeypatch):
 
 # --- .jsonl records ----------------------------------------------------------------------------
 
-JSONL_READERS = {runs.METRICS_FILE: runs.read_metrics, runs.TRAINING_STATS_FILE: runs.read_training_stats,
-                 runs.EVENTS_FILE: runs.read_events}
+JSONL_READERS = {runs.METRICS_FILE: records.read_metrics, runs.TRAINING_STATS_FILE: records.read_training_stats,
+                 runs.EVENTS_FILE: records.read_events}
 
 
 @pytest.mark.parametrize("name", list(JSONL_READERS))
@@ -571,23 +571,23 @@ def test_readers_refuse_a_damaged_line_before_the_last(tmp_path, name):
 def test_a_damaged_last_line_followed_by_a_newline_is_refused(tmp_path):
     (tmp_path / runs.METRICS_FILE).write_text('{"epoch": 1}\n{"epoch": 2, "tr\n')
     with pytest.raises(runs.RunDirError, match="line 2 is not JSON"):
-        runs.read_metrics(tmp_path)
+        records.read_metrics(tmp_path)
 
 
 def test_truncate_records_keeps_checkpointed_epochs_and_drops_lines_cut_short(tmp_path):
     for epoch in (1, 2, 3):
-        runs.append_metrics(tmp_path, {"epoch": epoch})
-        runs.append_training_stats(tmp_path, {"epoch": epoch, "layers": {}})
-    runs.append_event(tmp_path, "start", 1)
+        records.append_metrics(tmp_path, {"epoch": epoch})
+        records.append_training_stats(tmp_path, {"epoch": epoch, "layers": {}})
+    records.append_event(tmp_path, "start", 1)
     for name in (runs.METRICS_FILE, runs.EVENTS_FILE):
         with open(tmp_path / name, "a") as stream:
             stream.write('{"ep')
-    runs.truncate_records(tmp_path, last_epoch=2)
-    runs.append_event(tmp_path, "resume", 3)
-    runs.append_metrics(tmp_path, {"epoch": 3})
-    assert runs.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
-    assert [stats["epoch"] for stats in runs.read_training_stats(tmp_path)] == [1, 2]
-    assert runs.read_events(tmp_path) == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": 3}]
+    records.truncate_records(tmp_path, last_epoch=2)
+    records.append_event(tmp_path, "resume", 3)
+    records.append_metrics(tmp_path, {"epoch": 3})
+    assert records.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
+    assert [stats["epoch"] for stats in records.read_training_stats(tmp_path)] == [1, 2]
+    assert records.read_events(tmp_path) == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": 3}]
 
 
 @pytest.mark.parametrize("count", [0, 1, 8, 13, 1000])

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stochrelax import runs
+from stochrelax import records, runs
 from stochrelax.config import TrainConfig, parse_config
 from stochrelax.models import build_model, evaluating
 from stochrelax.rng import seeded
@@ -58,13 +58,13 @@ def stats_run(fashion_mnist, tmp_path_factory):
     config = parse_config({"train": {"epochs": 3}, "data": {"train_limit": 1000, "test_limit": 200}})
     run_dir = tmp_path_factory.mktemp("stats") / "run"
     train_run(config, fashion_mnist, run_dir)
-    return config, run_dir, runs.read_training_stats(run_dir)
+    return config, run_dir, records.read_training_stats(run_dir)
 
 
 def test_train_run_writes_one_line_per_epoch_with_every_block(stats_run):
     _, run_dir, stats = stats_run
     assert (run_dir / runs.TRAINING_STATS_FILE).read_text().count("\n") == 3
-    assert [line["epoch"] for line in stats] == [m["epoch"] for m in runs.read_metrics(run_dir)] == [1, 2, 3]
+    assert [line["epoch"] for line in stats] == [m["epoch"] for m in records.read_metrics(run_dir)] == [1, 2, 3]
     for line in stats:
         assert set(line) == {"epoch", "layers"}
         assert list(line["layers"]) == BLOCKS
@@ -126,11 +126,11 @@ def test_relu_blocks_are_non_negative_and_conv_only_blocks_are_not(stats_run):
 
 
 def test_read_training_stats_of_a_run_without_them_is_empty(tmp_path):
-    assert runs.read_training_stats(tmp_path) == []
+    assert records.read_training_stats(tmp_path) == []
     lines = [{"epoch": 1, "layers": {}}, {"epoch": 2, "layers": {"block1": {}}}]
     for line in lines:
-        runs.append_training_stats(tmp_path, line)
-    assert runs.read_training_stats(tmp_path) == lines
+        records.append_training_stats(tmp_path, line)
+    assert records.read_training_stats(tmp_path) == lines
 
 
 # --- the recorder against torch on fixed inputs -----------------------------------------------

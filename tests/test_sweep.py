@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stochrelax import runs
+from stochrelax import checkpoints, records, runs
 from stochrelax.config import ConfigError
 from stochrelax.robustness import AttackSettings
 from stochrelax.grid import PlannedRun, Preset, expand_grid
@@ -213,7 +213,7 @@ def test_a_sweep_whose_worker_is_killed_completes_when_run_again(real_data_dir, 
     os.kill(worker, signal.SIGKILL)
     _, stderr = sweep.communicate(timeout=60)
     assert sweep.returncode != 0 and "run the same command again" in stderr
-    killed_at = runs.load_checkpoint(study / "relu-seed0")[1]["epoch"]
+    killed_at = checkpoints.load_checkpoint(study / "relu-seed0")[1]["epoch"]
     assert 1 <= killed_at < KILLABLE.epochs and not runs.is_finished(study / "relu-seed0")
 
     results = run_sweep(expand_grid(TINY_GRID), study, preset=KILLABLE, workers=1, data_dir=real_data_dir)
@@ -221,10 +221,10 @@ def test_a_sweep_whose_worker_is_killed_completes_when_run_again(real_data_dir, 
                                                                            ("relu-seed0", "done")]
     assert sorted(path.name for path in study.iterdir()) == ["noisy-seed0", "relu-seed0", SWEEP_FILE]
     resumed = study / "relu-seed0"
-    assert runs.read_events(resumed) == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": killed_at + 1}]
+    assert records.read_events(resumed) == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": killed_at + 1}]
     for run_dir in study.glob("*-seed0"):  # every epoch recorded exactly once, every attack row once
-        assert [m["epoch"] for m in runs.read_metrics(run_dir)] == list(range(1, KILLABLE.epochs + 1))
-        assert [s["epoch"] for s in runs.read_training_stats(run_dir)] == list(range(1, KILLABLE.epochs + 1))
+        assert [m["epoch"] for m in records.read_metrics(run_dir)] == list(range(1, KILLABLE.epochs + 1))
+        assert [s["epoch"] for s in records.read_training_stats(run_dir)] == list(range(1, KILLABLE.epochs + 1))
         assert sorted(attack_rows(run_dir)) == sorted(ROWS[run_dir.name.split("-")[0]])
         assert not any(path.name.startswith(".") and path.name != runs.LOCK_FILE or path.name == runs.CHECKPOINT_FILE
                        for path in run_dir.iterdir())  # no temporary file or checkpoint left behind
@@ -245,8 +245,8 @@ def test_ctrl_c_stops_a_sweep_and_its_workers_at_once_and_the_rerun_completes(re
 
     results = run_sweep(expand_grid(TINY_GRID), study, preset=KILLABLE, workers=1, data_dir=real_data_dir)
     assert sorted(result.status for result in results) == ["done", "done"]
-    assert [m["epoch"] for m in runs.read_metrics(study / "relu-seed0")] == list(range(1, KILLABLE.epochs + 1))
-    assert runs.read_events(study / "relu-seed0")[-1]["event"] == "resume"
+    assert [m["epoch"] for m in records.read_metrics(study / "relu-seed0")] == list(range(1, KILLABLE.epochs + 1))
+    assert records.read_events(study / "relu-seed0")[-1]["event"] == "resume"
 
 
 CLI_SWEEP_SCRIPT = """

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from stochrelax import runs
+from stochrelax import checkpoints, records, runs
 from stochrelax.config import RunConfig, TrainConfig, load_config, parse_config
 from stochrelax.evaluate import evaluate_model, evaluate_run
 from stochrelax.models import build_model
@@ -73,7 +73,7 @@ def test_run_directory_holds_exactly_the_documented_files(relu_run):
 
 def test_run_directory_records_config_metrics_and_summary(relu_run):
     config, run_dir, summary, reported = relu_run
-    metrics = runs.read_metrics(run_dir)
+    metrics = records.read_metrics(run_dir)
     assert len(metrics) == 1 and set(metrics[0]) == METRIC_KEYS
     assert [metrics[0]] == [m.as_dict() for m in reported]
     assert metrics[0]["epoch"] == 1
@@ -123,7 +123,7 @@ def test_evaluate_model_rejects_zero_samples(fashion_mnist):
 def test_stochastic_config_trains_with_two_noise_samples_and_finite_loss(name, fashion_mnist, tmp_path):
     config = shipped(name, train_samples=2, eval_samples=2)
     summary = train_run(config, fashion_mnist.limit(2000, 500), tmp_path / name, progress=False)
-    (metrics,) = runs.read_metrics(tmp_path / name)
+    (metrics,) = records.read_metrics(tmp_path / name)
     assert math.isfinite(metrics["train_loss"]) and metrics["train_loss"] > 0
     assert math.isfinite(metrics["test_loss"]) and metrics["test_loss"] > 0
     assert 0.0 <= summary["test_accuracy"] <= 1.0
@@ -141,8 +141,8 @@ def seeded_runs(fashion_mnist, tmp_path_factory):
     for index, seed in enumerate((0, 0, 1)):
         run_dir = tmp_path_factory.mktemp("seeds") / f"run{index}"
         train_run(shipped("relu_logistic_additive", seed=seed), data, run_dir, progress=False)
-        metrics = [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in runs.read_metrics(run_dir)]
-        results.append((weights(run_dir), metrics, runs.read_training_stats(run_dir)))
+        metrics = [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in records.read_metrics(run_dir)]
+        results.append((weights(run_dir), metrics, records.read_training_stats(run_dir)))
     return results
 
 
@@ -307,11 +307,11 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(name, fashion_
     assert weights(tmp_path / "whole").keys() == weights(tmp_path / "resumed").keys()
     for key, value in weights(tmp_path / "whole").items():
         assert torch.equal(value, weights(tmp_path / "resumed")[key]), key
-    assert [m["epoch"] for m in runs.read_metrics(tmp_path / "resumed")] == [1, 2, 3]
-    assert [m["train_loss"] for m in runs.read_metrics(tmp_path / "resumed")] == \
-        [m["train_loss"] for m in runs.read_metrics(tmp_path / "whole")]
-    assert [s["epoch"] for s in runs.read_training_stats(tmp_path / "resumed")] == [1, 2, 3]
-    assert runs.read_events(tmp_path / "resumed") == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": 3}]
+    assert [m["epoch"] for m in records.read_metrics(tmp_path / "resumed")] == [1, 2, 3]
+    assert [m["train_loss"] for m in records.read_metrics(tmp_path / "resumed")] == \
+        [m["train_loss"] for m in records.read_metrics(tmp_path / "whole")]
+    assert [s["epoch"] for s in records.read_training_stats(tmp_path / "resumed")] == [1, 2, 3]
+    assert records.read_events(tmp_path / "resumed") == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": 3}]
     assert (resumed["test_accuracy"], resumed["resumptions"], whole["resumptions"]) == \
         (whole["test_accuracy"], 1, 0)
     assert not (tmp_path / "resumed" / runs.CHECKPOINT_FILE).exists()
@@ -325,8 +325,8 @@ def test_resume_drops_a_line_cut_short_and_restarts_without_a_checkpoint(fashion
     with open(tmp_path / "run" / runs.METRICS_FILE, "a") as stream:
         stream.write('{"epoch": 2, "train_lo')
     summary = train_run(config, fashion_mnist, tmp_path / "run", resume=True)
-    assert [m["epoch"] for m in runs.read_metrics(tmp_path / "run")] == [1]
-    assert summary["resumptions"] == 0 and [e["event"] for e in runs.read_events(tmp_path / "run")] == ["start"] * 2
+    assert [m["epoch"] for m in records.read_metrics(tmp_path / "run")] == [1]
+    assert summary["resumptions"] == 0 and [e["event"] for e in records.read_events(tmp_path / "run")] == ["start"] * 2
 
 
 def test_resume_leaves_a_finished_run_untouched(fashion_mnist, tmp_path):
@@ -373,12 +373,12 @@ def test_a_full_disk_keeps_the_last_checkpoint_records_the_failure_and_says_how_
     assert str(error.value) == (f"cannot write {run_dir / runs.CHECKPOINT_FILE} (No space left on device); free some "
                                 f"space or fix the permissions; then continue with `stochrelax train --resume "
                                 f"{run_dir}`")
-    assert runs.load_checkpoint(run_dir)[1]["epoch"] == 1  # the last checkpoint stands
-    failure = runs.read_failure(run_dir)
+    assert checkpoints.load_checkpoint(run_dir)[1]["epoch"] == 1  # the last checkpoint stands
+    failure = records.read_failure(run_dir)
     assert (failure["epoch"], failure["quantity"]) == (2, "write")  # epoch 2's checkpoint could not be written
     monkeypatch.setattr(runs, "save_file", real_save_file)
     resumed = train_run(config, fashion_mnist, run_dir, resume=True)
-    assert resumed["epochs"] == 3 and [m["epoch"] for m in runs.read_metrics(run_dir)] == [1, 2, 3]
+    assert resumed["epochs"] == 3 and [m["epoch"] for m in records.read_metrics(run_dir)] == [1, 2, 3]
 
 
 def test_resume_of_a_finished_run_verifies_its_weights(fashion_mnist, tmp_path):
@@ -437,10 +437,10 @@ def test_a_run_sigkilled_three_times_at_random_points_resumes_bit_identical(real
     assert weights(killed).keys() == weights(whole).keys()
     for key, value in weights(whole).items():
         assert torch.equal(value, weights(killed)[key]), f"{key} differs after kills at {delays}"
-    without_time = [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in runs.read_metrics(whole)]
-    assert [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in runs.read_metrics(killed)] == \
+    without_time = [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in records.read_metrics(whole)]
+    assert [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in records.read_metrics(killed)] == \
         without_time
-    assert len(runs.read_events(killed)) == 4
+    assert len(records.read_events(killed)) == 4
 
 
 def test_a_diverging_run_is_marked_failed_with_where_and_keeps_its_last_checkpoint(fashion_mnist, tmp_path,
@@ -459,14 +459,14 @@ def test_a_diverging_run_is_marked_failed_with_where_and_keeps_its_last_checkpoi
     with pytest.raises(TrainingDiverged, match=r"non-finite training loss at epoch 2, batch 1 "
                                                r"\(first in blocks.block2.conv\)"):
         train_run(config, fashion_mnist, tmp_path / "run", resume=True)
-    failure = runs.read_failure(tmp_path / "run")
+    failure = records.read_failure(tmp_path / "run")
     assert failure == {"event": "failed", "epoch": 2, "batch": 1, "quantity": "loss", "layer": "blocks.block2.conv",
                        "message": failure["message"]}
     assert (tmp_path / "run" / runs.CHECKPOINT_FILE).read_bytes() == checkpoint_before
     assert not runs.is_finished(tmp_path / "run")
     monkeypatch.undo()
     train_run(config, fashion_mnist, tmp_path / "run", resume=True)  # a later resumption finishes the run
-    assert runs.read_failure(tmp_path / "run") is None and runs.is_finished(tmp_path / "run")
+    assert records.read_failure(tmp_path / "run") is None and runs.is_finished(tmp_path / "run")
 
 
 def test_a_second_writer_of_a_run_is_refused_and_changes_nothing(fashion_mnist, tmp_path):

@@ -37,8 +37,9 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 from stochrelax.attacks import ATTACKS
 from stochrelax.config import RunConfig, load_config
+from stochrelax.records import find_failed_runs
 from stochrelax.robustness import BUDGET_NAMES, WORST_CASE, budget_key
-from stochrelax.runs import (CONFIG_FILE, SUMMARY_FILE, RunDirError, find_failed_runs, find_runs, group_by_seed,
+from stochrelax.runs import (CONFIG_FILE, SUMMARY_FILE, RunDirError, find_runs, group_by_seed,
                              read_attack_table, read_summary)
 
 __all__ = ["Table", "markdown_table", "csv_text", "describe_units", "describe_adversarial_training",

@@ -15,7 +15,7 @@ A run directory holds
 - ``checkpoint.safetensors``  while training: the state after the last finished epoch
   (weights, optimizer, random-number generators, …; :mod:`stochrelax.train`), from
   which ``train --resume`` and ``sweep`` continue, with a sha256 of its contents that is
-  checked on reading; removed when the run finishes;
+  checked on reading; removed when the run finishes (:mod:`stochrelax.checkpoints`);
 - ``events.jsonl``      one line per start, resumption or failure of training (``{"event", "epoch", …}``;
   a failure also names the batch, the quantity and the first layer that became non-finite);
 - ``summary.json``      written last: its presence marks a finished run; ``test_correct`` holds
@@ -27,9 +27,7 @@ A run directory holds
   write the same directory; the file stays after its process, which does not matter.
 
 Every file is written to a temporary name and renamed, so a crash never leaves a
-half-written file; the ``.jsonl`` files grow by one line per write. A last line cut short
-by a kill is ignored when reading and dropped on resumption, as are epochs recorded after
-the last checkpoint (:func:`truncate_records`).
+half-written file; the ``.jsonl`` files grow by one line per write (:mod:`stochrelax.records`).
 """
 
 from __future__ import annotations
@@ -50,21 +48,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from stochrelax.config import RunConfig, dump_config, load_config
 from stochrelax.files import write_atomically
 from stochrelax.models import AllConvNet, build_model
 
-__all__ = ["RunDirError", "Run", "CONFIG_FILE", "METRICS_FILE", "TRAINING_STATS_FILE", "WEIGHTS_FILE",
-           "SUMMARY_FILE", "check_run_dir", "create_run_dir", "write_config", "append_metrics",
-           "append_training_stats", "save_weights", "write_summary", "read_metrics", "read_training_stats",
-           "load_run", "ATTACKS_JSON", "ATTACKS_CSV", "write_attack_table", "read_attack_table",
-           "CHECKPOINT_FILE", "EVENTS_FILE", "save_checkpoint", "load_checkpoint", "remove_checkpoint",
-           "truncate_records", "append_event", "read_events", "read_failure", "is_finished", "check_same_config",
-           "read_summary", "LAYOUT_VERSION", "RUN_FILE", "LOCK_FILE", "check_layout", "run_lock",
-           "check_writable", "read_json", "verify_weights", "RUN_FILES", "pack_correct", "unpack_correct", "find_runs", "find_failed_runs", "group_by_seed"]
+__all__ = ["RunDirError", "Run", "LAYOUT_VERSION", "RUN_FILE", "LOCK_FILE", "CONFIG_FILE", "METRICS_FILE",
+           "TRAINING_STATS_FILE", "WEIGHTS_FILE", "SUMMARY_FILE", "ATTACKS_JSON", "ATTACKS_CSV", "CHECKPOINT_FILE",
+           "EVENTS_FILE", "RUN_FILES", "error_reason", "write_run_file", "check_writable", "run_lock",
+           "check_run_dir", "create_run_dir", "check_layout", "write_config", "check_same_config", "read_json",
+           "read_summary", "is_finished", "save_weights", "write_summary", "verify_weights", "load_run",
+           "write_attack_table", "read_attack_table", "pack_correct", "unpack_correct", "find_runs", "group_by_seed"]
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -90,7 +86,7 @@ class RunDirError(Exception):
     """A run directory that cannot be created or read; the message says what to do."""
 
 
-def _reason(error: Exception) -> str:
+def error_reason(error: Exception) -> str:
     """A short reason for ``error`` to put in a one-line message: an OSError's own text
     (``"Permission denied"``, without the path), otherwise the first line of its message."""
     if isinstance(error, OSError) and error.strerror:
@@ -120,8 +116,8 @@ def unpack_correct(text: str, count: int) -> np.ndarray:
     return np.unpackbits(packed, count=count).astype(bool)
 
 
-def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, torch.Tensor] | None = None,
-                      metadata: dict[str, str] | None = None) -> None:
+def write_run_file(path: Path, text: str | None = None, tensors: dict[str, torch.Tensor] | None = None,
+                   metadata: dict[str, str] | None = None) -> None:
     """Writes a text or safetensors file of a run all or nothing (:func:`stochrelax.files.write_atomically`).
 
     Raises:
@@ -137,7 +133,7 @@ def _write_atomically(path: Path, text: str | None = None, tensors: dict[str, to
     try:
         write_atomically(path, write)
     except (OSError, SafetensorError) as error:
-        raise RunDirError(f"cannot write {path} ({_reason(error)}); free some space or fix the permissions") from None
+        raise RunDirError(f"cannot write {path} ({error_reason(error)}); free some space or fix the permissions") from None
 
 
 def check_writable(path: str | Path, needed_bytes: int = 64 * 2**20) -> None:
@@ -165,7 +161,7 @@ def check_writable(path: str | Path, needed_bytes: int = 64 * 2**20) -> None:
             Path(probe).unlink()
         free = shutil.disk_usage(path).free
     except OSError as error:
-        raise RunDirError(f"cannot write to {path} ({_reason(error)}); choose another --out or fix its permissions") \
+        raise RunDirError(f"cannot write to {path} ({error_reason(error)}); choose another --out or fix its permissions") \
             from None
     if free < needed_bytes:
         raise RunDirError(f"{path}: only {free // 2**20} MB free on its disk, a run needs about "
@@ -194,7 +190,7 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         path.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
-        raise RunDirError(f"cannot write to {path} ({_reason(error)}); choose another --out or fix its permissions") \
+        raise RunDirError(f"cannot write to {path} ({error_reason(error)}); choose another --out or fix its permissions") \
             from None
     try:
         try:
@@ -259,7 +255,7 @@ def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
             if child.name != LOCK_FILE:
                 child.unlink()
     path.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path / RUN_FILE, json.dumps({"layout": LAYOUT_VERSION}) + "\n")
+    write_run_file(path / RUN_FILE, json.dumps({"layout": LAYOUT_VERSION}) + "\n")
     return path
 
 
@@ -284,7 +280,7 @@ def check_layout(run_dir: str | Path) -> None:
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
-    _write_atomically(run_dir / CONFIG_FILE, dump_config(config))
+    write_run_file(run_dir / CONFIG_FILE, dump_config(config))
 
 
 def check_same_config(run_dir: str | Path, config: RunConfig) -> None:
@@ -311,7 +307,7 @@ def read_json(path: str | Path, fix: str) -> dict[str, Any]:
         contents = json.loads(path.read_bytes())
         problem = None if isinstance(contents, dict) else f"a JSON {type(contents).__name__}, not an object"
     except (OSError, ValueError) as error:
-        problem = _reason(error)
+        problem = error_reason(error)
     if problem is not None:
         raise RunDirError(f"{path} is damaged ({problem}); {fix}")
     return contents
@@ -332,86 +328,9 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
-def _append_line(path: Path, record: dict[str, Any]) -> None:
-    try:
-        with open(path, "a") as stream:
-            stream.write(json.dumps(record) + "\n")
-    except OSError as error:
-        raise RunDirError(f"cannot write {path} ({_reason(error)}); free some space or fix the permissions") from None
-
-
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``.jsonl`` file (none if it is missing), without a last line that a kill cut short.
-
-    Only the last line can be cut short, and then it has no newline after it; an
-    unreadable line anywhere else means the file was damaged.
-
-    Raises:
-        RunDirError: if a line other than an unterminated last one is not JSON.
-    """
-    if not path.exists():
-        return []
-    lines = path.read_bytes().split(b"\n")  # the last item is the text after the last newline
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            if number == len(lines):
-                break
-            raise RunDirError(f"{path} line {number} is not JSON; the file is damaged") from None
-    return records
-
-
-def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
-    _write_atomically(path, "".join(json.dumps(record) + "\n" for record in records))
-
-
-def truncate_records(run_dir: str | Path, last_epoch: int) -> None:
-    """Prepares the ``.jsonl`` files of an unfinished run for resuming after the checkpoint of ``last_epoch``.
-
-    Keeps only the metrics and training statistics of epochs ≤ ``last_epoch``, and drops
-    a last line cut short from every file, events included, so the next line appended
-    does not run into it.
-    """
-    run_dir = Path(run_dir)
-    for name in (METRICS_FILE, TRAINING_STATS_FILE):
-        _write_records(run_dir / name, [record for record in _read_records(run_dir / name)
-                                        if record["epoch"] <= last_epoch])
-    _write_records(run_dir / EVENTS_FILE, _read_records(run_dir / EVENTS_FILE))
-
-
-def append_event(run_dir: str | Path, event: str, epoch: int, **details: Any) -> None:
-    """Logs that training started (``event="start"``), resumed (``"resume"``) or failed
-    (``"failed"``, with what failed and where as ``details``) at ``epoch``."""
-    _append_line(Path(run_dir) / EVENTS_FILE, {"event": event, "epoch": epoch, **details})
-
-
-def read_failure(run_dir: str | Path) -> dict[str, Any] | None:
-    """The ``"failed"`` event of a run whose training stopped on it (its last event), else ``None``."""
-    events = read_events(run_dir) if (Path(run_dir) / EVENTS_FILE).is_file() else []
-    return events[-1] if events and events[-1]["event"] == "failed" else None
-
-
-def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
-    return _read_records(Path(run_dir) / EVENTS_FILE)
-
-
 def is_finished(run_dir: str | Path) -> bool:
     """Whether the run finished training (its ``summary.json`` exists, whatever state it is in)."""
     return (Path(run_dir) / SUMMARY_FILE).exists()
-
-
-def append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """Appends one epoch's metrics as a JSON line (a whole line per write)."""
-    _append_line(Path(run_dir) / METRICS_FILE, metrics)
-
-
-def append_training_stats(run_dir: Path, stats: dict[str, Any]) -> None:
-    """Appends one epoch's activation and gradient statistics (:mod:`stochrelax.stats`) as a JSON line."""
-    _append_line(Path(run_dir) / TRAINING_STATS_FILE, stats)
 
 
 def _file_sha256(path: Path) -> str:
@@ -421,74 +340,12 @@ def _file_sha256(path: Path) -> str:
 def save_weights(run_dir: Path, model: torch.nn.Module) -> str:
     """Writes the model's weights and buffers; returns the sha256 (hex) of the file, for ``summary.json``."""
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    _write_atomically(run_dir / WEIGHTS_FILE, tensors=tensors)
+    write_run_file(run_dir / WEIGHTS_FILE, tensors=tensors)
     return _file_sha256(run_dir / WEIGHTS_FILE)
 
 
-def _checkpoint_sha256(tensors: dict[str, torch.Tensor], state: str) -> str:
-    """A digest of a checkpoint's contents: its state (JSON) and each tensor's name, dtype, shape and bytes.
-
-    Computed from the contents rather than the file, so it is stored inside the file it checks.
-    """
-    digest = hashlib.sha256(json.dumps(state).encode())
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().contiguous().cpu()
-        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-def save_checkpoint(run_dir: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    """Atomically replaces the run's checkpoint: tensors in safetensors, ``metadata`` as JSON inside it,
-    with a sha256 of both that :func:`load_checkpoint` checks."""
-    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
-    state = json.dumps(metadata)
-    _write_atomically(Path(run_dir) / CHECKPOINT_FILE, tensors=tensors,
-                      metadata={"state": state, "sha256": _checkpoint_sha256(tensors, state)})
-
-
-def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The tensors and metadata of the run's checkpoint, or ``None`` if it has none.
-
-    Raises:
-        RunDirError: if the run directory has another layout (:func:`check_layout`), or the
-            checkpoint cannot be read or does not match its checksum.
-    """
-    check_layout(run_dir)
-    path = Path(run_dir) / CHECKPOINT_FILE
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(path, framework="pt") as stream:
-            stored = stream.metadata() or {}
-            tensors = {name: stream.get_tensor(name) for name in stream.keys()}
-    except (SafetensorError, OSError) as error:
-        raise _damaged_checkpoint(path, _reason(error)) from None
-    state = stored.get("state", "")
-    if stored.get("sha256") != _checkpoint_sha256(tensors, state):
-        raise _damaged_checkpoint(path, "checksum missing" if "sha256" not in stored else "checksum mismatch")
-    return tensors, json.loads(state)
-
-
-def _damaged_checkpoint(path: Path, problem: str) -> RunDirError:
-    return RunDirError(f"{path} is damaged ({problem}); delete it to restart the run from epoch 1")
-
-
-def remove_checkpoint(run_dir: str | Path) -> None:
-    (Path(run_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
-
-
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    _write_atomically(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    return _read_records(Path(run_dir) / METRICS_FILE)
-
-
-def read_training_stats(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch activation and gradient statistics of a run, in order; empty if it has none."""
-    return _read_records(Path(run_dir) / TRAINING_STATS_FILE)
+    write_run_file(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
 
 @dataclass
@@ -542,11 +399,11 @@ def load_run(run_dir: str | Path) -> Run:
     try:
         state = load_file(weights)
     except (SafetensorError, OSError) as error:
-        raise RunDirError(f"{weights} is damaged ({_reason(error)}); train the run again") from None
+        raise RunDirError(f"{weights} is damaged ({error_reason(error)}); train the run again") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise RunDirError(f"{weights} does not match {CONFIG_FILE}: {_reason(error)}") from None
+        raise RunDirError(f"{weights} does not match {CONFIG_FILE}: {error_reason(error)}") from None
     return Run(path, config, model, summary)
 
 
@@ -560,8 +417,8 @@ def write_attack_table(run_dir: str | Path, report: dict[str, Any]) -> None:
                                 extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    _write_atomically(run_dir / ATTACKS_JSON, json.dumps(report, indent=2) + "\n")  # the record first
-    _write_atomically(run_dir / ATTACKS_CSV, table.getvalue())
+    write_run_file(run_dir / ATTACKS_JSON, json.dumps(report, indent=2) + "\n")  # the record first
+    write_run_file(run_dir / ATTACKS_CSV, table.getvalue())
 
 
 def read_attack_table(run_dir: str | Path) -> dict[str, Any] | None:
@@ -581,14 +438,6 @@ def read_attack_table(run_dir: str | Path) -> dict[str, Any] | None:
 def find_runs(root: str | Path) -> list[Path]:
     """Every finished run directory (one with a ``summary.json``) at or below ``root``, sorted."""
     return sorted(path.parent for path in Path(root).rglob(SUMMARY_FILE))
-
-
-def find_failed_runs(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Every unfinished run at or below ``root`` whose training stopped on a non-finite value,
-    with its ``"failed"`` event (epoch, batch, quantity, layer, message), sorted by path."""
-    failures = ((path.parent, read_failure(path.parent)) for path in Path(root).rglob(EVENTS_FILE)
-                if not (path.parent / SUMMARY_FILE).is_file())
-    return sorted((path, failure) for path, failure in failures if failure is not None)
 
 
 def _without_seed(config: RunConfig) -> str:

@@ -43,7 +43,7 @@ from stochrelax.evaluate import evaluate_model
 from stochrelax.models import build_model, collect_log_prob, predictive_log_prob, sample_logits
 from stochrelax.rng import generator_states, host_generator_states, replaying, seeded, set_host_generator_states
 from stochrelax.stats import NullRecorder, TrainingStatsRecorder, histogram_epochs
-from stochrelax import runs
+from stochrelax import checkpoints, records, runs
 from stochrelax.training_strategies import (ADVERSARIAL_TRAINING, CleanTraining, FGSMMixture, PGDTraining,
                                             TrainingStrategy)
 
@@ -305,7 +305,7 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
 
 
 def _read_checkpoint(run_dir: Path) -> Checkpoint | None:
-    stored = runs.load_checkpoint(run_dir)
+    stored = checkpoints.load_checkpoint(run_dir)
     if stored is None:
         return None
     tensors, metadata = stored
@@ -365,7 +365,7 @@ def _record_write_failure(run_dir: Path, message: str) -> None:
     """A ``failed`` event for a write that failed, if the disk still takes one line; its epoch is the
     last one with metrics on disk, whose checkpoint may not have been written."""
     try:
-        runs.append_event(run_dir, "failed", len(runs.read_metrics(run_dir)), batch=None, quantity="write",
+        records.append_event(run_dir, "failed", len(records.read_metrics(run_dir)), batch=None, quantity="write",
                           layer=None, message=message)
     except runs.RunDirError:
         pass  # the disk is full: the error itself still reaches the user
@@ -381,27 +381,27 @@ def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: 
             runs.verify_weights(run_dir)
             return runs.read_summary(run_dir)
         checkpoint = _read_checkpoint(run_dir)
-        runs.truncate_records(run_dir, checkpoint.epoch if checkpoint else 0)
+        records.truncate_records(run_dir, checkpoint.epoch if checkpoint else 0)
     else:
         runs.create_run_dir(run_dir, overwrite)
         runs.write_config(run_dir, config)
-    runs.append_event(run_dir, "resume" if checkpoint else "start", checkpoint.epoch + 1 if checkpoint else 1)
+    records.append_event(run_dir, "resume" if checkpoint else "start", checkpoint.epoch + 1 if checkpoint else 1)
 
     recorder = TrainingStatsRecorder(histogram_epochs(config.train.epochs))
     last_test_correct: dict[int, torch.Tensor] = {}  # epoch -> per-image results, for the summary
 
     def record(metrics: EpochMetrics) -> None:
-        runs.append_metrics(run_dir, metrics.as_dict())
+        records.append_metrics(run_dir, metrics.as_dict())
         last_test_correct.clear()
         last_test_correct[metrics.epoch] = metrics.test_correct
         stats = recorder.history[-1]
         assert stats["epoch"] == metrics.epoch
-        runs.append_training_stats(run_dir, stats)
+        records.append_training_stats(run_dir, stats)
         if on_epoch is not None:
             on_epoch(metrics)
 
     def save(state: Checkpoint) -> None:
-        runs.save_checkpoint(run_dir, state.tensors, state.metadata)
+        checkpoints.save_checkpoint(run_dir, state.tensors, state.metadata)
 
     with seeded(config.train.seed, device):
         model = build_model(config.model).to(device)
@@ -410,13 +410,13 @@ def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: 
                 resume_from=checkpoint, on_checkpoint=save)
         except TrainingDiverged as error:
             details = error.as_dict()
-            runs.append_event(run_dir, "failed", details.pop("epoch"), **details)
+            records.append_event(run_dir, "failed", details.pop("epoch"), **details)
             raise
         except runs.RunDirError as error:  # a write failed (full disk, permissions): the last checkpoint stands
             _record_write_failure(run_dir, str(error))
             raise runs.RunDirError(f"{error}; then continue with `stochrelax train --resume {run_dir}`") from None
     weights_sha256 = runs.save_weights(run_dir, model)
-    history = runs.read_metrics(run_dir)  # every epoch, also those before a resumption
+    history = records.read_metrics(run_dir)  # every epoch, also those before a resumption
     final = history[-1]
     summary = {
         "test_accuracy": final["test_accuracy"],
@@ -427,7 +427,7 @@ def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: 
         "epochs": len(history),
         "seconds_per_epoch": sum(m["train_seconds"] for m in history) / len(history),
         "total_seconds": sum(m["train_seconds"] + m["eval_seconds"] for m in history),
-        "resumptions": sum(event["event"] == "resume" for event in runs.read_events(run_dir)),
+        "resumptions": sum(event["event"] == "resume" for event in records.read_events(run_dir)),
         "train_examples": int(data.train_labels.shape[0]),
         "test_examples": int(data.test_labels.shape[0]),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -438,5 +438,5 @@ def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: 
                      "python": platform.python_version()},
     }
     runs.write_summary(run_dir, summary)
-    runs.remove_checkpoint(run_dir)
+    checkpoints.remove_checkpoint(run_dir)
     return summary

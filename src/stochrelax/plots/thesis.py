@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from stochrelax import runs
+from stochrelax import records, runs
 from stochrelax.attacks import ATTACKS, make_attack
 from stochrelax.config import RunConfig, load_config
 from stochrelax.data import CLASS_NAMES, FashionMNIST
@@ -302,7 +302,7 @@ def learning_curves(run_dir: str | Path) -> Figure:
         MissingData: if the run has no metrics.
     """
     path = Path(run_dir)
-    metrics = runs.read_metrics(path)
+    metrics = records.read_metrics(path)
     if not metrics:
         raise MissingData(f"{path / runs.METRICS_FILE} is missing or empty: train the run again with "
                           f"{retrain_command(path)}")
@@ -423,7 +423,7 @@ def training_distributions(run_dir: str | Path) -> Figure:
         MissingData: if the run has no training statistics.
     """
     path = Path(run_dir)
-    stats = runs.read_training_stats(path)
+    stats = records.read_training_stats(path)
     if not stats:
         raise MissingData(f"{path} has no training statistics ({runs.TRAINING_STATS_FILE}): train it again with this "
                           f"version: {retrain_command(path)}")
