@@ -51,8 +51,7 @@ def write_run(root: Path, name: str, config: RunConfig, seed: int, clean: float,
     Accuracies are stored as given; with ``images``, every number also records which images were right
     (:func:`nested_correct`); ``images=None`` writes a run of an older stochrelax, without them.
     """
-    run_dir = root / f"{name}-seed{seed}"
-    run_dir.mkdir(parents=True)
+    run_dir = runs.create_run_dir(root / f"{name}-seed{seed}")
     runs.write_config(run_dir, parse_config(config.model_dump(mode="json"), {"train": {"seed": seed}}))
 
     def measured(accuracy: float) -> dict:

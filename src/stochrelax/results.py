@@ -42,7 +42,7 @@ from stochrelax.robustness import BUDGET_NAMES, WORST_CASE, budget_key
 from stochrelax.runs import (CONFIG_FILE, SUMMARY_FILE, RunDirError, find_runs, group_by_seed,
                              read_attack_table, read_summary)
 
-__all__ = ["Table", "markdown_table", "csv_text", "describe_units", "describe_adversarial_training",
+__all__ = ["Table", "markdown_table", "text_table", "csv_text", "describe_units", "describe_adversarial_training",
            "RunResults", "read_run_results", "read_study", "failed_runs_text",
            "VARIANTS", "VARIANT_NAMES", "Cell", "CLEAN", "ResultRow", "aggregate", "results_table",
            "RESULTS_CAPTION", "RESULTS_CSV", "RESULTS_MD", "read_csv", "write_results", "read_results"]
@@ -66,6 +66,14 @@ def markdown_table(table: Table) -> str:
     if table.notes:
         lines += [""] + [f"- {note}" for note in table.notes]
     return "\n".join(lines)
+
+
+def text_table(table: Table) -> str:
+    """The table as aligned plain text for a terminal, its notes below it."""
+    widths = [max(len(cell) for cell in column) for column in zip(table.header, *table.rows)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in [table.header, ["-" * width for width in widths], *table.rows]]
+    return "\n".join(lines + [f"note: {note}" for note in table.notes])
 
 
 def describe_units(config: RunConfig) -> str:

@@ -26,7 +26,7 @@ from stochrelax.sweep import SWEEP_FILE, JobResult, run_sweep, unfinished_work, 
 from stochrelax.train import train_run
 
 __all__ = ["UsageError", "CONTINUE_STUDY", "DEVICES", "resolve_device", "format_attack_table", "train", "evaluate",
-           "attack", "report", "results", "sweep", "reproduce", "bench", "data_info"]
+           "attack", "report", "results", "sweep", "reproduce", "bench", "runs", "compare", "data_info"]
 
 
 class UsageError(Exception):
@@ -230,6 +230,32 @@ def bench(args: argparse.Namespace) -> None:
 
     benchmarks.run(quick=args.quick, out=args.out, threads=args.threads, data_dir=args.data_dir,
                    progress=not args.no_progress)
+
+
+def runs(args: argparse.Namespace) -> None:
+    from stochrelax.catalog import list_runs, status_table
+    from stochrelax.results import text_table
+
+    statuses = list_runs(args.dirs)
+    if args.json:
+        print(json.dumps([status.as_json() for status in statuses], indent=2))
+        return
+    if not statuses:
+        print(f"no run directories below {', '.join(map(str, args.dirs))}")
+        return
+    root = args.dirs[0] if len(args.dirs) == 1 else None
+    print(text_table(status_table(statuses, root)))
+    counts = {state: sum(status.status == state for status in statuses) for state in dict.fromkeys(
+        status.status for status in statuses)}
+    print(f"{len(statuses)} runs: " + ", ".join(f"{count} {state}" for state, count in counts.items()))
+
+
+def compare(args: argparse.Namespace) -> None:
+    from stochrelax.catalog import compare_runs
+    from stochrelax.results import markdown_table, text_table
+
+    table = compare_runs(args.run_dirs)
+    print(markdown_table(table) if args.markdown else text_table(table))
 
 
 def data_info(args: argparse.Namespace) -> None:

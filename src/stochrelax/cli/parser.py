@@ -269,6 +269,31 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.set_defaults(handler=commands.bench)
 
 
+def _add_runs(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax runs``."""
+    runs = subparsers.add_parser(
+        "runs", help="list the runs below directories: status, units, noise, epochs, accuracies",
+        description="One line per run directory found below DIR (default: runs): its status (finished, "
+                    "unfinished at epoch k of n, failed and why, damaged and why), units, noise, adversarial "
+                    "training, epochs, clean accuracy, worst-case robust accuracy at eps 0.1 when attacked (the "
+                    "number of test images in brackets) and when it last changed. Reads no weights.")
+    runs.add_argument("dirs", nargs="*", type=Path, default=[Path("runs")], metavar="DIR")
+    runs.add_argument("--json", action="store_true", help="print JSON, one object per run")
+    runs.set_defaults(handler=commands.runs)
+
+
+def _add_compare(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax compare``."""
+    compare = subparsers.add_parser(
+        "compare", help="finished runs side by side: the config fields that differ, then their metrics",
+        description="Put finished runs side by side, one column each: the config fields in which they differ, "
+                    "then clean accuracy, loss, epochs and the accuracy under every attack any of them was "
+                    "attacked with (the number of test images in brackets).")
+    compare.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    compare.add_argument("--markdown", action="store_true", help="print a Markdown table instead of aligned text")
+    compare.set_defaults(handler=commands.compare)
+
+
 def _add_data(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``stochrelax data info``."""
     data = subparsers.add_parser("data", help="dataset commands", description="Dataset commands.")
@@ -281,7 +306,7 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
 
 
 COMMANDS = (_add_train, _add_evaluate, _add_attack, _add_report, _add_results, _add_sweep, _add_reproduce,
-            _add_bench, _add_data)
+            _add_runs, _add_compare, _add_bench, _add_data)
 """Each adds one command's sub-parser, in the order ``--help`` lists them."""
 
 
