@@ -19,7 +19,8 @@ from stochrelax import checkpoints, records, runs
 from stochrelax.config import ConfigError
 from stochrelax.robustness import AttackSettings
 from stochrelax.grid import PlannedRun, Preset, expand_grid
-from stochrelax.sweep import SWEEP_FILE, plan_jobs, run_sweep
+from stochrelax.jobs import plan_jobs
+from stochrelax.sweep import SWEEP_FILE, run_sweep
 
 @pytest.mark.parametrize("name", ["../x", "../../x", "/tmp/abs"])
 def test_planning_refuses_a_run_directory_outside_the_study_directory(name: str, tmp_path: Path) -> None:
@@ -96,9 +97,17 @@ def test_sweep_trains_and_attacks_every_run_and_seed_and_a_rerun_redoes_nothing(
         "relu-seed0": "done", "noisy-seed0": "done", "relu-seed1": "done", "noisy-seed1": "done"}
     files = written_files(study)
 
-    again = run_sweep(expand_grid(TINY_GRID), study, seeds=2, preset=TINY, workers=1, data_dir=real_data_dir)
+    assert {job["work"] for job in record["jobs"].values()} == {"trained and attacked"}
+    assert all(job["train_seconds"] > 0 and job["attack_seconds"] > 0 for job in record["jobs"].values())
+
+    snapshots = []
+    again = run_sweep(expand_grid(TINY_GRID), study, seeds=2, preset=TINY, workers=1, data_dir=real_data_dir,
+                      on_progress=snapshots.append)
     assert not any(result.trained or result.attacked for result in again) and len(again) == 4
     assert written_files(study) == files
+    assert {job["work"] for job in json.loads((study / SWEEP_FILE).read_text())["jobs"].values()} == {
+        "skipped (already complete)"}
+    assert (snapshots[-1].finished, snapshots[-1].skipped, snapshots[-1].remaining_seconds) == (4, 4, 0.0)
     # a sweep of fewer seeds leaves the others on record
     record = json.loads((study / SWEEP_FILE).read_text())
     run_sweep(expand_grid(TINY_GRID), study, seeds=1, preset=TINY, workers=1, data_dir=real_data_dir)
@@ -222,6 +231,9 @@ def test_a_sweep_whose_worker_is_killed_completes_when_run_again(real_data_dir, 
     assert sorted(path.name for path in study.iterdir()) == ["noisy-seed0", "relu-seed0", SWEEP_FILE]
     resumed = study / "relu-seed0"
     assert records.read_events(resumed) == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": killed_at + 1}]
+    relu = next(result for result in results if result.label == "relu-seed0")
+    assert relu.resumed_from == killed_at and relu.work == f"resumed after epoch {killed_at} and attacked"
+    assert json.loads((study / SWEEP_FILE).read_text())["jobs"]["relu-seed0"]["work"] == relu.work
     for run_dir in study.glob("*-seed0"):  # every epoch recorded exactly once, every attack row once
         assert [m["epoch"] for m in records.read_metrics(run_dir)] == list(range(1, KILLABLE.epochs + 1))
         assert [s["epoch"] for s in records.read_training_stats(run_dir)] == list(range(1, KILLABLE.epochs + 1))

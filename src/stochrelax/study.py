@@ -17,10 +17,11 @@ from typing import Any, NamedTuple, Sequence
 from stochrelax.claims import Claim, load_claims
 from stochrelax.data import load_fashion_mnist
 from stochrelax.grid import PlannedRun
+from stochrelax.jobs import JobResult
 from stochrelax.report import build_report
 from stochrelax.results import aggregate, failed_runs_text, read_study, write_results
 from stochrelax.runs import SUMMARY_FILE, is_finished
-from stochrelax.sweep import JobResult, recorded_preset, run_sweep
+from stochrelax.sweep import recorded_preset, run_sweep
 from stochrelax.verdicts import StudyScope, evaluate_claims, write_verdicts
 
 __all__ = ["StudyFiles", "study_scope", "analyse_study", "FIGURE_RUNS", "figure_runs", "StudyOutcome", "reproduce"]

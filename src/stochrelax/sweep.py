@@ -2,8 +2,9 @@
 
 :func:`run_sweep` executes a grid: every run × seed is one job that trains the run
 (``OUT/NAME-seedS``) and attacks it with the thesis' attacks, single-draw and with EOT, and
-with the adaptive per-example worst case (:func:`run_job`, :mod:`stochrelax.robustness`). Jobs go to a local process pool (the CPU threads divided among the
-workers) or to a Ray cluster, one task per job. Everything a job does is resumable: a
+with the adaptive per-example worst case (:mod:`stochrelax.jobs`, :mod:`stochrelax.robustness`).
+Jobs go to a local process pool (the CPU threads divided among the workers) or to a Ray
+cluster, one task per job, and the sweep shows where it is (:mod:`stochrelax.progress`). Everything a job does is resumable: a
 finished run is not trained again, an unfinished one continues from its last epoch
 checkpoint, and a run whose attack table is complete is not attacked again — so an
 interrupted sweep is finished by running the same command again. A preset
@@ -14,17 +15,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import functools
 import json
 import multiprocessing
 import os
 import signal
 import sys
 import threading
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
@@ -32,111 +31,18 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 import torch
 from tqdm import tqdm
 
-from stochrelax.config import ConfigError, RunConfig, load_config
-from stochrelax.data import FashionMNIST, load_fashion_mnist
+from stochrelax.config import ConfigError, load_config
 from stochrelax.files import write_text_atomically
-from stochrelax.grid import PRESETS, RUN_NAME_RULE, PlannedRun, Preset
-from stochrelax.robustness import attack_plan, attack_run, budget_key
-from stochrelax.runs import (CONFIG_FILE, LOCK_FILE, RunDirError, is_finished, load_run, read_attack_table, read_json,
-                             run_lock)
-from stochrelax.train import TrainingDiverged, train_run
+from stochrelax.grid import PRESETS, PlannedRun, Preset
+from stochrelax.jobs import JobResult, SweepJob, attacks_complete, plan_jobs, planned_attacks, run_job
+from stochrelax.progress import SweepProgress, SweepTracker
+from stochrelax.runs import CONFIG_FILE, LOCK_FILE, RunDirError, is_finished, read_json, run_lock
 
-__all__ = ["SweepJob", "JobResult", "plan_jobs", "run_job", "run_sweep", "BACKENDS", "SweepInterrupted", "SWEEP_FILE",
-           "unfinished_work", "usable_cpus", "recorded_preset"]
+__all__ = ["run_sweep", "BACKENDS", "HEARTBEAT_SECONDS", "SweepInterrupted", "SWEEP_FILE", "unfinished_work",
+           "usable_cpus", "recorded_preset"]
 
 SWEEP_FILE = "sweep.json"
-
-
-# --- jobs --------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SweepJob:
-    """One run × seed of a sweep: train ``config`` into ``run_dir``, then attack it."""
-
-    name: str  # the grid's run name
-    seed: int
-    config: RunConfig  # preset applied, train.seed = seed
-    run_dir: Path
-
-    @property
-    def label(self) -> str:
-        return self.run_dir.name
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """What a job reports back to the sweep."""
-
-    label: str
-    status: str  # "done" or "failed"
-    trained: bool  # training ran (not found finished)
-    attacked: bool  # attacks ran (not found complete)
-    seconds: float
-    test_accuracy: float | None = None
-    error: str | None = None
-
-
-def plan_jobs(runs: Iterable[PlannedRun], seeds: int, preset: Preset, out_dir: str | Path) -> list[SweepJob]:
-    """Every run × seed (0 … seeds−1), seed-major: all runs of seed 0 come first, so an
-    interrupted sweep has whole seeds rather than whole runs.
-
-    Raises:
-        ConfigError: for fewer than one seed, or a run whose directory would lie outside ``out_dir``.
-    """
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
-    out_dir = Path(out_dir).resolve()
-    runs = list(runs)
-    jobs = [SweepJob(run.name, seed, preset.apply(run.config, seed), out_dir / f"{run.name}-seed{seed}")
-            for seed in range(seeds) for run in runs]
-    for job in jobs:  # expand_grid allows only safe names; this guards runs made some other way
-        if not job.run_dir.resolve().is_relative_to(out_dir):
-            raise ConfigError(f"run {job.name!r} would be written to {job.run_dir.resolve()}, outside the study "
-                              f"directory {out_dir}; rename the run ({RUN_NAME_RULE}) or remove the link")
-    return jobs
-
-
-@functools.lru_cache(maxsize=2)
-def _data(data_dir: str | None) -> FashionMNIST:
-    """Fashion-MNIST, read once per worker process."""
-    return load_fashion_mnist(data_dir)
-
-
-def _planned_attacks(config: RunConfig, preset: Preset) -> list[tuple[str, float, int]]:
-    stochastic = config.model.activation.noise is not None
-    return attack_plan(preset.attack, stochastic)
-
-
-def _attacks_complete(run_dir: Path, planned: list[tuple[str, float, int]]) -> bool:
-    table = read_attack_table(run_dir)
-    if table is None:
-        return False
-    measured = {(row["attack"], budget_key(row["budget"]), row["eot_samples"]) for row in table["rows"]}
-    return all((name, budget_key(budget), eot) in measured for name, budget, eot in planned)
-
-
-def run_job(job: SweepJob, preset: Preset, data_dir: str | None = None, device: str = "cpu",
-            threads: int | None = None) -> JobResult:
-    """Trains (or resumes, or skips a finished) run and attacks it unless its table is complete.
-
-    Runs in a worker process: ``threads`` sets torch's intra-op threads there. A run
-    whose training diverges, or whose directory holds something else, is reported as
-    failed; other errors propagate.
-    """
-    if threads is not None:
-        torch.set_num_threads(threads)
-    start = time.perf_counter()
-    data = _data(data_dir)
-    trained = not is_finished(job.run_dir)
-    try:
-        summary = train_run(job.config, data, job.run_dir, device=device, resume=True)
-    except (TrainingDiverged, RunDirError) as error:
-        return JobResult(job.label, "failed", trained, False, time.perf_counter() - start, error=str(error))
-    attacked = not _attacks_complete(job.run_dir, _planned_attacks(job.config, preset))
-    if attacked:
-        attack_run(load_run(job.run_dir), data.limit(test_limit=preset.attack_limit),
-                   replace(preset.attack, seed=job.seed), device=device)
-    return JobResult(job.label, "done", trained, attacked, time.perf_counter() - start, summary["test_accuracy"])
+HEARTBEAT_SECONDS = 2.0  # how often a backend reports that it is still waiting, so that progress is redrawn
 
 
 # --- backends ----------------------------------------------------------------------------------
@@ -145,7 +51,8 @@ class SweepInterrupted(RuntimeError):
     """A worker or node was lost; the message says how to continue."""
 
 
-JobRunner = Callable[[list[SweepJob], Preset, str | None, str, int], Iterator[JobResult]]
+JobRunner = Callable[[list[SweepJob], Preset, str | None, str, int], Iterator[JobResult | None]]
+"""Runs the jobs; yields each result as it arrives, and None every :data:`HEARTBEAT_SECONDS` while waiting."""
 
 
 def usable_cpus() -> int:
@@ -202,16 +109,21 @@ def _clear_locks(jobs: list[SweepJob]) -> None:
 
 
 def _local(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: str, workers: int,
-           address: str | None = None) -> Iterator[JobResult]:
+           address: str | None = None) -> Iterator[JobResult | None]:
     """Runs the jobs on a :func:`process_pool`. On Ctrl-C the workers are stopped at once:
     every file they write is replaced atomically, so nothing is lost but the epoch in progress."""
     threads = worker_threads(workers)
     children_before = set(multiprocessing.active_children())
     with process_pool(workers) as pool:
         futures = [pool.submit(run_job, job, preset, data_dir, device, threads) for job in jobs]
+        pending = set(futures)
         try:
-            for future in as_completed(futures):
-                yield future.result()
+            while pending:
+                done, pending = wait(pending, timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+                if not done:
+                    yield None
         except BrokenProcessPool:
             raise SweepInterrupted("a worker process died (killed, or out of memory); run the same command "
                                    "again to continue: finished runs are kept, unfinished ones resume") from None
@@ -232,7 +144,7 @@ def _local(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: s
 
 
 def _ray(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: str, workers: int,
-         address: str | None = None) -> Iterator[JobResult]:
+         address: str | None = None) -> Iterator[JobResult | None]:
     """One Ray task per job on an existing cluster (``ray.init(address=...)``), joined at
     once so that a missing cluster is reported before anything is written. Each task uses
     one CPU thread (``workers`` is the cluster's business: Ray runs as many tasks as it has
@@ -253,11 +165,14 @@ def _ray(jobs: list[SweepJob], preset: Preset, data_dir: str | None, device: str
     return _ray_results(ray, [task.remote(job, preset, data_dir, device, 1) for job in jobs])
 
 
-def _ray_results(ray: Any, pending: list) -> Iterator[JobResult]:
-    """Each task's result as it finishes; disconnects from the cluster at the end."""
+def _ray_results(ray: Any, pending: list) -> Iterator[JobResult | None]:
+    """Each task's result as it finishes (None while waiting); disconnects from the cluster at the end."""
     try:
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            done, pending = ray.wait(pending, num_returns=1, timeout=HEARTBEAT_SECONDS)
+            if not done:
+                yield None
+                continue
             try:
                 yield ray.get(done[0])
             except ray.exceptions.RayError as error:
@@ -273,7 +188,8 @@ BACKENDS: dict[str, JobRunner] = {"local": _local, "ray": _ray}
 def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1, preset: str | Preset = "quick",
               backend: str = "local", workers: int = 1, ray_address: str | None = None,
               data_dir: str | Path | None = None, device: str = "cpu", progress: bool = False,
-              on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+              on_result: Callable[[JobResult], None] | None = None,
+              on_progress: Callable[[SweepProgress], None] | None = None) -> list[JobResult]:
     """Trains and attacks every run × seed of a grid; see the module docstring.
 
     Writes ``OUT/sweep.json`` (the plan, then each job's outcome) and one run directory
@@ -289,8 +205,11 @@ def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1
         ray_address: the Ray cluster (default: the one ``ray start`` left for this machine).
         data_dir: Fashion-MNIST directory (default: the usual search).
         device: ``cpu`` or ``cuda``; the device of every job.
-        progress: a progress bar over the jobs.
+        progress: a progress bar over the jobs, with the jobs in progress (epoch k/n), the resumed and
+            skipped ones, and the time left estimated from measured job times (:mod:`stochrelax.progress`).
         on_result: called with each job's result as it arrives.
+        on_progress: called with a :class:`~stochrelax.progress.SweepProgress` after each result, and
+            every :data:`HEARTBEAT_SECONDS` while jobs run.
 
     Returns:
         The results of every job, in the order they finished.
@@ -319,15 +238,22 @@ def run_sweep(runs: Iterable[PlannedRun], out_dir: str | Path, *, seeds: int = 1
               "jobs": {**recorded, **planned}}  # jobs of an earlier sweep of this study stay on record
     _write_sweep_file(out_dir, record)
     results = []
-    with tqdm(total=len(jobs), desc="sweep", unit="run", disable=not progress) as bar:
+    tracker = SweepTracker(jobs, settings, workers)
+    bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} jobs [{elapsed}] {postfix}"
+    with tqdm(total=len(jobs), desc="sweep", bar_format=bar_format, disable=not progress) as bar:
         for result in runner:
-            results.append(result)
-            record["jobs"][result.label].update(asdict(result))
-            _write_sweep_file(out_dir, record)
-            bar.update()
-            bar.set_postfix_str(result.label)
-            if on_result is not None:
-                on_result(result)
+            if result is not None:
+                results.append(result)
+                tracker.finish(result)
+                record["jobs"][result.label].update(asdict(result), work=result.work)
+                _write_sweep_file(out_dir, record)
+                bar.update()
+                if on_result is not None:
+                    on_result(result)
+            snapshot = tracker.snapshot()
+            bar.set_postfix_str(snapshot.line())
+            if on_progress is not None:
+                on_progress(snapshot)
     return results
 
 
@@ -368,7 +294,7 @@ def unfinished_work(out_dir: str | Path) -> list[str]:
             problems.append(f"{label}: {job['status']}" + (f" ({job['error']})" if job.get("error") else ""))
         elif not is_finished(run_dir):
             problems.append(f"{label}: not trained")
-        elif not _attacks_complete(run_dir, _planned_attacks(load_config(run_dir / CONFIG_FILE), preset)):
+        elif not attacks_complete(run_dir, planned_attacks(load_config(run_dir / CONFIG_FILE), preset)):
             problems.append(f"{label}: attack results incomplete")
     return problems
 

@@ -22,7 +22,8 @@ from stochrelax.evaluate import evaluate_run
 from stochrelax.grid import STUDY_GRID, load_grid
 from stochrelax.robustness import AttackSettings, attack_run
 from stochrelax.runs import CONFIG_FILE, check_run_dir, load_run
-from stochrelax.sweep import SWEEP_FILE, JobResult, run_sweep, unfinished_work, usable_cpus
+from stochrelax.jobs import JobResult
+from stochrelax.sweep import SWEEP_FILE, run_sweep, unfinished_work, usable_cpus
 from stochrelax.train import train_run
 
 __all__ = ["UsageError", "CONTINUE_STUDY", "DEVICES", "resolve_device", "format_attack_table", "train", "evaluate",
@@ -165,9 +166,8 @@ def _print_job(result: JobResult) -> None:
     if result.status == "failed":
         print(f"FAILED {result.label}: {result.error}", flush=True)
         return
-    work = [step for step, done in (("trained", result.trained), ("attacked", result.attacked)) if done]
-    print(f"done {result.label}: test accuracy {result.test_accuracy:.2%} "
-          f"({' and '.join(work) or 'already complete'}, {result.seconds:.0f}s)", flush=True)
+    print(f"done {result.label}: test accuracy {result.test_accuracy:.2%} ({result.work}, {result.seconds:.0f}s)",
+          flush=True)
 
 
 def _sweep_options(args: argparse.Namespace, runs: int) -> dict[str, Any]:
