@@ -13,22 +13,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from stochrelax import data
+from stochrelax import data, data_files
 from stochrelax.config import parse_config
 from stochrelax.models import build_model
 from stochrelax.rng import seeded
 from stochrelax.train import fit
 
 # Read at import time, before any test's monkeypatching of the environment.
-REAL_DATA_DIR = Path(os.environ.get(data.ENV_VAR) or data.SYSTEM_DIR)
+REAL_DATA_DIR = Path(os.environ.get(data_files.ENV_VAR) or data_files.SYSTEM_DIR)
 
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    missing = [name for name, _ in data.SPLIT_FILES.values() if not (REAL_DATA_DIR / name).is_file()]
+    missing = [name for name, _ in data_files.SPLIT_FILES.values() if not (REAL_DATA_DIR / name).is_file()]
     if missing:
         pytest.fail(f"Fashion-MNIST files {missing} not in {REAL_DATA_DIR}: run scripts/setup.sh "
-                    f"(installs the Debian package dataset-fashion-mnist) or set {data.ENV_VAR}")
+                    f"(installs the Debian package dataset-fashion-mnist) or set {data_files.ENV_VAR}")
     return REAL_DATA_DIR
 
 
