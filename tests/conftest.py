@@ -56,6 +56,11 @@ class Victim:
     images: torch.Tensor  # (200, 1, 28, 28) float test images in [0, 1]
     labels: torch.Tensor  # (200,)
 
+    def clean_accuracy(self) -> float:
+        """Accuracy of one forward pass on the clean images."""
+        with torch.no_grad():
+            return (self.model(self.images).argmax(1) == self.labels).float().mean().item()
+
 
 def _trained(fashion_mnist: data.FashionMNIST, activation: dict) -> Victim:
     config = parse_config({"model": {"activation": activation}, "train": {"epochs": 1}})
@@ -106,8 +111,9 @@ def small_run_dirs(fashion_mnist: data.FashionMNIST, tmp_path_factory: pytest.Te
     """Four runs trained 2 epochs on 2000 images (300 test images), each with an attack table
     (FGSM at eps 0, 0.05, 0.1 and missing features at p 0, 0.2 on 100 test images)."""
     from stochrelax import runs
+    from stochrelax.attack_table import AttackSettings
     from stochrelax.config import load_config
-    from stochrelax.robustness import AttackSettings, attack_run
+    from stochrelax.robustness import attack_run
     from stochrelax.train import train_run
 
     configs = Path(__file__).resolve().parents[1] / "configs"

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from stochrelax import runs
+from stochrelax.attack_table import AttackSettings
 from stochrelax.config import ConfigError
-from stochrelax.robustness import AttackSettings
 from stochrelax.grid import PlannedRun, Preset, expand_grid
 from stochrelax.sweep import SWEEP_FILE, plan_jobs, run_sweep
 

@@ -2,7 +2,7 @@
 
 :func:`run_sweep` executes a grid: every run × seed is one job that trains the run
 (``OUT/NAME-seedS``) and attacks it with the thesis' attacks, single-draw and with EOT, and
-with the adaptive per-example worst case (:func:`run_job`, :mod:`stochrelax.robustness`). Jobs go to a local process pool (the CPU threads divided among the
+with the adaptive per-example worst case (:func:`run_job`, :mod:`stochrelax.worst_case`). Jobs go to a local process pool (the CPU threads divided among the
 workers) or to a Ray cluster, one task per job. Everything a job does is resumable: a
 finished run is not trained again, an unfinished one continues from its last epoch
 checkpoint, and a run whose attack table is complete is not attacked again — so an
@@ -32,11 +32,12 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 import torch
 from tqdm import tqdm
 
+from stochrelax.attack_table import budget_key
 from stochrelax.config import ConfigError, RunConfig, load_config
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.files import write_text_atomically
 from stochrelax.grid import PRESETS, RUN_NAME_RULE, PlannedRun, Preset
-from stochrelax.robustness import attack_plan, attack_run, budget_key
+from stochrelax.robustness import attack_plan, attack_run
 from stochrelax.runs import (CONFIG_FILE, LOCK_FILE, RunDirError, is_finished, load_run, read_attack_table, read_json,
                              run_lock)
 from stochrelax.train import TrainingDiverged, train_run
