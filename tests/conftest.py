@@ -13,22 +13,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from stochrelax import data
+from stochrelax import data, data_files
 from stochrelax.config import parse_config
 from stochrelax.models import build_model
 from stochrelax.rng import seeded
 from stochrelax.train import fit
 
 # Read at import time, before any test's monkeypatching of the environment.
-REAL_DATA_DIR = Path(os.environ.get(data.ENV_VAR) or data.SYSTEM_DIR)
+REAL_DATA_DIR = Path(os.environ.get(data_files.ENV_VAR) or data_files.SYSTEM_DIR)
 
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    missing = [name for name, _ in data.SPLIT_FILES.values() if not (REAL_DATA_DIR / name).is_file()]
+    missing = [name for name, _ in data_files.SPLIT_FILES.values() if not (REAL_DATA_DIR / name).is_file()]
     if missing:
         pytest.fail(f"Fashion-MNIST files {missing} not in {REAL_DATA_DIR}: run scripts/setup.sh "
-                    f"(installs the Debian package dataset-fashion-mnist) or set {data.ENV_VAR}")
+                    f"(installs the Debian package dataset-fashion-mnist) or set {data_files.ENV_VAR}")
     return REAL_DATA_DIR
 
 
@@ -55,6 +55,11 @@ class Victim:
     model: torch.nn.Module  # in eval mode
     images: torch.Tensor  # (200, 1, 28, 28) float test images in [0, 1]
     labels: torch.Tensor  # (200,)
+
+    def clean_accuracy(self) -> float:
+        """Accuracy of one forward pass on the clean images."""
+        with torch.no_grad():
+            return (self.model(self.images).argmax(1) == self.labels).float().mean().item()
 
 
 def _trained(fashion_mnist: data.FashionMNIST, activation: dict) -> Victim:
@@ -106,8 +111,9 @@ def small_run_dirs(fashion_mnist: data.FashionMNIST, tmp_path_factory: pytest.Te
     """Four runs trained 2 epochs on 2000 images (300 test images), each with an attack table
     (FGSM at eps 0, 0.05, 0.1 and missing features at p 0, 0.2 on 100 test images)."""
     from stochrelax import runs
+    from stochrelax.attack_table import AttackSettings
     from stochrelax.config import load_config
-    from stochrelax.robustness import AttackSettings, attack_run
+    from stochrelax.robustness import attack_run
     from stochrelax.train import train_run
 
     configs = Path(__file__).resolve().parents[1] / "configs"

@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from stochrelax import data, records, runs
+from stochrelax import data_files, records, runs
 from stochrelax.cli import main
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "relu_deterministic.yaml"
@@ -346,7 +346,7 @@ def damaged_data_dirs(real_data_dir, tmp_path_factory) -> dict[str, Path]:
     directories = {}
     for kind, (name, damage_file) in damage.items():
         directories[kind] = tmp_path_factory.mktemp(kind)
-        for file_name, _ in data.SPLIT_FILES.values():
+        for file_name, _ in data_files.SPLIT_FILES.values():
             shutil.copy(real_data_dir / file_name, directories[kind] / file_name)
         damage_file(directories[kind] / name)
     return directories

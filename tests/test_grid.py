@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stochrelax.attack_table import AttackSettings
 from stochrelax.cli import main
 from stochrelax.config import ConfigError
 from stochrelax.grid import PRESETS, Preset, expand_grid, load_grid
-from stochrelax.robustness import AttackSettings
 
 THESIS_STUDY = Path(__file__).resolve().parents[1] / "configs" / "thesis_study.yaml"
 

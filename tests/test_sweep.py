@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from stochrelax import checkpoints, records, runs
+from stochrelax.attack_table import AttackSettings
 from stochrelax.config import ConfigError
-from stochrelax.robustness import AttackSettings
 from stochrelax.grid import PlannedRun, Preset, expand_grid
 from stochrelax.jobs import plan_jobs
 from stochrelax.sweep import SWEEP_FILE, run_sweep

@@ -256,7 +256,7 @@ def test_a_non_finite_score_function_log_probability_is_traced_to_its_unit(fashi
 def test_pgd_adversarial_training_buys_robustness(fashion_mnist, tmp_path):
     """PGD training (2 epochs on 4000 images, PGD-3 at eps 0.1) resists FGSM at eps 0.07 far better
     than clean training (measured: 67% vs 25% accuracy on 300 test images)."""
-    from stochrelax.robustness import attack_model
+    from stochrelax.attack_rows import attack_model
 
     accuracies = {}
     for method in (None, "pgd"):

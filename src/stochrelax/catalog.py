@@ -21,10 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from stochrelax.attack_table import WORST_CASE
 from stochrelax.config import ConfigError, RunConfig, load_config
 from stochrelax.records import read_failure, read_metrics
 from stochrelax.results import Table, describe_adversarial_training
-from stochrelax.robustness import WORST_CASE
 from stochrelax.runs import (CHECKPOINT_FILE, CONFIG_FILE, RUN_FILE, SUMMARY_FILE, RunDirError, check_layout,
                              read_attack_table, read_summary)
 

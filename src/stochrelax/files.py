@@ -5,7 +5,7 @@ disk (``fsync``) and renamed over the target, so a crash, a kill or a full disk 
 the old file or the new one, never a mix; a failed write removes its temporary file. The new
 file gets the mode ``open()`` would give it (``0666`` less the umask; ``mkstemp`` alone gives
 ``0600``). Run directories (:mod:`stochrelax.runs`), the dataset cache
-(:mod:`stochrelax.data`) and a sweep's record (:mod:`stochrelax.sweep`) all write through it.
+(:mod:`stochrelax.data_files`) and a sweep's record (:mod:`stochrelax.sweep`) all write through it.
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stochrelax.attack_table import DEFAULT_BUDGETS, THESIS_ATTACKS, WORST_CASE, AttackSettings
 from stochrelax.config import (ConfigError, RunConfig, check_keys, expand_dotted_keys, merge_mappings, parse_config,
                                read_yaml)
-from stochrelax.robustness import DEFAULT_BUDGETS, THESIS_ATTACKS, WORST_CASE, AttackSettings
 
 __all__ = ["PlannedRun", "expand_grid", "load_grid", "Preset", "PRESETS", "STUDY_GRID", "RUN_NAME_RULE"]
 

@@ -17,11 +17,12 @@ from typing import Iterable
 
 import torch
 
+from stochrelax.attack_table import budget_key
 from stochrelax.config import ConfigError, RunConfig
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.grid import RUN_NAME_RULE, PlannedRun, Preset
 from stochrelax.records import read_events
-from stochrelax.robustness import attack_plan, attack_run, budget_key
+from stochrelax.robustness import attack_plan, attack_run
 from stochrelax.runs import RunDirError, is_finished, load_run, read_attack_table
 from stochrelax.train import TrainingDiverged, train_run
 

@@ -23,11 +23,11 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from stochrelax import plots
+from stochrelax.attack_table import WORST_CASE
 from stochrelax.config import ConfigError
 from stochrelax.data import FashionMNIST
 from stochrelax.results import (RESULTS_CAPTION, RESULTS_CSV, Table, describe_adversarial_training, describe_units,
                                 markdown_table, read_results, results_table)
-from stochrelax.robustness import WORST_CASE
 from stochrelax.runs import Run, RunDirError, load_run, read_attack_table
 from stochrelax.verdicts import VERDICTS_CAPTION, VERDICTS_CSV, read_verdicts, scope_headline, verdict_table
 

@@ -19,7 +19,7 @@ cannot change an attack — the model is deterministic, or the attack never quer
 model's gradient or scores (missing features) — the single-draw number is also the EOT
 number, so that every comparison has its cells under both variants. Clean accuracy is
 the same under both. A third variant, ``"worst-case"``, reads every L∞ attack cell as the
-per-example worst case at its eps (:mod:`stochrelax.robustness`) — the robust accuracy the
+per-example worst case at its eps (:mod:`stochrelax.worst_case`) — the robust accuracy the
 verdicts judge — and every other cell as its EOT number. The accuracy is always that of
 the averaged predictor.
 """
@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
+from stochrelax.attack_table import BUDGET_NAMES, WORST_CASE, budget_key
 from stochrelax.attacks import ATTACKS
 from stochrelax.config import RunConfig, load_config
 from stochrelax.records import find_failed_runs
-from stochrelax.robustness import BUDGET_NAMES, WORST_CASE, budget_key
 from stochrelax.runs import (CONFIG_FILE, SUMMARY_FILE, RunDirError, find_runs, group_by_seed,
                              read_attack_table, read_summary)
 

@@ -2,7 +2,7 @@
 
 :func:`run_sweep` executes a grid: every run × seed is one job that trains the run
 (``OUT/NAME-seedS``) and attacks it with the thesis' attacks, single-draw and with EOT, and
-with the adaptive per-example worst case (:mod:`stochrelax.jobs`, :mod:`stochrelax.robustness`).
+with the adaptive per-example worst case (:mod:`stochrelax.jobs`, :mod:`stochrelax.worst_case`).
 Jobs go to a local process pool (the CPU threads divided among the workers) or to a Ray
 cluster, one task per job, and the sweep shows where it is (:mod:`stochrelax.progress`). Everything a job does is resumable: a
 finished run is not trained again, an unfinished one continues from its last epoch

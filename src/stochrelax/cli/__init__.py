@@ -15,7 +15,7 @@ import sys
 from stochrelax.cli.commands import UsageError, resolve_device
 from stochrelax.cli.parser import build_parser
 from stochrelax.config import ConfigError
-from stochrelax.data import DataError
+from stochrelax.data_files import DataError
 from stochrelax.runs import RunDirError
 from stochrelax.sweep import SweepInterrupted
 from stochrelax.train import TrainingDiverged

@@ -16,13 +16,14 @@ from typing import Any, Callable
 
 import torch
 
+from stochrelax.attack_table import AttackSettings
 from stochrelax.config import load_config
 from stochrelax.data import data_info as find_data, load_fashion_mnist
 from stochrelax.evaluate import evaluate_run
 from stochrelax.grid import STUDY_GRID, load_grid
-from stochrelax.robustness import AttackSettings, attack_run
-from stochrelax.runs import CONFIG_FILE, check_run_dir, load_run
 from stochrelax.jobs import JobResult
+from stochrelax.robustness import attack_run
+from stochrelax.runs import CONFIG_FILE, check_run_dir, load_run
 from stochrelax.sweep import SWEEP_FILE, run_sweep, unfinished_work, usable_cpus
 from stochrelax.train import train_run
 

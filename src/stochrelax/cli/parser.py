@@ -10,11 +10,11 @@ import textwrap
 from pathlib import Path
 
 from stochrelax import __version__
+from stochrelax.attack_table import DEFAULT_BUDGETS, DEFAULT_PROXIES, EVALUATIONS, THESIS_ATTACKS
 from stochrelax.attacks.proxies import Proxy
 from stochrelax.cli import commands
 from stochrelax.cli.commands import DEVICES, UsageError
 from stochrelax.grid import PRESETS, STUDY_GRID
-from stochrelax.robustness import DEFAULT_BUDGETS, DEFAULT_PROXIES, EVALUATIONS, THESIS_ATTACKS
 from stochrelax.sweep import BACKENDS
 
 __all__ = ["build_parser", "COMMANDS"]

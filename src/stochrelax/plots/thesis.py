@@ -17,6 +17,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from stochrelax import records, runs
+from stochrelax.attack_table import BUDGET_NAMES
 from stochrelax.attacks import ATTACKS, make_attack
 from stochrelax.config import RunConfig, load_config
 from stochrelax.data import CLASS_NAMES, FashionMNIST
@@ -31,7 +32,6 @@ from stochrelax.plots.style import (ADVERSARIAL_COLOUR, ATTACK_TITLES, BASELINE_
                                     SINGLE, STATISTICS, WIDE, draw_image, figure_legend, new_figure, panels,
                                     retrain_command)
 from stochrelax.rng import seeded
-from stochrelax.robustness import BUDGET_NAMES
 
 
 # --- thesis Fig. 4.1 ---------------------------------------------------------------------------

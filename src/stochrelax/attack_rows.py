@@ -1,0 +1,167 @@
+"""One row of a robustness table: an attack run in batches and judged on fixed evaluation draws.
+
+A per-attack row (the thesis' protocol, Figs. 5.3–5.5, :func:`attack_model`) is one
+registered attack at one budget. A model-based attack on a stochastic network is measured
+twice, with one noise draw per gradient and with Expectation over Transformation over K
+draws (Athalye et al. 2018). Sign units are differentiated through
+``AttackSettings.proxy`` (by default ``own``: the gradient estimator the network was
+trained with; :func:`through_proxy`).
+
+Every row, the worst case's too (:mod:`stochrelax.worst_case`), is judged by the averaged
+predictor p(y | x) ≈ (1/K) Σ_k softmax(f(x, ξ_k)) on **fixed evaluation draws**
+(:class:`FixedDrawJudge`): the same noise for the same image position whichever attack
+produced the image, so that attacks are compared on equal terms and the clean accuracy
+beside a row is that of the same images and draws.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+from stochrelax.attack_table import WORST_CASE, AttackResult, AttackSettings
+from stochrelax.attacks import ATTACKS, make_attack
+from stochrelax.attacks.fgsm import kurakin_steps
+from stochrelax.attacks.proxies import Proxy, ProxyGradients, has_sign_units
+from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sample_logits
+from stochrelax.rng import seeded
+from stochrelax.runs import pack_correct
+
+__all__ = ["FixedDrawJudge", "as_pixels", "in_batches", "judged_row", "through_proxy", "attack_model"]
+
+
+class FixedDrawJudge:
+    """Judges images by the averaged predictor over K noise draws that are fixed per image position.
+
+    Batch ``b`` of the N positions is always predicted from the generator state ``seed + b``, so
+    an image at position i meets the same noise whichever attack produced it: comparisons
+    between attacks, and the per-example worst case, are free of evaluation noise.
+
+    Args:
+        model: the classifier (in the mode the caller chose).
+        labels: (N,) true classes.
+        samples: K draws of the averaged predictor (1 for a deterministic model).
+        batch_size: positions per batch.
+        seed: base seed of the draws.
+    """
+
+    def __init__(self, model: torch.nn.Module, labels: torch.Tensor, samples: int, batch_size: int,
+                 seed: int) -> None:
+        self.model, self.labels, self.batch_size, self.seed = model, labels, batch_size, seed
+        self.samples = samples if is_stochastic(model) else 1
+        self._clean: tuple[torch.Tensor, torch.Tensor] | None = None  # the clean images and their judgement
+
+    def clean(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`__call__`'s (N,) for the clean images, judged once and shared by every row."""
+        if self._clean is None or self._clean[0] is not images:
+            self._clean = images, self(images)[0]
+        return self._clean[1]
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classes predicted by the averaged predictor, (N,), and by each single draw, (K, N)."""
+        averaged, single = [], []
+        for index, start in enumerate(range(0, len(self.labels), self.batch_size)):
+            with seeded(self.seed + index, images.device):
+                batch = images[start:start + self.batch_size]
+                logits = sample_logits(self.model, batch, self.samples)  # (K, B, classes)
+            averaged.append(predictive_log_prob(logits).argmax(dim=1))
+            single.append(logits.argmax(dim=2))
+        return torch.cat(averaged), torch.cat(single, dim=1)
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whether each image is classified correctly, (N,), and by each single draw, (K, N)."""
+        averaged, single = self.predict(images)
+        return averaged == self.labels, single == self.labels
+
+
+def as_pixels(images: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [0, 1] from uint8 images as stored, or from pixels already."""
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
+
+
+def in_batches(attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], images: torch.Tensor,
+               labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``attack(images, labels)`` over batches of ``batch_size``, concatenated (a copy of no images for none)."""
+    return torch.cat([attack(images[start:start + batch_size], labels[start:start + batch_size])
+                      for start in range(0, len(labels), batch_size)]) if len(labels) else images.clone()
+
+
+def judged_row(attack: str, budget_name: str, budget: float, eot_samples: int, judge: FixedDrawJudge,
+               clean: torch.Tensor, adversarial: torch.Tensor, images: torch.Tensor, success: torch.Tensor,
+               success_denominator: int, seconds: float, **measured_with: Any) -> AttackResult:
+    """A row from the judged clean and adversarial images."""
+    correct, single = judge(adversarial)
+    examples = len(judge.labels)
+    single_accuracy = single.float().mean(dim=1)  # (K,)
+    perturbation = (adversarial - images).flatten(1)  # (N, C·H·W)
+    return AttackResult(
+        attack, budget_name, float(budget), eot_samples, judge.samples, correct.float().mean().item(),
+        single_accuracy.mean().item(), single_accuracy.std().item() if judge.samples > 1 else 0.0,
+        success.sum().item() / max(success_denominator, 1), perturbation.abs().amax(dim=1).mean().item(),
+        perturbation.norm(dim=1).mean().item(), seconds, examples, clean.float().mean().item(),
+        correct=pack_correct(correct), **measured_with)
+
+
+def through_proxy(model: torch.nn.Module, proxy: Proxy) -> torch.nn.Module:
+    """The model an attack differentiates: through ``proxy`` at sign units, else the model itself."""
+    return ProxyGradients(model, proxy) if has_sign_units(model) else model
+
+
+def _steps(name: str, budget: float, settings: AttackSettings) -> int | None:
+    """Iterations (queries for Square) an attack ran, as recorded in its row; ``None`` for missing features."""
+    counts: dict[str, int | None] = {
+        "fgsm": 1, "ifgsm-ll": kurakin_steps(budget), "pgd": settings.pgd_steps, "apgd-ce": settings.apgd_steps,
+        "apgd-dlr": settings.apgd_steps, "square": settings.square_queries, "missing": None,
+        WORST_CASE: settings.worst_case_steps}
+    return counts[name]
+
+
+def attack_model(model: torch.nn.Module, attack_name: str, budget: float, images: torch.Tensor,
+                 labels: torch.Tensor, settings: AttackSettings = AttackSettings(), *,
+                 eot_samples: int = 1, judge: FixedDrawJudge | None = None) -> AttackResult:
+    """Attacks every image with one registered attack and measures accuracy, success rate and perturbation size.
+
+    The model is put in eval mode for the duration (noise stays on) and restored after.
+
+    Args:
+        model: classifier on [0, 1] pixels.
+        attack_name: a key of :data:`stochrelax.attacks.ATTACKS`.
+        budget: eps or p, whichever the attack takes.
+        images: (N, C, H, W) uint8 images as stored, or float pixels in [0, 1].
+        labels: (N,).
+        settings: steps, proxy, prediction draws, batch size and seed (the fixed evaluation draws).
+        eot_samples: noise draws per gradient (or per Square query) of this row.
+        judge: the fixed evaluation draws of ``model`` on ``labels`` (default: built from ``settings``);
+            pass one to share its judgement of the clean images across rows.
+    """
+    info = ATTACKS[attack_name]
+    options = {info.budget_name: budget, **settings.attack_options(attack_name)}
+    if info.eot_argument is not None:
+        options[info.eot_argument] = eot_samples
+    pixels = as_pixels(images)
+    with evaluating(model):
+        judge = judge or FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
+        clean = judge.clean(pixels)
+        attack = make_attack(attack_name, through_proxy(model, Proxy.parse(settings.proxy)), **options)
+        targeted = hasattr(attack, "targets")
+        start = time.perf_counter()
+        targets = in_batches(attack.targets, pixels, labels, settings.batch_size) if targeted else None
+        if budget == 0:  # every attack returns the clean input at zero budget
+            adversarial = pixels
+        elif targeted:
+            adversarial = in_batches(attack.toward, pixels, targets, settings.batch_size)
+        else:
+            adversarial = in_batches(attack, pixels, labels, settings.batch_size)
+        seconds = time.perf_counter() - start
+        if targeted:
+            success, denominator = judge.predict(adversarial)[0] == targets, len(labels)
+        else:
+            correct, _ = judge(adversarial)
+            success, denominator = clean & ~correct, int(clean.sum())
+        return judged_row(attack_name, info.budget_name, budget, eot_samples if info.eot_argument else 1, judge,
+                          clean, adversarial, pixels, success, denominator, seconds,
+                          proxy=settings.proxy if info.gradient_based else "-",
+                          steps=_steps(attack_name, budget, settings), seed=settings.seed)

@@ -1,0 +1,75 @@
+"""Per-attack rows: accuracy, success rate and perturbation of one attack, judged on fixed evaluation draws."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stochrelax import runs
+from stochrelax.attack_rows import FixedDrawJudge, attack_model
+from stochrelax.attack_table import AttackSettings
+from stochrelax.checks import sampling_tolerance
+from stochrelax.rng import seeded
+
+
+def test_zero_budget_row_is_the_clean_accuracy(relu_victim) -> None:
+    result = attack_model(relu_victim.model, "pgd", 0.0, relu_victim.images, relu_victim.labels)
+    assert result.accuracy == pytest.approx(relu_victim.clean_accuracy())
+    assert (result.mean_linf, result.success_rate) == (0.0, 0.0)
+
+
+def test_untargeted_row_matches_an_independent_computation(relu_victim) -> None:
+    model, images, labels = relu_victim.model, relu_victim.images, relu_victim.labels
+    result = attack_model(model, "fgsm", 0.05, images, labels, AttackSettings(batch_size=64))
+    gradient = torch.autograd.grad(torch.nn.functional.cross_entropy(model(images.requires_grad_(True)), labels,
+                                                                     reduction="sum"), images)[0]
+    images.requires_grad_(False)
+    adversarial = (images + 0.05 * gradient.sign()).clamp(0, 1)
+    with torch.no_grad():
+        clean_right = model(images).argmax(1) == labels
+        adversarial_right = model(adversarial).argmax(1) == labels
+    assert result.accuracy == pytest.approx(adversarial_right.float().mean().item())
+    assert result.success_rate == pytest.approx((clean_right & ~adversarial_right).sum().item() / clean_right.sum().item())
+    assert result.mean_linf == pytest.approx(0.05, abs=1e-6)
+    assert result.mean_l2 == pytest.approx((adversarial - images).flatten(1).norm(dim=1).mean().item(), rel=1e-4)
+    assert (result.examples, result.prediction_samples, result.eot_samples) == (200, 1, 1)
+    assert result.clean_accuracy == pytest.approx(clean_right.float().mean().item())
+    assert (result.steps, result.proxy, result.seed) == (1, "own", 0)
+    assert (runs.unpack_correct(result.correct, 200) == adversarial_right.numpy()).all()
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd", "ifgsm-ll"])
+def test_gradient_attacks_never_beat_clean_and_get_stronger_with_eps(relu_victim, attack: str) -> None:
+    accuracies = [attack_model(relu_victim.model, attack, eps, relu_victim.images, relu_victim.labels).accuracy
+                  for eps in (0.0, 0.02, 0.05, 0.1)]
+    assert accuracies[0] == pytest.approx(relu_victim.clean_accuracy())
+    assert all(later <= earlier for earlier, later in zip(accuracies, accuracies[1:])), accuracies
+    assert accuracies[-1] < accuracies[0] - 0.2
+
+
+def test_targeted_success_rate_counts_reaching_the_target(relu_victim) -> None:
+    result = attack_model(relu_victim.model, "ifgsm-ll", 0.2, relu_victim.images, relu_victim.labels)
+    assert result.success_rate > 0.8  # the least-likely class is reached on most inputs
+
+
+def test_eot_is_at_least_as_strong_as_one_draw_on_a_stochastic_model(stochastic_victim) -> None:
+    settings = AttackSettings(prediction_samples=8, pgd_steps=5)
+    with seeded(0):
+        single, eot = (attack_model(stochastic_victim.model, "pgd", 0.03, stochastic_victim.images[:100],
+                                    stochastic_victim.labels[:100], settings, eot_samples=k) for k in (1, 8))
+    assert eot.accuracy <= single.accuracy + sampling_tolerance(single.accuracy, single.examples)
+    assert eot.prediction_samples == 8 and single.accuracy_single_draw_std > 0
+
+
+def test_fixed_draws_judge_a_position_alike_whatever_its_neighbours(stochastic_victim) -> None:
+    images, labels = stochastic_victim.images[:60], stochastic_victim.labels[:60]
+    judge = FixedDrawJudge(stochastic_victim.model, labels, samples=4, batch_size=25, seed=7)
+    correct, single = judge(images)
+    changed = images.clone()
+    changed[30:] = torch.rand_like(changed[30:])  # other images of the same batches change
+    changed_correct, changed_single = judge(changed)
+    assert torch.equal(changed_single[:, :30], single[:, :30]) and torch.equal(changed_correct[:30], correct[:30])
+    assert single.shape == (4, 60)
+    other_seed, _ = FixedDrawJudge(stochastic_victim.model, labels, 4, 25, seed=8)(images)
+    assert not torch.equal(FixedDrawJudge(stochastic_victim.model, labels, 4, 25, 8).predict(images)[1],
+                           judge.predict(images)[1])  # the draws do depend on the seed
