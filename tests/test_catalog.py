@@ -90,15 +90,19 @@ def test_the_status_table_names_runs_relative_to_the_root_and_labels_images(stud
 
 def test_compare_shows_only_the_config_fields_that_differ_then_the_metrics(tmp_path):
     first = write_run(tmp_path, BASELINE_NAME, BASELINE, 0, 0.88, WORST)
-    second = write_run(tmp_path, LOGISTIC_NAME, LOGISTIC, 1, 0.86, {("fgsm", 0.1, 1): 0.61})
+    second = write_run(tmp_path, LOGISTIC_NAME, LOGISTIC, 1, 0.86, {("fgsm", 0.1, 1): 0.61, ("fgsm", 0.1, 4): 0.58,
+                                                                      ("missing", 0.3, 1): 0.7})
     table = compare_runs([first, second])
     assert table.header == ["", first.name, second.name]
     rows = {row[0]: row[1:] for row in table.rows}
-    assert rows["model.activation.noise"] == ["None", "logistic"] and rows["train.seed"] == ["0", "1"]
+    assert rows["model.activation.noise"] == ["none", "logistic"] and rows["train.seed"] == ["0", "1"]
     assert "model.batch_norm" not in rows and "train.lr" not in rows  # equal in both
     assert rows["clean accuracy (images)"] == ["88.0% (1000)", "86.0% (1000)"]
     assert rows["fgsm eps=0.1"] == ["55.0% (1000)", "61.0% (1000)"]
-    assert rows["worst-case eps=0.1, EOT 4"] == ["25.0% (1000)", "—"]
+    # the deterministic run's single-draw number is its EOT number too; missing features have no EOT row
+    assert rows["fgsm eps=0.1, EOT"] == ["55.0% (1000)", "58.0% (1000)"]
+    assert rows["missing p=0.3"] == ["—", "70.0% (1000)"] and "missing p=0.3, EOT" not in rows
+    assert rows["worst-case eps=0.1"] == ["25.0% (1000)", "—"]
     assert markdown_table(table).splitlines()[0] == f"|  | {first.name} | {second.name} |"
 
 

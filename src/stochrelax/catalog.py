@@ -169,9 +169,23 @@ def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _attack_label(row: dict[str, Any]) -> str:
-    draws = "" if row["eot_samples"] == 1 else f", EOT {row['eot_samples']}"
-    return f"{row['attack']} {row['budget_name']}={row['budget']:g}{draws}"
+def _attack_cells(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, float, bool], dict]:
+    """A run's attack rows keyed by (attack, budget name, budget, EOT); the worst case, one row per
+    eps, is keyed as EOT."""
+    return {(row["attack"], row["budget_name"], row["budget"], row["eot_samples"] > 1 or row["attack"] == WORST_CASE):
+            row for row in rows}
+
+
+def _with_eot_cells(cells: dict, measured: set, stochastic: bool) -> dict:
+    """A deterministic run's single-draw rows also fill the EOT cells other runs measured: noise
+    draws cannot change its gradients (as in :mod:`stochrelax.results`)."""
+    if stochastic:
+        return cells
+    return {**{(*key[:3], True): row for key, row in cells.items() if (*key[:3], True) in measured}, **cells}
+
+
+def _value_text(value: Any) -> str:
+    return "none" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 MetricReader = Callable[[dict[str, Any]], str]
@@ -190,29 +204,35 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> Table:
     """The runs side by side, one column each: config fields that differ, then metrics.
 
     The rows are the config fields (dotted, e.g. ``model.activation.noise``) whose values differ
-    between the runs, then :data:`SUMMARY_METRICS`, then the accuracy under every attack row
-    that any of them has (attack, budget, EOT draws; the number of images in brackets).
+    between the runs, then :data:`SUMMARY_METRICS`, then the accuracy under every attack and
+    budget that any of them was attacked with, single-draw and with EOT (the number of images in
+    brackets).
 
     Raises:
         RunDirError: if a run is missing, damaged or unfinished.
     """
     paths = [Path(run_dir) for run_dir in run_dirs]
-    configs, summaries, attack_rows = [], [], []
+    configs, summaries, attack_cells, stochastic = [], [], [], []
     for path in paths:
         if not (path / CONFIG_FILE).is_file():
             raise RunDirError(f"{path} is not a stochrelax run directory (no {CONFIG_FILE})")
         check_layout(path)
-        configs.append(_flatten(load_config(path / CONFIG_FILE).model_dump(mode="json")))
+        config = load_config(path / CONFIG_FILE)
+        configs.append(_flatten(config.model_dump(mode="json")))
         summaries.append(read_summary(path))
         table = read_attack_table(path)
-        attack_rows.append({_attack_label(row): row for row in (table or {"rows": []})["rows"]})
+        attack_cells.append(_attack_cells((table or {"rows": []})["rows"]))
+        stochastic.append(config.model.activation.noise is not None)
     fields = [key for key in configs[0] if len({json.dumps(config.get(key)) for config in configs}) > 1]
     fields += [key for config in configs[1:] for key in config if key not in configs[0] and key not in fields]
-    rows = [[field, *(json.dumps(config.get(field)) if isinstance(config.get(field), (list, dict))
-                      else str(config.get(field)) for config in configs)] for field in fields]
+    rows = [[field, *(_value_text(config.get(field)) for config in configs)] for field in fields]
     rows += [[name, *(read(summary) for summary in summaries)] for name, read in SUMMARY_METRICS.items()]
-    labels = list(dict.fromkeys(label for rows_of_run in attack_rows for label in rows_of_run))
-    rows += [[label, *(_percent(rows_of_run[label]["accuracy"], rows_of_run[label]["examples"])
-                       if label in rows_of_run else "—" for rows_of_run in attack_rows)] for label in labels]
+    measured = {key for cells in attack_cells for key in cells}
+    attack_cells = [_with_eot_cells(cells, measured, noisy) for cells, noisy in zip(attack_cells, stochastic)]
+    for key in sorted(measured):
+        attack, budget_name, budget, eot = key
+        label = f"{attack} {budget_name}={budget:g}" + (", EOT" if eot and attack != WORST_CASE else "")
+        rows.append([label, *(_percent(cells[key]["accuracy"], cells[key]["examples"]) if key in cells else "—"
+                              for cells in attack_cells)])
     notes = [] if fields else ["the runs' configs are equal"]
     return Table(["", *(path.name for path in paths)], rows, notes)
