@@ -57,7 +57,7 @@ from stochrelax.models import AllConvNet, build_model
 
 __all__ = ["RunDirError", "Run", "LAYOUT_VERSION", "RUN_FILE", "LOCK_FILE", "CONFIG_FILE", "METRICS_FILE",
            "TRAINING_STATS_FILE", "WEIGHTS_FILE", "SUMMARY_FILE", "ATTACKS_JSON", "ATTACKS_CSV", "CHECKPOINT_FILE",
-           "EVENTS_FILE", "RUN_FILES", "error_reason", "write_run_file", "check_writable", "run_lock",
+           "EVENTS_FILE", "TENSORBOARD_DIR", "RUN_FILES", "error_reason", "write_run_file", "check_writable", "run_lock",
            "check_run_dir", "create_run_dir", "check_layout", "write_config", "check_same_config", "read_json",
            "read_summary", "is_finished", "save_weights", "write_summary", "verify_weights", "load_run",
            "write_attack_table", "read_attack_table", "pack_correct", "unpack_correct", "find_runs", "group_by_seed"]
@@ -76,10 +76,12 @@ ATTACKS_JSON = "attacks.json"
 ATTACKS_CSV = "attacks.csv"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 EVENTS_FILE = "events.jsonl"
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard scalars (stochrelax.scalars), when tensorboard is installed
 _JSON_ONLY = frozenset({"correct"})  # attack-row fields too long for a spreadsheet: attacks.json only
 _BOOKKEEPING = frozenset({RUN_FILE, LOCK_FILE})  # a directory holding only these holds no run
 RUN_FILES = frozenset({RUN_FILE, LOCK_FILE, CONFIG_FILE, METRICS_FILE, TRAINING_STATS_FILE, WEIGHTS_FILE, SUMMARY_FILE,
-                       ATTACKS_JSON, ATTACKS_CSV, CHECKPOINT_FILE, EVENTS_FILE})  # every file a run writes
+                       ATTACKS_JSON, ATTACKS_CSV, CHECKPOINT_FILE, EVENTS_FILE,
+                       TENSORBOARD_DIR})  # every file a run writes (the last a directory)
 
 
 class RunDirError(Exception):
@@ -252,7 +254,9 @@ def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
     path = Path(path)
     if check_run_dir(path, overwrite):
         for child in path.iterdir():
-            if child.name != LOCK_FILE:
+            if child.name == TENSORBOARD_DIR and child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            elif child.name != LOCK_FILE:
                 child.unlink()
     path.mkdir(parents=True, exist_ok=True)
     write_run_file(path / RUN_FILE, json.dumps({"layout": LAYOUT_VERSION}) + "\n")

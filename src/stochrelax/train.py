@@ -42,6 +42,7 @@ from stochrelax.estimators import MovingAverageBaseline, score_function_surrogat
 from stochrelax.evaluate import evaluate_model
 from stochrelax.models import build_model, collect_log_prob, predictive_log_prob, sample_logits
 from stochrelax.rng import generator_states, host_generator_states, replaying, seeded, set_host_generator_states
+from stochrelax.scalars import ScalarLog
 from stochrelax.stats import NullRecorder, TrainingStatsRecorder, histogram_epochs
 from stochrelax import checkpoints, records, runs
 from stochrelax.training_strategies import (ADVERSARIAL_TRAINING, CleanTraining, FGSMMixture, PGDTraining,
@@ -385,13 +386,16 @@ def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: 
     else:
         runs.create_run_dir(run_dir, overwrite)
         runs.write_config(run_dir, config)
-    records.append_event(run_dir, "resume" if checkpoint else "start", checkpoint.epoch + 1 if checkpoint else 1)
+    first_epoch = checkpoint.epoch + 1 if checkpoint else 1
+    records.append_event(run_dir, "resume" if checkpoint else "start", first_epoch)
+    scalars = ScalarLog(run_dir, first_epoch)
 
     recorder = TrainingStatsRecorder(histogram_epochs(config.train.epochs))
     last_test_correct: dict[int, torch.Tensor] = {}  # epoch -> per-image results, for the summary
 
     def record(metrics: EpochMetrics) -> None:
         records.append_metrics(run_dir, metrics.as_dict())
+        scalars.write(metrics.as_dict())
         last_test_correct.clear()
         last_test_correct[metrics.epoch] = metrics.test_correct
         stats = recorder.history[-1]
@@ -415,6 +419,8 @@ def _train_locked(config: RunConfig, data: FashionMNIST, run_dir: Path, device: 
         except runs.RunDirError as error:  # a write failed (full disk, permissions): the last checkpoint stands
             _record_write_failure(run_dir, str(error))
             raise runs.RunDirError(f"{error}; then continue with `stochrelax train --resume {run_dir}`") from None
+        finally:
+            scalars.close()
     weights_sha256 = runs.save_weights(run_dir, model)
     history = records.read_metrics(run_dir)  # every epoch, also those before a resumption
     final = history[-1]
