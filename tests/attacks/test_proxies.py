@@ -45,9 +45,17 @@ def test_derivative_is_the_derivative_of_the_value(text: str, noise: str | None)
                                 estimator=None if noise else "classic_ste")
     proxy = Proxy.parse(text)
     points = torch.linspace(-1.5, 1.5, 301, dtype=torch.float64).requires_grad_(True)
-    (autograd,) = torch.autograd.grad(proxy.value(unit.noise, points).sum(), points)
+    (autograd,) = torch.autograd.grad(proxy.value(unit, points).sum(), points)
     interior = (points.detach().abs() - 1.0).abs() > 1e-6  # hard-tanh's kinks are not differentiable
     torch.testing.assert_close(proxy.derivative(unit)(points.detach())[interior], autograd[interior])
+
+
+@pytest.mark.parametrize("noise", ["logistic", None])
+def test_own_proxy_of_a_classic_straight_through_unit_is_hard_tanh_with_or_without_noise(noise: str | None) -> None:
+    unit = StochasticActivation("sign", noise, "additive", 0.4 if noise else None, estimator="classic_ste")
+    points = torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.7])
+    assert torch.equal(Proxy().value(unit, points), torch.tensor([-1.0, -0.5, 0.0, 0.3, 1.0]))
+    assert torch.equal(Proxy().derivative(unit)(points), torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0]))
 
 
 def test_own_proxy_is_the_mean_of_the_stochastic_unit() -> None:
@@ -57,7 +65,7 @@ def test_own_proxy_is_the_mean_of_the_stochastic_unit() -> None:
     with seeded(0):
         draws = unit(points.expand(200_000, -1))  # (draws, 7)
     standard_error = draws.std(dim=0) / 200_000 ** 0.5
-    assert ((draws.mean(dim=0) - Proxy().value(unit.noise, points)).abs() <= 5 * standard_error + 1e-6).all()
+    assert ((draws.mean(dim=0) - Proxy().value(unit, points)).abs() <= 5 * standard_error + 1e-6).all()
 
 
 @pytest.mark.parametrize("estimator", ["ste", "score", "classic_ste"])

@@ -13,8 +13,9 @@ A :class:`Proxy` is a smooth function s(a) standing in for a sign unit, whose te
 does not depend on the training noise:
 
 - ``tanh:τ``: s(a) = tanh(a / τ) — the mean 2F(a) − 1 of logistic noise of scale τ/2.
-- ``own``: the unit's own estimator — 2F(a) − 1 of its training noise (straight-through
-  and score-function units), hard-tanh for the classic straight-through estimator.
+- ``own``: the smooth function the unit's own estimator stands for — 2F(a) − 1 of its training
+  noise (straight-through and score-function units), hard-tanh for the classic straight-through
+  estimator, with or without noise.
 
 They are used two ways (Athalye, Carlini, Wagner 2018, https://arxiv.org/abs/1802.00420):
 
@@ -30,50 +31,56 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
 
-from stochrelax.estimators import classic_straight_through_derivative, straight_through_derivative
+from stochrelax.estimators import STRAIGHT_THROUGH_DERIVATIVES
 from stochrelax.layers import GradientProxy, StochasticActivation, gradient_proxies
 from stochrelax.noise import Noise
 
-__all__ = ["Proxy", "PROXY_KINDS", "ProxyGradients", "SmoothActivation", "smooth_surrogate", "has_sign_units"]
+__all__ = ["Proxy", "SignUnit", "PROXY_KINDS", "ProxyGradients", "SmoothActivation", "smooth_surrogate", "has_sign_units"]
 
 
-def _tanh_value(noise: Noise | None, pre_activation: torch.Tensor, temperature: float) -> torch.Tensor:
-    return torch.tanh(pre_activation / temperature)
+class SignUnit(NamedTuple):
+    """What a proxy needs to know of a sign unit: its training noise and its estimator."""
+
+    noise: Noise | None
+    estimator: str | None  # None: the default, classic straight-through without noise
 
 
-def _tanh_derivative(noise: Noise | None, pre_activation: torch.Tensor, temperature: float) -> torch.Tensor:
-    return (1.0 - torch.tanh(pre_activation / temperature).square()) / temperature
+class _Smooth(NamedTuple):
+    """A proxy bound to one unit: a ↦ s(a), and a ↦ s'(a)."""
+
+    value: Callable[[torch.Tensor], torch.Tensor]
+    derivative: GradientProxy
 
 
-def _own_value(noise: Noise | None, pre_activation: torch.Tensor, temperature: None) -> torch.Tensor:
-    if noise is None:  # classic straight-through: the identity on [-1, 1]
-        return pre_activation.clamp(-1.0, 1.0)
-    return 2.0 * noise.cdf(pre_activation) - 1.0
+def _tanh(proxy: "Proxy", unit: SignUnit) -> _Smooth:
+    """tanh(a/τ), whatever the unit."""
+    temperature = proxy.temperature
+    return _Smooth(lambda a: torch.tanh(a / temperature),
+                   lambda a: (1.0 - torch.tanh(a / temperature).square()) / temperature)
 
 
-def _own_derivative(noise: Noise | None, pre_activation: torch.Tensor, temperature: None) -> torch.Tensor:
-    if noise is None:
-        return classic_straight_through_derivative(pre_activation)
-    return straight_through_derivative(noise)(pre_activation)
+def _own(proxy: "Proxy", unit: SignUnit) -> _Smooth:
+    """The smooth function the unit's estimator stands for: 2F(a) − 1 of its noise for the
+    straight-through and score-function estimators, hard-tanh for the classic straight-through."""
+    estimator = unit.estimator or "classic_ste"
+    derivative = STRAIGHT_THROUGH_DERIVATIVES[estimator](unit.noise)
+    if estimator == "classic_ste":
+        return _Smooth(lambda a: a.clamp(-1.0, 1.0), derivative)
+    noise = unit.noise
+    return _Smooth(lambda a: 2.0 * noise.cdf(a) - 1.0, derivative)
 
 
-@dataclass(frozen=True)
-class _ProxyKind:
-    # (the unit's noise or None, pre-activation, temperature) -> s(a), and -> s'(a)
-    value: Callable[[Noise | None, torch.Tensor, float | None], torch.Tensor]
-    derivative: Callable[[Noise | None, torch.Tensor, float | None], torch.Tensor]
+class _ProxyKind(NamedTuple):
+    bind: Callable[["Proxy", SignUnit], _Smooth]
     takes_temperature: bool
 
 
-PROXY_KINDS: dict[str, _ProxyKind] = {
-    "tanh": _ProxyKind(_tanh_value, _tanh_derivative, True),
-    "own": _ProxyKind(_own_value, _own_derivative, False),
-}
+PROXY_KINDS: dict[str, _ProxyKind] = {"tanh": _ProxyKind(_tanh, True), "own": _ProxyKind(_own, False)}
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ class Proxy:
     """A smooth stand-in s(a) for sign units, written ``tanh:τ`` or ``own`` (see the module docstring).
 
     Example:
-        >>> Proxy.parse("tanh:0.5").value(None, torch.tensor([0.25]))
+        >>> Proxy.parse("tanh:0.5").value(SignUnit(None, None), torch.tensor([0.25]))
         tensor([0.4621])
     """
 
@@ -110,14 +117,13 @@ class Proxy:
         except ValueError as error:
             raise ValueError(f"bad proxy {text!r}: {error}") from None
 
-    def value(self, noise: Noise | None, pre_activation: torch.Tensor) -> torch.Tensor:
-        """s(a) for a sign unit with training noise ``noise`` (``None``: a deterministic unit)."""
-        return PROXY_KINDS[self.kind].value(noise, pre_activation, self.temperature)
+    def value(self, unit: SignUnit | StochasticActivation, pre_activation: torch.Tensor) -> torch.Tensor:
+        """s(a) for a sign unit (anything with its ``noise`` and ``estimator``)."""
+        return PROXY_KINDS[self.kind].bind(self, SignUnit(unit.noise, unit.estimator)).value(pre_activation)
 
-    def derivative(self, unit: StochasticActivation) -> GradientProxy:
+    def derivative(self, unit: SignUnit | StochasticActivation) -> GradientProxy:
         """a ↦ s'(a) for a sign unit, as :func:`stochrelax.layers.gradient_proxies` takes it."""
-        kind, noise = PROXY_KINDS[self.kind], unit.noise
-        return lambda pre_activation: kind.derivative(noise, pre_activation, self.temperature)
+        return PROXY_KINDS[self.kind].bind(self, SignUnit(unit.noise, unit.estimator)).derivative
 
     def __str__(self) -> str:
         return self.kind if self.temperature is None else f"{self.kind}:{self.temperature:g}"
@@ -163,12 +169,12 @@ class SmoothActivation(nn.Module):
 
     def __init__(self, unit: StochasticActivation, proxy: Proxy) -> None:
         super().__init__()
-        self.activation, self.mode, self.proxy = unit.activation, unit.mode, proxy
+        self.activation, self.mode, self.proxy, self.estimator = unit.activation, unit.mode, proxy, unit.estimator
         self.noise = unit.noise if unit.is_stochastic or unit.activation == "sign" else None
 
     def forward(self, pre_activation: torch.Tensor) -> torch.Tensor:
         if self.activation == "sign":
-            return self.proxy.value(self.noise, pre_activation)
+            return self.proxy.value(SignUnit(self.noise, self.estimator), pre_activation)
         if self.noise is None:
             return torch.relu(pre_activation)
         if self.mode == "additive":
