@@ -88,7 +88,7 @@ def test_report_lists_every_figure_and_the_command(report_page, small_run_dirs):
     assert "stochrelax report ..." in text
     for title in ("Fig. 4.1", "Fig. 4.2", "Fig. 4.3", "Fig. 4.4", "Fig. 4.5", "Figs. 5.3, 5.4", "Fig. 5.5",
                   "Fig. 5.6", "Fig. 5.7", "Fig. 5.8", "Fig. 5.9", "reliability diagram", "accuracy vs noise samples",
-                  "activations and gradients during training"):
+                  "block outputs during training", "weight gradients during training"):
         assert title in text, title
     assert "<script" not in text and "http://" not in text and "https://" not in text
 

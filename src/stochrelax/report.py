@@ -158,9 +158,10 @@ def _figures(runs: Sequence[Run], data: FashionMNIST, tsne_count: int) -> list[R
             ReportFigure(f"{name}_tsne", f"{name}: t-SNE of block 8 features (Fig. 5.9)",
                          f"t-SNE of the block8 features of {tsne_count} test images, coloured by class.",
                          lambda path=run.path: plots.tsne_features(path, data, count=tsne_count)),
-            ReportFigure(f"{name}_training_distributions", f"{name}: activations and gradients during training",
-                         "Per layer: mean ± std per epoch, and histograms at a few epochs (thesis 5.1).",
-                         lambda path=run.path: plots.training_distributions(path)),
+            *(ReportFigure(f"{name}_{statistic}_distributions", f"{name}: {label}s during training",
+                           "Per layer: mean ± std per epoch, and histograms at a few epochs (thesis 5.1).",
+                           lambda path=run.path, statistic=statistic: plots.training_distributions(path, statistic))
+              for statistic, label in (("activation", "block output"), ("gradient", "weight gradient"))),
             ReportFigure(f"{name}_reliability", f"{name}: reliability diagram",
                          "Accuracy vs confidence per bin, with the expected calibration error (ECE).",
                          lambda path=run.path: plots.reliability_diagram(path, data)),
