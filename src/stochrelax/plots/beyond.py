@@ -84,5 +84,5 @@ def accuracy_vs_samples(run_dir: str | Path, data: FashionMNIST,
     ax.set_xlabel("noise draws K averaged per prediction")
     ax.set_ylabel("clean test accuracy")
     ax.legend(loc="lower right", fontsize="small")
-    ax.set_title(f"Accuracy vs noise draws K of {run.path.name} on {labels.numel()} test images", fontsize=9)
+    ax.set_title(f"Accuracy vs noise draws K of {run.path.name}\non {labels.numel()} test images", fontsize=9)
     return figure

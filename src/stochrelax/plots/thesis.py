@@ -344,7 +344,7 @@ def confidence_histograms(run_dir: str | Path, data: FashionMNIST, samples: int 
     ax.set_xlabel("confidence (maximum predictive probability)")
     ax.set_ylabel("test images")
     ax.legend(loc="upper left")
-    ax.set_title(f"Confidence of {run.path.name} on {labels.numel()} clean test images, K={logits.shape[0]} "
+    ax.set_title(f"Confidence of {run.path.name}\non {labels.numel()} clean test images, K={logits.shape[0]} "
                  "(thesis Fig. 5.8)", fontsize=9)
     return figure
 
@@ -372,7 +372,7 @@ def tsne_features(run_dir: str | Path, data: FashionMNIST, block: str = "block8"
     ax.set_xlabel("t-SNE dimension 1")
     ax.set_ylabel("t-SNE dimension 2")
     figure.legend(loc="outside right upper", fontsize="small", markerscale=3)
-    ax.set_title(f"t-SNE of {block} features of {run.path.name}, {labels.numel()} test images (thesis Fig. 5.9)",
+    ax.set_title(f"t-SNE of {block} features of {run.path.name}\non {labels.numel()} test images (thesis Fig. 5.9)",
                  fontsize=9)
     return figure
 
