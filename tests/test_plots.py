@@ -168,12 +168,26 @@ def test_clean_accuracy_bars(small_run_dirs):
     assert _has_labels_and_title(figure)
 
 
+def _ticks_in_view(ax) -> list[float]:
+    low, high = ax.get_xlim()
+    return [tick for tick in ax.get_xticks() if low <= tick <= high]
+
+
 def test_learning_curves(small_run_dirs):
     figure = plots.learning_curves(small_run_dirs["logistic"])
     accuracy, loss = figure.axes
     assert [line.get_xdata().tolist() for line in accuracy.lines] == [[1, 2], [1, 2]]
     assert [line.get_label() for line in loss.lines] == ["train", "test"]
+    assert _ticks_in_view(accuracy) == [1, 2]
     assert _has_labels_and_title(figure)
+
+
+def test_learning_curves_of_one_epoch_tick_that_epoch_only(small_run_dirs, tmp_path):
+    run_dir = _bare_copy(small_run_dirs["relu"], tmp_path / "run")
+    first_epoch = (run_dir / runs.METRICS_FILE).read_text().splitlines()[0]
+    (run_dir / runs.METRICS_FILE).write_text(first_epoch + "\n")
+    for ax in plots.learning_curves(run_dir).axes:
+        assert _ticks_in_view(ax) == [1]  # matplotlib's integer locator alone gives 0.96, 0.98, ...
 
 
 def test_confidence_histograms(small_run_dirs, test_data):
@@ -199,6 +213,17 @@ def test_reliability_diagram_reports_ece(small_run_dirs, test_data):
     assert _has_labels_and_title(figure)
 
 
+def test_reliability_diagram_legend_covers_no_bar(small_run_dirs, test_data):
+    figure = plots.reliability_diagram(small_run_dirs["logistic"], test_data, samples=4, bins=10)
+    figure.draw_without_rendering()
+    reliability = figure.axes[0]
+    (legend,) = figure.legends
+    assert len(legend.get_texts()) == 3 and reliability.get_legend() is None
+    box = legend.get_window_extent()
+    assert reliability.patches and not any(box.overlaps(bar.get_window_extent()) for bar in reliability.patches)
+    assert not any(box.overlaps(ax.get_window_extent()) for ax in figure.axes)
+
+
 def test_accuracy_vs_samples(small_run_dirs, test_data):
     figure = plots.accuracy_vs_samples(small_run_dirs["logistic"], test_data, sample_counts=(1, 2, 4))
     (ax,) = figure.axes
@@ -209,26 +234,40 @@ def test_accuracy_vs_samples(small_run_dirs, test_data):
     assert len(set(deterministic.axes[0].lines[0].get_ydata())) == 1
 
 
+def _grid_shape(figure: Figure) -> tuple[int, int]:
+    return figure.axes[0].get_subplotspec().get_gridspec().get_geometry()
+
+
 def test_training_distributions_from_hand_written_stats(small_run_dirs, tmp_path):
     run_dir = _bare_copy(small_run_dirs["relu"], tmp_path / "run")
     lines = [_stats_line(epoch, histograms=epoch in (1, 2, 4)) for epoch in range(1, 5)]
     (run_dir / runs.TRAINING_STATS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
-    figure = plots.training_distributions(run_dir)
-    assert len(figure.axes) == 4 * 3  # (output, gradient) × (mean ± std, histograms) rows, one column per layer
-    assert [ax.get_title() for ax in figure.axes[:3]] == ["block1", "block2", "block4"]
-    moments = figure.axes[1]  # block2 output
+    outputs, gradients = (plots.training_distributions(run_dir, statistic) for statistic in ("activation", "gradient"))
+    for figure in (outputs, gradients):
+        assert _grid_shape(figure) == (2, 3) and len(figure.axes) == 2 * 3  # (mean ± std, histograms) × layers
+        assert [ax.get_title() for ax in figure.axes[:3]] == ["block1", "block2", "block4"]
+        assert [text.get_text() for text in figure.legends[0].get_texts()] == ["± std", "mean", "epoch 1", "epoch 2",
+                                                                               "epoch 4"]
+        assert _has_labels_and_title(figure)
+    moments = outputs.axes[1]  # block2 output
     assert moments.lines[0].get_xdata().tolist() == [1, 2, 3, 4]
     assert moments.lines[0].get_ydata().tolist() == pytest.approx([1.1, 1.2, 1.3, 1.4])
-    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["± std", "mean", "epoch 1", "epoch 2",
-                                                                           "epoch 4"]
-    assert _has_labels_and_title(figure)
+    assert gradients.axes[5].get_xlabel() == "weight gradient"
+    assert "block output" in outputs.get_suptitle() and "weight gradient" in gradients.get_suptitle()
+    with pytest.raises(ValueError, match="unknown statistic 'weights'; valid: activation, gradient"):
+        plots.training_distributions(run_dir, "weights")
 
 
-def test_training_distributions_of_a_trained_run(small_run_dirs):
-    figure = plots.training_distributions(small_run_dirs["logistic"])
-    assert [ax.get_title() for ax in figure.axes[:10]] == [f"block{index}" for index in range(1, 11)]
-    assert len(figure.axes) == 4 * 10
-    assert figure.axes[0].lines[0].get_xdata().tolist() == [1, 2]
+def test_training_distributions_of_a_trained_run_are_small_multiples_of_five_layers_a_row(small_run_dirs):
+    figure = plots.training_distributions(small_run_dirs["logistic"], "activation")
+    assert _grid_shape(figure) == (4, 5)  # layers 1-5: mean ± std, histograms; layers 6-10: the same
+    assert [ax.get_title() for ax in figure.axes] == ([f"block{index}" for index in range(1, 6)] + [""] * 5
+                                                      + [f"block{index}" for index in range(6, 11)] + [""] * 5)
+    moments = figure.axes[:5] + figure.axes[10:15]
+    assert all(ax.get_shared_x_axes().joined(moments[0], ax) for ax in moments)  # one epoch axis
+    assert moments[0].lines[0].get_xdata().tolist() == [1, 2]
+    assert all(_ticks_in_view(ax) == [1, 2] for ax in moments)
+    assert min(label.get_fontsize() for ax in figure.axes for label in ax.get_xticklabels() + ax.get_yticklabels()) >= 7
     assert [text.get_text() for text in figure.legends[0].get_texts()][2:] == ["epoch 1", "epoch 2"]
     assert _has_labels_and_title(figure)
 
@@ -237,7 +276,7 @@ def test_training_distributions_without_stats(small_run_dirs, tmp_path):
     run_dir = _bare_copy(small_run_dirs["relu"], tmp_path / "run")
     command = f"`stochrelax train {run_dir / runs.CONFIG_FILE} --out {run_dir}-retrained`"
     with pytest.raises(plots.MissingData, match=re.escape(command)):
-        plots.training_distributions(run_dir)
+        plots.training_distributions(run_dir, "gradient")
 
 
 def test_save_figure_writes_png_of_figure_size_times_dpi(tmp_path):

@@ -11,11 +11,12 @@ import pytest
 from stochrelax import runs
 from stochrelax.claims import load_claims
 from stochrelax.cli import main
-from stochrelax.report import build_report, summary_table
+from stochrelax.report import VERDICT_BACKGROUNDS, build_report, summary_table
 from stochrelax.study import analyse_study
 from tests.synthetic_runs import thesis_like_study
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+SECTIONS = ["verdicts", "robustness", "results", "summary", "figures", "runs", "regenerate"]  # ids, in page order
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +38,20 @@ def report_page(small_run_dirs, study, fashion_mnist, tmp_path_factory) -> Path:
 def test_summary_table_has_a_row_per_run_and_single_draw_and_eot_for_stochastic_runs(small_run_dirs):
     table = summary_table([runs.load_run(path) for path in small_run_dirs.values()])
     assert [row[0] for row in table.rows] == [path.name for path in small_run_dirs.values()]
-    fgsm = table.header.index("fgsm eps=0.1")
+    fgsm = table.header.index("fgsm eps=0.1 on 100 images")
     by_name = {row[0]: row for row in table.rows}
     assert " / " in by_name[small_run_dirs["logistic"].name][fgsm]  # single draw / EOT
     assert " / " not in by_name[small_run_dirs["relu"].name][fgsm]
     assert by_name[small_run_dirs["adversarial"].name][3].startswith("fgsm_mixture")
+
+
+def test_summary_table_says_on_how_many_images_each_accuracy_was_measured(small_run_dirs):
+    relu = runs.load_run(small_run_dirs["relu"])
+    table = summary_table([relu])
+    assert table.header[5:8] == ["clean accuracy on 300 images", "clean accuracy on the 100 attacked images",
+                                 "fgsm eps=0.1 on 100 images"]  # the runs test on 300 images, attacks use 100
+    attacked = runs.read_attack_table(relu.path)["clean_accuracy"]
+    assert table.rows[0][5:7] == [f"{relu.summary['test_accuracy']:.1%}", f"{attacked:.1%}"]
 
 
 def test_report_over_a_run_without_attack_table_says_which_command_is_missing(small_run_dirs, fashion_mnist,
@@ -57,6 +67,7 @@ def test_report_over_a_run_without_attack_table_says_which_command_is_missing(sm
     assert "report.md" in [p.name for p in page.parent.iterdir()]
     assert f"stochrelax attack {bare}" in (page.parent / "report.md").read_text()
     assert "Verdicts" not in text  # no study given
+    assert [f'href="#{anchor}"' in text for anchor in SECTIONS] == [False] * 3 + [True] * 4
 
 
 def test_report_over_a_study_opens_with_the_verdicts_their_forest_plot_and_robust_accuracy(report_page, study):
@@ -64,9 +75,10 @@ def test_report_over_a_study_opens_with_the_verdicts_their_forest_plot_and_robus
     for page, heading in ((text, "<h2>{}</h2>"), (markdown, "## {}")):
         positions = [page.index(heading.format(name)) for name in ("Verdicts", "Results over seeds", "Summary")]
         assert positions == sorted(positions)
-        assert "Figures" not in page or positions[-1] < page.index(heading.format("Figures"))
         for claim in load_claims():
             assert claim.id in page
+    sections = [text.index(f'<section id="{anchor}">') for anchor in SECTIONS]
+    assert sections == sorted(sections)
     order = [text.index(marker) for marker in ('<figure id="forest_plot">', '<table class="verdicts">',
                                                '<figure id="robust_accuracy_vs_eps">', '<table class="results">')]
     assert order == sorted(order)
@@ -87,9 +99,11 @@ def test_report_lists_every_figure_and_the_command(report_page, small_run_dirs):
     text = report_page.read_text()
     assert "stochrelax report ..." in text
     for title in ("Fig. 4.1", "Fig. 4.2", "Fig. 4.3", "Fig. 4.4", "Fig. 4.5", "Figs. 5.3, 5.4", "Fig. 5.5",
-                  "Fig. 5.6", "Fig. 5.7", "Fig. 5.8", "Fig. 5.9", "reliability diagram", "accuracy vs noise samples",
-                  "activations and gradients during training"):
+                  "Fig. 5.6", "Fig. 5.7", "Fig. 5.8", "Fig. 5.9", "Reliability diagram", "Accuracy vs noise samples",
+                  "Block outputs during training", "Weight gradients during training"):
         assert title in text, title
+    for path in small_run_dirs.values():  # every run a section of its own, listed in the contents
+        assert f'<section id="run-{path.name}" class="run">' in text and f'href="#run-{path.name}"' in text
     assert "<script" not in text and "http://" not in text and "https://" not in text
 
 
@@ -101,8 +115,8 @@ def test_report_command_writes_the_page(small_run_dirs, real_data_dir, tmp_path,
     assert (tmp_path / "cli" / "index.html").is_file()
 
 
-def test_page_in_headless_chromium_opens_with_the_forest_plot_and_the_verdicts_and_loads_every_image(
-        report_page, small_run_dirs, tmp_path):
+def _chromium(profile: Path, width: int):
+    """Headless Chromium with a window ``width`` pixels wide."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -110,10 +124,15 @@ def test_page_in_headless_chromium_opens_with_the_forest_plot_and_the_verdicts_a
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1400,1000"):
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+                 f"--window-size={width},1000"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def test_page_in_headless_chromium_opens_with_the_forest_plot_and_the_verdicts_and_loads_every_image(
+        report_page, small_run_dirs, tmp_path):
+    driver = _chromium(tmp_path / "profile", 1400)
     try:
         driver.get(report_page.as_uri())
         images = driver.execute_script(
@@ -133,6 +152,55 @@ def test_page_in_headless_chromium_opens_with_the_forest_plot_and_the_verdicts_a
     forest, verdicts, height = first_screen
     assert forest < verdicts < height  # the forest plot, then the verdict table, on the first screen
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def _rgb(colour: str) -> str:
+    """``#rrggbb`` as a computed style writes it."""
+    return "rgb({}, {}, {})".format(*(int(colour[index:index + 2], 16) for index in (1, 3, 5)))
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_page_in_headless_chromium_fits_the_window_its_contents_lead_to_every_section_and_verdicts_are_coloured(
+        report_page, small_run_dirs, tmp_path, width):
+    from selenium.webdriver.common.by import By
+
+    driver = _chromium(tmp_path / "profile", width)
+    try:
+        driver.get(report_page.as_uri())
+        page_width, window_width = driver.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert driver.save_screenshot(str(tmp_path / f"report-{width}.png"))
+        targets = driver.execute_script(
+            "return Array.from(document.querySelectorAll('nav.contents a')).map(a => a.getAttribute('href'))")
+        arrivals = {}
+        for target in targets:  # follow every link of the contents from the top of the page
+            driver.execute_script("window.scrollTo(0, 0)")
+            driver.find_element(By.CSS_SELECTOR, f'nav.contents a[href="{target}"]').click()
+            arrivals[target] = driver.execute_script(
+                "const section = document.getElementById(arguments[0]);"
+                "return section && [Math.round(section.getBoundingClientRect().top), location.hash,"
+                " window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 1,"
+                " window.innerHeight]", target[1:])
+        verdicts = driver.execute_script(
+            "return Array.from(document.querySelectorAll('table.verdicts tbody tr td:last-child'))"
+            ".map(cell => [cell.textContent.split(' — ')[0], getComputedStyle(cell).backgroundColor])")
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+        printed_width, printed_contents = driver.execute_script(
+            "const contents = document.querySelector('nav.contents');"
+            "return [document.documentElement.scrollWidth, contents && getComputedStyle(contents).position]")
+    finally:
+        driver.quit()
+    assert page_width <= window_width, "the page scrolls sideways: a table or figure is wider than the window"
+    assert [target for target in targets if target[1:] in SECTIONS] == [f"#{anchor}" for anchor in SECTIONS]
+    assert len(targets) == len(SECTIONS) + len(small_run_dirs)  # and one link per run
+    for target, arrival in arrivals.items():
+        assert arrival is not None, f"the contents link to {target}, which the page lacks"
+        top, hash_, at_bottom, height = arrival
+        assert hash_ == target and 0 <= top < height and (top <= 1 or at_bottom), (target, arrival)
+    assert {state for state, _ in verdicts} - set(VERDICT_BACKGROUNDS) == set()
+    assert [colour for _, colour in verdicts] == [_rgb(VERDICT_BACKGROUNDS[state]) for state, _ in verdicts]
+    assert len({state for state, _ in verdicts}) >= 2  # the synthetic study has verdicts of several states
+    assert printed_width <= window_width and printed_contents == "static"
 
 
 def test_a_damaged_run_is_left_out_with_its_reason_and_the_rest_is_rendered(small_run_dirs, fashion_mnist, tmp_path):

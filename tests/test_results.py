@@ -92,15 +92,15 @@ def test_results_table_has_a_row_per_configuration_and_eot_columns_only_where_eo
 
     table = results_table(aggregate(read_study(tmp_path)))
 
-    assert table.header == ["configuration", "units", "adversarial training", "n", "clean accuracy", "fgsm eps=0.1",
-                            "fgsm eps=0.1 EOT", "missing p=0.3"]
+    assert table.header == ["configuration", "units", "adversarial training", "n", "clean accuracy on 1,000 images",
+                            "fgsm eps=0.1 on 1,000 images", "fgsm eps=0.1 EOT on 1,000 images",
+                            "missing p=0.3 on 1,000 images"]
     rows = {row[0]: row for row in table.rows}
     assert rows["relu"][3:] == ["2", "91.0% ± 1.4%", "25.0% ± 7.1%", "25.0% ± 7.1%", "50.0% (n=1)"]
     assert rows["logistic"][1:] == ["relu, logistic additive std 0.05", "none", "1", "85.0%", "40.0%", "36.0%",
                                     "60.0%"]
     assert rows["unattacked"][5:] == ["—", "—", "—"]
-    assert table.notes == ["unattacked has no attack results: run `stochrelax attack` on its runs",
-                           "clean accuracy measured on 1,000 test images per run, attacks on 1,000"]
+    assert table.notes == ["unattacked has no attack results: run `stochrelax attack` on its runs"]
 
 
 def test_write_results_writes_a_long_csv_that_reads_back_and_a_wide_markdown_table(tmp_path):
@@ -199,7 +199,8 @@ def test_an_attack_cell_reads_the_worst_case_at_its_eps_under_the_worst_case_var
     assert logistic[("clean", None, "worst-case")].mean == pytest.approx(0.88)
     assert logistic[("worst-case", 0.1, "worst-case")].eot_samples == 8
     table = results_table(rows)
-    assert table.header[-1] == "worst-case eps=0.1" and table.header.count("worst-case eps=0.1") == 1
+    worst_case = "worst-case eps=0.1 on 1,000 images"
+    assert table.header[-1] == worst_case and table.header.count(worst_case) == 1
     assert Cell.parse("worst-case eps=0.1") == Cell("worst-case", "eps", 0.1)
     with pytest.raises(ValueError, match="takes a budget eps"):
         Cell.parse("worst-case p=0.1")

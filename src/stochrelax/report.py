@@ -5,17 +5,23 @@ statistics, weights) and draws it with :mod:`stochrelax.plots`; it computes no n
 robustness number. Over a study of many runs and seeds it opens with the verdicts on the
 thesis' claims and their forest plot, then robust accuracy against eps and the results over
 seeds — all read from the ``verdicts.csv`` and ``results.csv`` that ``stochrelax results``
-wrote (:mod:`stochrelax.claims`, :mod:`stochrelax.results`).
-``DIR/index.html`` needs no network and no JavaScript: figures are PNG files beside it in
-``DIR/figures``. A run that lacks some data still gets its page, with a line saying what
-is missing and the command that produces it.
+wrote (:mod:`stochrelax.claims`, :mod:`stochrelax.results`); then the summary of the runs
+shown, the figures across them, each run's figures, and how to regenerate the page.
+
+A table of contents links every section (a sidebar that stays in view on a wide screen);
+a table wider than the page scrolls inside its own box with its first column held in place;
+verdict cells are coloured by state; every accuracy says on how many test images it was
+measured. ``DIR/index.html`` needs no network and no JavaScript, and has a print
+stylesheet: figures are PNG files beside it in ``DIR/figures``. A run that lacks some data
+still gets its page, with a line saying what is missing and the command that produces it.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,16 +33,19 @@ from stochrelax.attack_table import WORST_CASE
 from stochrelax.config import ConfigError
 from stochrelax.data import FashionMNIST
 from stochrelax.results import (RESULTS_CAPTION, RESULTS_CSV, Table, describe_adversarial_training, describe_units,
-                                markdown_table, read_results, results_table)
+                                images_text, markdown_table, read_results, results_table)
 from stochrelax.runs import Run, RunDirError, load_run, read_attack_table
-from stochrelax.verdicts import VERDICTS_CAPTION, VERDICTS_CSV, read_verdicts, scope_headline, verdict_table
+from stochrelax.verdicts import (FAILS, HOLDS, INCONCLUSIVE, NOT_JUDGED, NOT_MEASURED, VERDICTS_CAPTION, VERDICTS_CSV,
+                                 read_verdicts, scope_headline, verdict_table)
 
-__all__ = ["SUMMARY_BUDGETS", "ReportFigure", "summary_table", "build_report"]
+__all__ = ["SUMMARY_BUDGETS", "VERDICT_BACKGROUNDS", "TRAINING_DISTRIBUTIONS", "ReportFigure", "summary_table",
+           "build_report"]
 
 # Budgets shown in the summary table (thesis Figs. 5.3–5.5 span these).
 SUMMARY_BUDGETS: dict[str, tuple[float, ...]] = {"eps": (0.03, 0.07, 0.1), "p": (0.1, 0.3)}
 
 FIGURES_DIR = "figures"
+CONTENTS_ID = "contents"  # the table of contents' id, which every section links back to
 
 
 @dataclass(frozen=True)
@@ -88,18 +97,29 @@ def _load_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
 def summary_table(runs: Sequence[Run], left_out: Sequence[str] = ()) -> Table:
     """One row per run: what it is, clean accuracy, accuracy under each attack at :data:`SUMMARY_BUDGETS`.
 
-    Stochastic runs show "single draw / EOT" accuracy of the averaged predictor; ``left_out`` (runs
-    that could not be read, with why) are listed in the notes.
+    Every accuracy column says on how many test images it was measured: runs are attacked on
+    fewer images than they are tested on, so the clean accuracy appears twice, on the run's
+    test images and on the images its attacks used. Stochastic runs show "single draw / EOT"
+    accuracy of the averaged predictor; ``left_out`` (runs that could not be read, with why)
+    are listed in the notes.
     """
     tables = {run.path: read_attack_table(run.path) for run in runs}
+    attacked = [table for table in tables.values() if table is not None]
     columns: list[tuple[str, str, float]] = []
-    for table in filter(None, tables.values()):
+    for table in attacked:
         for row in table["rows"]:
             key = (row["attack"], row["budget_name"], row["budget"])
             if row["budget"] in SUMMARY_BUDGETS.get(row["budget_name"], ()) and key not in columns:
                 columns.append(key)
-    header = ["run", "units", "BatchNorm", "adversarial training", "epochs", "clean accuracy"]
-    header += [f"{attack} {name}={budget:g}" for attack, name, budget in columns]
+    header = ["run", "units", "BatchNorm", "adversarial training", "epochs",
+              f"clean accuracy on {images_text(run.summary.get('test_examples') for run in runs)} images"]
+    if attacked:
+        header.append(f"clean accuracy on the {images_text(table.get('test_examples') for table in attacked)} "
+                      "attacked images")
+    for attack, name, budget in columns:
+        images = images_text(row.get("examples") for table in attacked for row in table["rows"]
+                             if (row["attack"], row["budget_name"], row["budget"]) == (attack, name, budget))
+        header.append(f"{attack} {name}={budget:g} on {images} images")
     rows, notes = [], []
     for run in runs:
         row = [run.path.name, describe_units(run.config), "yes" if run.config.model.batch_norm else "no",
@@ -109,19 +129,30 @@ def summary_table(runs: Sequence[Run], left_out: Sequence[str] = ()) -> Table:
         stochastic = run.config.model.activation.noise is not None
         if table is None:
             notes.append(f"{run.path.name} has no attack table: run `stochrelax attack {run.path}`")
-            row += ["—"] * len(columns)
+            row += ["—"] * (len(header) - len(row))
         else:
+            row.append(f"{table['clean_accuracy']:.1%}" if "clean_accuracy" in table else "—")
             row += [_cell(table["rows"], attack, budget, stochastic) for attack, _, budget in columns]
             notes += [f"{run.path.name}: {warning}" for warning in table.get("warnings", [])]
         rows.append(row)
     return Table(header, rows, notes + [f"left out: {reason}" for reason in left_out])
 
 
-def _figures(runs: Sequence[Run], data: FashionMNIST, tsne_count: int) -> list[ReportFigure]:
+def _attack_rows(runs: Sequence[Run]) -> list[dict]:
+    """Every row of the runs' attack tables."""
+    return [row for run in runs for row in (read_attack_table(run.path) or {}).get("rows", [])]
+
+
+def _shared_figures(runs: Sequence[Run], data: FashionMNIST) -> list[ReportFigure]:
+    """The figures across runs: the noise, examples of the attacks, accuracy against the budgets."""
     first, directories = runs[0], [run.path for run in runs]
     stochastic_std = next((run.config.model.activation.std for run in runs
                            if run.config.model.activation.noise is not None), None)
-    figures = [
+    rows = _attack_rows(runs)
+    attacked = {name: images_text(row.get("examples") for row in rows if row["budget_name"] == name)
+                for name in ("eps", "p")}
+    clean = images_text(run.summary.get("test_examples") for run in runs)
+    return [
         ReportFigure("noise_densities", "Noise densities (Fig. 4.1)",
                      f"Densities of the noise distributions at equal standard deviation "
                      f"({stochastic_std or 2.0:g}).", lambda: plots.noise_densities(stochastic_std or 2.0)),
@@ -138,46 +169,51 @@ def _figures(runs: Sequence[Run], data: FashionMNIST, tsne_count: int) -> list[R
                      f"{first.path.name}: L2 norm over channels of each block's output, for an ankle boot "
                      "and a bag.", lambda: plots.activation_heatmaps(first.path, data)),
         ReportFigure("accuracy_vs_eps", "Accuracy under attack vs eps (Figs. 5.3, 5.4)",
-                     "Test accuracy of the averaged predictor per attack; stochastic runs with EOT solid, "
-                     "single-draw attacks dashed.", lambda: plots.accuracy_vs_budget(directories, "eps")),
+                     f"Test accuracy of the averaged predictor per attack, on {attacked['eps']} test images; "
+                     "stochastic runs with EOT solid, single-draw attacks dashed.",
+                     lambda: plots.accuracy_vs_budget(directories, "eps")),
         ReportFigure("accuracy_vs_p", "Accuracy vs missing-feature ratio (Fig. 5.5)",
-                     "Test accuracy when each pixel is zeroed with probability p.",
+                     f"Test accuracy when each pixel is zeroed with probability p, on {attacked['p']} test images.",
                      lambda: plots.accuracy_vs_budget(directories, "p")),
         ReportFigure("clean_accuracy", "Clean test accuracy (Fig. 5.6)",
-                     "Clean accuracy by noise distribution and mode; dashed: deterministic baseline.",
-                     lambda: plots.clean_accuracy_bars(directories)),
+                     f"Clean accuracy on {clean} test images by noise distribution and mode; dashed: deterministic "
+                     "baseline.", lambda: plots.clean_accuracy_bars(directories)),
     ]
-    for run in runs:
-        name = run.path.name
-        figures += [
-            ReportFigure(f"{name}_learning_curves", f"{name}: learning curves (Fig. 5.7)",
-                         "Train and test accuracy and loss per epoch.", lambda path=run.path: plots.learning_curves(path)),
-            ReportFigure(f"{name}_confidence", f"{name}: confidence (Fig. 5.8)",
-                         "Highest predicted probability on clean test images, correct vs wrong predictions.",
-                         lambda path=run.path: plots.confidence_histograms(path, data)),
-            ReportFigure(f"{name}_tsne", f"{name}: t-SNE of block 8 features (Fig. 5.9)",
-                         f"t-SNE of the block8 features of {tsne_count} test images, coloured by class.",
-                         lambda path=run.path: plots.tsne_features(path, data, count=tsne_count)),
-            ReportFigure(f"{name}_training_distributions", f"{name}: activations and gradients during training",
-                         "Per layer: mean ± std per epoch, and histograms at a few epochs (thesis 5.1).",
-                         lambda path=run.path: plots.training_distributions(path)),
-            ReportFigure(f"{name}_reliability", f"{name}: reliability diagram",
-                         "Accuracy vs confidence per bin, with the expected calibration error (ECE).",
-                         lambda path=run.path: plots.reliability_diagram(path, data)),
-        ]
-        if run.config.model.activation.noise is not None:
-            figures.append(ReportFigure(f"{name}_accuracy_vs_samples", f"{name}: accuracy vs noise samples K",
-                                        "Accuracy of the predictor averaging K noisy passes, against K.",
-                                        lambda path=run.path: plots.accuracy_vs_samples(path, data)))
+
+
+# The training-distribution figures of a run: statistic of training_stats.jsonl → title
+TRAINING_DISTRIBUTIONS = {"activation": "Block outputs during training (thesis 5.1)",
+                          "gradient": "Weight gradients during training (thesis 5.1)"}
+
+
+def _run_figures(run: Run, data: FashionMNIST, tsne_count: int) -> list[ReportFigure]:
+    """The figures of one run: how it trained, how confident and calibrated it is, its features."""
+    name, path = run.path.name, run.path
+    train, test = (images_text([run.summary.get(key)]) for key in ("train_examples", "test_examples"))
+    evaluated = images_text([min(len(data.test_labels), plots.EVALUATION_IMAGES)])
+    figures = [
+        ReportFigure(f"{name}_learning_curves", "Learning curves (Fig. 5.7)",
+                     f"Accuracy and loss per epoch on {train} training and {test} test images.",
+                     lambda: plots.learning_curves(path)),
+        ReportFigure(f"{name}_confidence", "Confidence (Fig. 5.8)",
+                     f"Highest predicted probability on {evaluated} clean test images, correct vs wrong predictions.",
+                     lambda: plots.confidence_histograms(path, data)),
+        ReportFigure(f"{name}_tsne", "t-SNE of block 8 features (Fig. 5.9)",
+                     f"t-SNE of the block8 features of {tsne_count} test images, coloured by class.",
+                     lambda: plots.tsne_features(path, data, count=tsne_count)),
+        *(ReportFigure(f"{name}_{statistic}_distributions", title,
+                       "Per layer: mean ± std per epoch, and histograms at the first, middle and last epoch.",
+                       lambda statistic=statistic: plots.training_distributions(path, statistic))
+          for statistic, title in TRAINING_DISTRIBUTIONS.items()),
+        ReportFigure(f"{name}_reliability", "Reliability diagram",
+                     f"Accuracy vs confidence per bin on {evaluated} test images, with the expected calibration "
+                     "error (ECE).", lambda: plots.reliability_diagram(path, data)),
+    ]
+    if run.config.model.activation.noise is not None:
+        figures.append(ReportFigure(f"{name}_accuracy_vs_samples", "Accuracy vs noise samples K",
+                                    f"Accuracy of the predictor averaging K noisy passes, against K, on {evaluated} "
+                                    "test images.", lambda: plots.accuracy_vs_samples(path, data)))
     return figures
-
-
-def _html_table(table: Table, css_class: str) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
-    notes = "".join(f'<li class="note">{html.escape(note)}</li>' for note in table.notes)
-    return (f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-            + (f"<ul>{notes}</ul>" if notes else ""))
 
 
 @dataclass(frozen=True)
@@ -186,6 +222,34 @@ class _TableSection:
     intro: str
     table: Table
     css_class: str  # the HTML table's class
+    cell_classes: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) → class of that cell
+
+
+def _html_table(section: _TableSection) -> str:
+    """The table in a box of its own that scrolls sideways when the table is wider than the page, then its notes."""
+    table = section.table
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
+    body = "".join("<tr>" + "".join(f"<td{_class_attribute(section.cell_classes.get((row, column)))}>"
+                                    f"{html.escape(cell)}</td>" for column, cell in enumerate(cells)) + "</tr>"
+                   for row, cells in enumerate(table.rows))
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in table.notes)
+    return (f'<div class="table-box" role="region" tabindex="0" aria-label="{html.escape(section.heading)}">'
+            f'<table class="{section.css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+            + (f'<div class="notes"><p>Notes</p><ul>{notes}</ul></div>' if notes else ""))
+
+
+def _class_attribute(css_class: str | None) -> str:
+    return "" if css_class is None else f' class="{html.escape(css_class)}"'
+
+
+# Background of a verdict cell by the verdict's state: green holds, red fails, amber inconclusive, greys no verdict.
+VERDICT_BACKGROUNDS: dict[str, str] = {HOLDS: "#cdebd3", FAILS: "#f5cccc", INCONCLUSIVE: "#fde3b5",
+                                       NOT_MEASURED: "#e2e2e2", NOT_JUDGED: "#d8e1f0"}
+
+
+def _verdict_class(state: str) -> str:
+    """The CSS class of a verdict cell in that state, e.g. ``verdict-not-measured``."""
+    return "verdict-" + state.replace(" ", "-")
 
 
 @dataclass(frozen=True)
@@ -194,7 +258,8 @@ class _Study:
 
     headline: str  # what the study's preset can tell
     verdicts: _TableSection
-    figures: list[ReportFigure]  # the forest plot, then robust accuracy against eps
+    forest: ReportFigure
+    robustness: ReportFigure  # robust accuracy against eps
     results: _TableSection
 
 
@@ -209,44 +274,145 @@ def _read_study(study_root: str | Path) -> _Study:
         if not (root / name).is_file():
             raise RunDirError(f"{root / name} is missing: run `stochrelax results {root}` first")
     records, rows = read_verdicts(root / VERDICTS_CSV), read_results(root / RESULTS_CSV)
-    figures = [
+    table = verdict_table(records)
+    verdict_cells = {(row, len(table.header) - 1): _verdict_class(record.verdict)
+                     for row, record in enumerate(records) if record.verdict in VERDICT_BACKGROUNDS}
+    attacked = images_text(row.examples for row in rows if row.budget_name == "eps")
+    return _Study(
+        scope_headline(records),
+        _TableSection("Verdicts", f"{VERDICTS_CAPTION} From {study_root}.", table, "verdicts", verdict_cells),
         ReportFigure("forest_plot", "The claims at a glance",
                      "Per claim: the estimate and its 95% interval with single-draw attacks, EOT attacks and the "
                      "worst case; black: the criterion's threshold; claim ids coloured by the verdict "
                      "(green holds, red fails, orange inconclusive).", lambda: plots.forest_plot(records)),
         ReportFigure("robust_accuracy_vs_eps", "Robust accuracy against eps",
-                     "Every configuration's robust accuracy: the mean over seeds, the band from the lowest to the "
-                     "highest seed.", lambda: plots.robust_accuracy_vs_eps(rows)),
-    ]
-    return _Study(scope_headline(records),
-                  _TableSection("Verdicts", f"{VERDICTS_CAPTION} From {study_root}.", verdict_table(records),
-                                "verdicts"),
-                  figures, _TableSection("Results over seeds", RESULTS_CAPTION, results_table(rows), "results"))
+                     f"Every configuration's robust accuracy on {attacked} test images: the mean over seeds, the band "
+                     "from the lowest to the highest seed.", lambda: plots.robust_accuracy_vs_eps(rows)),
+        _TableSection("Results over seeds", RESULTS_CAPTION, results_table(rows), "results"))
 
 
-def _html_section(section: _TableSection) -> str:
-    return (f"<h2>{html.escape(section.heading)}</h2><p>{html.escape(section.intro)}</p>"
-            f"{_html_table(section.table, section.css_class)}")
-
-
-def _figure_html(figure: ReportFigure, out_dir: Path) -> str:
-    """Draws and saves one figure; its HTML, or a line saying what is missing and how to make it."""
-    title = f"<h3>{html.escape(figure.title)}</h3>"
+def _figure_html(figure: ReportFigure, out_dir: Path, level: int, about: str = "") -> str:
+    """Draws and saves one figure; its HTML under a heading of that level, or a line saying what is missing
+    and how to make it. ``about`` (a run) prefixes the image's alternative text."""
+    title = f"<h{level}>{html.escape(figure.title)}</h{level}>"
     try:
         drawn = figure.draw()
     except (plots.MissingData, RunDirError) as missing:  # a file it needs is missing or damaged: say which
-        return f'<section>{title}<p class="missing">Missing: {html.escape(str(missing))}</p></section>'
+        return (f'<section id="{html.escape(figure.key)}">{title}'
+                f'<p class="missing">Missing: {html.escape(str(missing))}</p></section>')
     relative = f"{FIGURES_DIR}/{figure.key}.png"
     plots.save_figure(drawn, out_dir / relative)
+    alt = f"{about}: {figure.title}" if about else figure.title
     return (f'<figure id="{html.escape(figure.key)}">{title}<img src="{html.escape(relative)}" '
-            f'alt="{html.escape(figure.title)}"><figcaption>{html.escape(figure.caption)}</figcaption></figure>')
+            f'alt="{html.escape(alt)}"><figcaption>{html.escape(figure.caption)}</figcaption></figure>')
 
 
-_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:0.85em}th,td{border:1px solid #ccc;padding:4px 6px;text-align:right}
-th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}
-img{max-width:100%}figcaption{color:#555}.missing,.note{color:#a33}code{background:#f3f3f3;padding:1px 4px}
-.headline{font-weight:bold}figure{margin:1em 0}"""
+@dataclass(frozen=True)
+class _PageSection:
+    """A section of the page, and the parts of it the table of contents lists beneath it."""
+
+    anchor: str  # its id
+    heading: str
+    content: str  # HTML under the heading
+    parts: tuple[tuple[str, str], ...] = ()  # (id, label)
+
+
+def _section_html(section: _PageSection) -> str:
+    return (f'<section id="{section.anchor}"><div class="section-head"><h2>{html.escape(section.heading)}</h2>'
+            f'<a class="to-contents" href="#{CONTENTS_ID}">↑ contents</a></div>{section.content}</section>')
+
+
+def _contents_html(sections: Sequence[_PageSection]) -> str:
+    def link(anchor: str, label: str) -> str:
+        return f'<a href="#{anchor}">{html.escape(label)}</a>'
+
+    items = "".join(f"<li>{link(section.anchor, section.heading)}"
+                    + ("<ol>" + "".join(f"<li>{link(*part)}</li>" for part in section.parts) + "</ol>"
+                       if section.parts else "") + "</li>" for section in sections)
+    return f'<nav id="{CONTENTS_ID}" class="contents" aria-label="Contents"><h2>Contents</h2><ol>{items}</ol></nav>'
+
+
+def _run_anchor(run: Run) -> str:
+    """The id of a run's section: its directory name with anything but letters, digits, ``_.-`` replaced."""
+    return "run-" + re.sub(r"[^A-Za-z0-9_.-]", "-", run.path.name)
+
+
+def _run_section_html(run: Run, figures: Sequence[str]) -> str:
+    """A run's section: what the run is, then its figures (their HTML)."""
+    what = (f"{describe_units(run.config)}; adversarial training: {describe_adversarial_training(run.config)}; "
+            f"{run.summary.get('epochs', '?')} epochs")
+    return (f'<section id="{_run_anchor(run)}" class="run"><h3>{html.escape(run.path.name)}</h3>'
+            f'<p class="run-what">{html.escape(what)}</p>{"".join(figures)}</section>')
+
+
+_STYLE = """*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;line-height:1.45;background:#fff}
+.page{max-width:1100px;margin:0 auto;padding:.5em 1em 1em}
+main{min-width:0}
+h1{font-size:1.8em;margin:.2em 0}h2{margin:0}h3{margin:.8em 0 .4em}h4{margin:1em 0 .3em}
+.masthead p{margin:.3em 0 0}
+section{margin:1.5em 0}main>section:first-child{margin-top:.8em}
+.section-head{display:flex;align-items:baseline;justify-content:space-between;gap:1em;border-bottom:1px solid #ddd;
+ margin-bottom:.5em}
+.to-contents{font-size:.8em}
+.headline{font-weight:bold}
+nav.contents{font-size:.9em;border:1px solid #ddd;background:#fafafa;padding:.6em 1em;margin:.8em 0}
+nav.contents h2{font-size:1em;margin:0 0 .3em}
+nav.contents ol{margin:0;padding-left:1.3em}nav.contents li{margin:.15em 0;overflow-wrap:anywhere}
+nav.contents ol ol{font-size:.92em}
+a{color:#1a55a3}
+img{max-width:100%;height:auto}
+figure{margin:1em 0}figcaption{color:#555}
+code{background:#f3f3f3;padding:1px 4px;overflow-wrap:anywhere}
+.table-box{max-width:100%;overflow-x:auto;border:1px solid #ccc;margin:.6em 0}
+table{border-collapse:separate;border-spacing:0;font-size:.85em}
+th,td{border-right:1px solid #ddd;border-bottom:1px solid #ddd;padding:4px 6px;text-align:right;vertical-align:top}
+th{background:#f2f2f2;text-align:center;font-weight:600}
+th:first-child,td:first-child{text-align:left}
+table.results td:nth-child(-n+3),table.summary td:nth-child(-n+4),table.verdicts td{text-align:left}
+.notes{font-size:.85em;color:#444;border-left:3px solid #bbb;padding:.1em .9em;margin:.6em 0 1.2em}
+.notes p{margin:.3em 0;font-weight:600}.notes ul{margin:.2em 0;padding-left:1.2em}
+.missing{background:#fff6dc;border-left:3px solid #d9a400;padding:.4em .8em}
+.run-what{color:#555;margin-top:0}
+@media screen{
+ th{min-width:4.5em}
+ th:first-child,td:first-child{position:sticky;left:0;z-index:1;background:#fff;box-shadow:inset -2px 0 0 #bbb;
+  min-width:10em;max-width:17em;overflow-wrap:break-word}
+ th:first-child{background:#f2f2f2}
+ table.results td:nth-child(n+5),table.summary td:nth-child(n+6){white-space:nowrap}
+ table.results td:nth-child(2),table.summary td:nth-child(2){min-width:10em}
+ table.verdicts td:first-child{min-width:14em}table.verdicts td:last-child{min-width:11em}
+}
+@media screen and (min-width:1100px){
+ .page{display:grid;grid-template-columns:15rem minmax(0,1fr);grid-template-areas:"contents head" "contents main";
+  column-gap:2rem;max-width:1440px}
+ .masthead{grid-area:head}main{grid-area:main}
+ nav.contents{grid-area:contents;position:sticky;top:0;align-self:start;max-height:100vh;overflow-y:auto}
+ .to-contents{display:none}
+}
+@media print{
+ @page{margin:1.5cm}
+ body{font-size:9.5pt}
+ .page{max-width:none;padding:0}
+ nav.contents{break-after:page}
+ .to-contents{display:none}
+ a{color:inherit;text-decoration:none}
+ .table-box{overflow:visible;border:none}
+ @page wide{size:landscape}
+ #results,#summary{page:wide}
+ table{font-size:6.5pt;width:100%;table-layout:fixed}
+ th,td{padding:2px 3px;overflow-wrap:anywhere}
+ table.results th:nth-child(1),table.summary th:nth-child(1){width:12%}
+ table.results th:nth-child(2),table.summary th:nth-child(2){width:9%}
+ table.results th:nth-child(3),table.summary th:nth-child(4){width:7%}
+ table.results th:nth-child(4){width:3%}table.summary th:nth-child(3),table.summary th:nth-child(5){width:5%}
+ table.verdicts th:nth-child(1){width:26%}table.verdicts th:nth-child(2){width:11%}
+ table.verdicts th:nth-child(7){width:4%}table.verdicts th:nth-child(8){width:18%}
+ figure,tr,.notes li,.missing{break-inside:avoid}
+ h1,h2,h3,h4,.section-head{break-after:avoid}
+ *{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+}
+""" + "".join(f"td.{_verdict_class(state)}{{background:{colour}}}\n" for state, colour in VERDICT_BACKGROUNDS.items())
 
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: FashionMNIST, command: str,
@@ -275,21 +441,40 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
     out_dir = Path(out_dir)
     (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
     study = None if study_root is None else _read_study(study_root)
-    summary = _TableSection("Summary", "Accuracy of the averaged predictor; stochastic runs show single-draw / EOT "
-                            "attacks.", summary_table(runs, left_out), "summary")
-    figures = (study.figures if study else []) + _figures(runs, data, tsne_count)
-    drawn = {figure.key: _figure_html(figure, out_dir) for figure in tqdm(figures, desc="figures",
-                                                                           disable=not progress)}
-    body = []
+    summary = _TableSection("Summary", "The runs whose figures follow. Accuracy of the averaged predictor; stochastic "
+                            "runs show single-draw / EOT attacks.", summary_table(runs, left_out), "summary")
+    shared, per_run = _shared_figures(runs, data), [(run, _run_figures(run, data, tsne_count)) for run in runs]
+    to_draw = [(figure, 3, "") for figure in ([study.forest, study.robustness] if study else []) + shared]
+    to_draw += [(figure, 4, run.path.name) for run, figures in per_run for figure in figures]
+    drawn = {figure.key: _figure_html(figure, out_dir, level, about)
+             for figure, level, about in tqdm(to_draw, desc="figures", disable=not progress)}
+    sections = []
     if study is not None:
-        forest, robust = (drawn.pop(figure.key) for figure in study.figures)
-        body += [f'<p class="headline">{html.escape(study.headline)}</p>', "<h2>Verdicts</h2>", forest,
-                 _html_table(study.verdicts.table, study.verdicts.css_class),
-                 f"<p>{html.escape(study.verdicts.intro)}</p>", robust]
-    body += [_html_section(section) for section in ([study.results] if study else []) + [summary]]
-    body += ["<h2>Figures</h2>", *drawn.values(), f"<p>Regenerate with <code>{html.escape(command)}</code></p>"]
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>stochrelax report</title>'
-            f"<style>{_STYLE}</style></head><body><h1>stochrelax report</h1>{''.join(body)}</body></html>\n")
+        sections += [
+            _PageSection("verdicts", "Verdicts", drawn[study.forest.key] + _html_table(study.verdicts)
+                         + f"<p>{html.escape(study.verdicts.intro)}</p>"),
+            _PageSection("robustness", "Robustness curves", drawn[study.robustness.key]),
+            _PageSection("results", study.results.heading,
+                         f"<p>{html.escape(study.results.intro)}</p>{_html_table(study.results)}"),
+        ]
+    sections += [
+        _PageSection("summary", summary.heading, f"<p>{html.escape(summary.intro)}</p>{_html_table(summary)}"),
+        _PageSection("figures", "Figures across runs", "".join(drawn[figure.key] for figure in shared)),
+        _PageSection("runs", "Per-run figures",
+                     "".join(_run_section_html(run, [drawn[figure.key] for figure in figures])
+                             for run, figures in per_run),
+                     tuple((_run_anchor(run), run.path.name) for run, _ in per_run)),
+        _PageSection("regenerate", "How to regenerate",
+                     f"<p>Regenerate this page with <code>{html.escape(command)}</code>. <code>report.md</code> "
+                     "beside it holds the same tables in Markdown; the figures are the PNG files in "
+                     f"<code>{FIGURES_DIR}/</code>.</p>"),
+    ]
+    headline = f'<p class="headline">{html.escape(study.headline)}</p>' if study else ""
+    page = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1"><title>stochrelax report</title>'
+            f'<style>{_STYLE}</style></head><body><div class="page"><header class="masthead"><h1>stochrelax report</h1>'
+            f"{headline}</header>{_contents_html(sections)}<main>{''.join(map(_section_html, sections))}</main>"
+            "</div></body></html>\n")
     (out_dir / "index.html").write_text(page)
     markdown = ["# stochrelax report", ""]
     if study is not None:

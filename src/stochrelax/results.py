@@ -45,7 +45,7 @@ from stochrelax.runs import (CONFIG_FILE, SUMMARY_FILE, RunDirError, find_runs, 
 __all__ = ["Table", "markdown_table", "text_table", "csv_text", "describe_units", "describe_adversarial_training",
            "RunResults", "read_run_results", "read_study", "failed_runs_text",
            "VARIANTS", "VARIANT_NAMES", "Cell", "CLEAN", "ResultRow", "aggregate", "results_table",
-           "RESULTS_CAPTION", "RESULTS_CSV", "RESULTS_MD", "read_csv", "write_results", "read_results"]
+           "images_text", "RESULTS_CAPTION", "RESULTS_CSV", "RESULTS_MD", "read_csv", "write_results", "read_results"]
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -368,8 +368,9 @@ def _mean_std(row: ResultRow) -> str:
     return f"{row.mean:.1%}" if row.n == 1 else f"{row.mean:.1%} ± {row.std:.1%}"
 
 
-def _images_text(counts: Iterable[int]) -> str:
-    counts = sorted(set(counts) - {0})
+def images_text(counts: Iterable[int | None]) -> str:
+    """How many test images numbers were measured on, e.g. ``1,000`` or ``100 or 500``; ``?`` when unknown."""
+    counts = sorted(set(counts) - {0, None})
     return " or ".join(f"{count:,}" for count in counts) if counts else "?"
 
 
@@ -378,8 +379,8 @@ def results_table(rows: Sequence[ResultRow]) -> Table:
 
     A cell measured on fewer seeds than the configuration has adds ``(n=k)``. An EOT column
     appears only for cells some run attacked with EOT; the worst case has one column per eps;
-    a configuration without attack rows adds a note, and the notes say on how many test images
-    the clean and the attacked accuracies were measured.
+    every accuracy column says on how many test images it was measured (runs test on more
+    images than they are attacked on); a configuration without attack rows adds a note.
     """
     by_configuration: dict[str, list[ResultRow]] = {}
     for row in rows:
@@ -389,8 +390,12 @@ def results_table(rows: Sequence[ResultRow]) -> Table:
     columns = [(cell, variant) for cell in attacked
                for variant in (("worst-case",) if cell.metric == WORST_CASE else VARIANTS[:2])
                if variant != "eot" or cell in with_eot]
-    header = ["configuration", "units", "adversarial training", "n", "clean accuracy"]
-    header += [str(cell) + (" EOT" if variant == "eot" else "") for cell, variant in columns]
+    images = {(cell, variant): images_text(row.examples for row in rows if (row.cell, row.variant) == (cell, variant))
+              for cell, variant in [(CLEAN, "single"), *columns]}
+    header = ["configuration", "units", "adversarial training", "n",
+              f"clean accuracy on {images[CLEAN, 'single']} images"]
+    header += [str(cell) + (" EOT" if variant == "eot" else "") + f" on {images[cell, variant]} images"
+               for cell, variant in columns]
     table_rows = []
     for name, configuration_rows in by_configuration.items():
         found = {(row.cell, row.variant): row for row in configuration_rows}
@@ -404,9 +409,6 @@ def results_table(rows: Sequence[ResultRow]) -> Table:
     notes = [f"{name} has no attack results: run `stochrelax attack` on its runs"
              for name, configuration_rows in by_configuration.items()
              if all(row.cell == CLEAN for row in configuration_rows)]
-    if attacked:
-        notes.append(f"clean accuracy measured on {_images_text(row.examples for row in rows if row.cell == CLEAN)} "
-                     f"test images per run, attacks on {_images_text(row.examples for row in rows if row.cell != CLEAN)}")
     return Table(header, table_rows, notes)
 
 

@@ -14,7 +14,7 @@ from stochrelax.data import FashionMNIST
 from stochrelax.models import predictive_log_prob
 from stochrelax.plots.measures import (accuracy_by_samples, calibration_bins, confidences, draw_logits,
                                        expected_calibration_error, first_test_images, single_draw_accuracy)
-from stochrelax.plots.style import EVALUATION_IMAGES, SEED, SINGLE, WIDE, new_figure
+from stochrelax.plots.style import EVALUATION_IMAGES, SEED, SINGLE, WIDE, figure_legend, new_figure
 from stochrelax.rng import seeded
 
 
@@ -23,7 +23,8 @@ def reliability_diagram(run_dir: str | Path, data: FashionMNIST, samples: int = 
 
     Uses the first :data:`EVALUATION_IMAGES` test images of ``data`` and the predictive
     distribution of ``samples`` noise draws. Left: accuracy per bin against the diagonal
-    of perfect calibration; right: the number of predictions per bin.
+    of perfect calibration; right: the number of predictions per bin. The legend sits below
+    the panels: the bars reach every corner of the left one.
     """
     run = runs.load_run(run_dir)
     pixels, labels = first_test_images(data, EVALUATION_IMAGES)
@@ -45,7 +46,7 @@ def reliability_diagram(run_dir: str | Path, data: FashionMNIST, samples: int = 
     reliability.set_ylabel("accuracy")
     reliability.set_xlim(0.0, 1.0)
     reliability.set_ylim(0.0, 1.0)
-    reliability.legend(loc="upper left", fontsize="small")
+    figure_legend(figure, [reliability], loc="outside lower center", ncols=3, fontsize="small")
     reliability.set_title("accuracy per confidence bin", fontsize=9)
     population.bar(edges[:-1], counts.numpy(), width=1 / bins, align="edge", color="tab:gray", edgecolor="black",
                    linewidth=0.5)
@@ -83,5 +84,5 @@ def accuracy_vs_samples(run_dir: str | Path, data: FashionMNIST,
     ax.set_xlabel("noise draws K averaged per prediction")
     ax.set_ylabel("clean test accuracy")
     ax.legend(loc="lower right", fontsize="small")
-    ax.set_title(f"Accuracy vs noise draws K of {run.path.name} on {labels.numel()} test images", fontsize=9)
+    ax.set_title(f"Accuracy vs noise draws K of {run.path.name}\non {labels.numel()} test images", fontsize=9)
     return figure

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from stochrelax import runs
 
@@ -76,6 +77,15 @@ def figure_legend(figure: Figure, axes: Sequence, **options: Any) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     figure.legend(entries.values(), entries.keys(), **options)
+
+
+def epoch_ticks(ax, max_ticks: int | str = "auto") -> None:
+    """Whole-number ticks on an epoch x axis, also when it shows a single epoch.
+
+    ``MaxNLocator(integer=True)`` alone falls back to fractional ticks when fewer than two
+    integers are in view, which a one-epoch run always has.
+    """
+    ax.xaxis.set_major_locator(MaxNLocator(max_ticks, integer=True, min_n_ticks=1))
 
 
 def draw_image(ax, picture: np.ndarray, title: str, **options: Any) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from itertools import cycle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import matplotlib
 import numpy as np
@@ -29,8 +29,8 @@ from stochrelax.plots.measures import (block_features, channel_norm_maps, confid
 from stochrelax.plots.style import (ADVERSARIAL_COLOUR, ATTACK_TITLES, BASELINE_COLOURS, BUDGET_LABELS,
                                     EVALUATION_IMAGES, EXAMPLE_EOT_SAMPLES, EXAMPLE_FIGURES, LINE_STYLES, MIN_BAR_SLOTS,
                                     MODE_HATCHES, MissingData, NOISE_COLOURS, OUTCOME_COLOURS, OUTCOME_NAMES, SEED,
-                                    SINGLE, STATISTICS, WIDE, draw_image, figure_legend, new_figure, panels,
-                                    retrain_command)
+                                    SINGLE, STATISTICS, WIDE, draw_image, epoch_ticks, figure_legend, new_figure,
+                                    panels, retrain_command)
 from stochrelax.rng import seeded
 
 
@@ -314,7 +314,7 @@ def learning_curves(run_dir: str | Path) -> Figure:
                     label=split)
         ax.set_xlabel("epoch")
         ax.set_ylabel(quantity if quantity == "accuracy" else "loss (predictive NLL)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_ticks(ax)
         ax.legend()
         ax.set_title(quantity)
     figure.suptitle(f"Learning curves of {path.name} (thesis Fig. 5.7)")
@@ -344,7 +344,7 @@ def confidence_histograms(run_dir: str | Path, data: FashionMNIST, samples: int 
     ax.set_xlabel("confidence (maximum predictive probability)")
     ax.set_ylabel("test images")
     ax.legend(loc="upper left")
-    ax.set_title(f"Confidence of {run.path.name} on {labels.numel()} clean test images, K={logits.shape[0]} "
+    ax.set_title(f"Confidence of {run.path.name}\non {labels.numel()} clean test images, K={logits.shape[0]} "
                  "(thesis Fig. 5.8)", fontsize=9)
     return figure
 
@@ -372,7 +372,7 @@ def tsne_features(run_dir: str | Path, data: FashionMNIST, block: str = "block8"
     ax.set_xlabel("t-SNE dimension 1")
     ax.set_ylabel("t-SNE dimension 2")
     figure.legend(loc="outside right upper", fontsize="small", markerscale=3)
-    ax.set_title(f"t-SNE of {block} features of {run.path.name}, {labels.numel()} test images (thesis Fig. 5.9)",
+    ax.set_title(f"t-SNE of {block} features of {run.path.name}\non {labels.numel()} test images (thesis Fig. 5.9)",
                  fontsize=9)
     return figure
 
@@ -390,9 +390,9 @@ def _draw_moments(ax, stats: Sequence[Mapping[str, Any]], layer: str, kind: str)
     mean = np.array([entry["layers"][layer][kind]["mean"] for entry in stats])
     std = np.array([entry["layers"][layer][kind]["std"] for entry in stats])
     ax.fill_between(epochs, mean - std, mean + std, color="tab:blue", alpha=0.25, linewidth=0, label="± std")
-    ax.plot(epochs, mean, marker="o", markersize=2, color="tab:blue", label="mean")
-    ax.set_xlabel("epoch", fontsize=6)
-    ax.xaxis.set_major_locator(MaxNLocator(3, integer=True))
+    ax.plot(epochs, mean, marker="o", markersize=3, color="tab:blue", label="mean")
+    ax.set_xlabel("epoch", fontsize=7)
+    epoch_ticks(ax, 4)
 
 
 def _draw_histograms(ax, stats: Sequence[Mapping[str, Any]], layer: str, kind: str) -> None:
@@ -403,45 +403,67 @@ def _draw_histograms(ax, stats: Sequence[Mapping[str, Any]], layer: str, kind: s
         ax.stairs(*_histogram_density(entry["layers"][layer][kind]["histogram"]), color=colour,
                   label=f"epoch {entry['epoch']}")
     ax.set_yscale("log")
-    ax.set_xlabel(STATISTICS[kind], fontsize=6)
-    ax.xaxis.set_major_locator(MaxNLocator(2))
+    ax.set_xlabel(STATISTICS[kind], fontsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(3))
 
 
-# training_distributions' rows: (statistic, view, y label)
-DISTRIBUTION_VIEWS = {"moments": (_draw_moments, "mean ± std"), "histograms": (_draw_histograms, "density")}
+class DistributionView(NamedTuple):
+    """One row of a layer's panels in :func:`training_distributions`."""
+
+    draw: Callable[..., None]  # (ax, stats, layer, statistic)
+    quantity: str  # the y label
+    over_epochs: bool  # its x axis is the epoch, shared by every such panel
 
 
-def training_distributions(run_dir: str | Path) -> Figure:
-    """Distributions of activations and gradients per layer during training (thesis 5.1).
+DISTRIBUTION_VIEWS = {"moments": DistributionView(_draw_moments, "mean ± std", True),
+                      "histograms": DistributionView(_draw_histograms, "density (log)", False)}
+LAYERS_PER_ROW = 5  # training_distributions: layers side by side, so that each panel stays readable
+DISTRIBUTION_ROW_INCHES = 1.7  # height of one row of panels
 
-    One column per layer. For the block outputs and for the gradients of the training
-    objective w.r.t. the convolution weights, as recorded by :mod:`stochrelax.stats` into
-    ``training_stats.jsonl``: a row of mean ± std per epoch and, when histograms were
-    recorded (first, middle and last epoch), a row of those histograms (density, log scale).
+
+def training_distributions(run_dir: str | Path, statistic: str) -> Figure:
+    """The distribution of one statistic per layer during training (thesis 5.1).
+
+    ``statistic`` is a key of :data:`STATISTICS`: the block outputs, or the gradients of the
+    training objective w.r.t. the convolution weights, as :mod:`stochrelax.stats` recorded them
+    into ``training_stats.jsonl``. Small multiples, :data:`LAYERS_PER_ROW` layers to a row:
+    each layer's mean ± std per epoch (the epoch axis shared by all) and below it, when
+    histograms were recorded (first, middle and last epoch), those histograms (density, log scale).
 
     Raises:
+        ValueError: if ``statistic`` is not a key of :data:`STATISTICS`.
         MissingData: if the run has no training statistics.
     """
+    if statistic not in STATISTICS:
+        raise ValueError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
     path = Path(run_dir)
     stats = records.read_training_stats(path)
     if not stats:
         raise MissingData(f"{path} has no training statistics ({runs.TRAINING_STATS_FILE}): train it again with this "
                           f"version: {retrain_command(path)}")
     layers = list(stats[-1]["layers"])
-    recorded = any(entry["layers"][layer][kind]["histogram"]
-                   for entry in stats for layer in layers for kind in STATISTICS)
+    recorded = any(entry["layers"][layer][statistic]["histogram"] for entry in stats for layer in layers)
     views = list(DISTRIBUTION_VIEWS) if recorded else ["moments"]
-    rows = [(kind, view) for kind in STATISTICS for view in views]
-    figure = new_figure((WIDE[0], 1.8 * len(rows) + 0.6))
-    grid = figure.subplots(len(rows), len(layers), squeeze=False)
-    for axes, (kind, view) in zip(grid, rows):
-        draw, quantity = DISTRIBUTION_VIEWS[view]
-        for ax, layer in zip(axes, layers):
-            draw(ax, stats, layer, kind)
-            ax.tick_params(labelsize=5)
-            ax.set_title(layer, fontsize=7)
-        axes[0].set_ylabel(f"{STATISTICS[kind]}\n{quantity}", fontsize=7)
-    figure_legend(figure, [axes[0] for axes in grid], loc="outside right upper", fontsize="x-small")
-    figure.suptitle(f"Block outputs and weight gradients per layer during training of {path.name} (thesis 5.1)",
-                    fontsize=10)
+    columns = min(LAYERS_PER_ROW, len(layers))
+    layer_rows = [layers[start:start + columns] for start in range(0, len(layers), columns)]
+    figure = new_figure((WIDE[0], DISTRIBUTION_ROW_INCHES * len(layer_rows) * len(views) + 1.0))
+    grid = figure.subplots(len(layer_rows) * len(views), columns, squeeze=False)
+    epoch_axes = []
+    for index, (row_layers, view) in enumerate((row_layers, view) for row_layers in layer_rows for view in views):
+        axes, (draw, quantity, over_epochs) = grid[index], DISTRIBUTION_VIEWS[view]
+        for ax, layer in zip(axes, row_layers):
+            if over_epochs:
+                epoch_axes.append(ax)
+            if index % len(views) == 0:  # the first row of these layers names them
+                ax.set_title(layer, fontsize=8)
+            draw(ax, stats, layer, statistic)
+            ax.tick_params(labelsize=7)
+        for unused in axes[len(row_layers):]:
+            unused.remove()
+        axes[0].set_ylabel(quantity, fontsize=8)
+    for ax in epoch_axes[1:]:
+        ax.sharex(epoch_axes[0])
+    figure_legend(figure, list(grid[:len(views), 0]), loc="outside lower center", ncols=5, fontsize="small")
+    figure.suptitle(f"Distribution of the {STATISTICS[statistic]} per layer during training of {path.name} "
+                    "(thesis 5.1)", fontsize=10)
     return figure
