@@ -345,74 +345,14 @@ def _run_section_html(run: Run, figures: Sequence[str]) -> str:
             f'<p class="run-what">{html.escape(what)}</p>{"".join(figures)}</section>')
 
 
-_STYLE = """*{box-sizing:border-box}
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;line-height:1.45;background:#fff}
-.page{max-width:1100px;margin:0 auto;padding:.5em 1em 1em}
-main{min-width:0}
-h1{font-size:1.8em;margin:.2em 0}h2{margin:0}h3{margin:.8em 0 .4em}h4{margin:1em 0 .3em}
-.masthead p{margin:.3em 0 0}
-section{margin:1.5em 0}main>section:first-child{margin-top:.8em}
-.section-head{display:flex;align-items:baseline;justify-content:space-between;gap:1em;border-bottom:1px solid #ddd;
- margin-bottom:.5em}
-.to-contents{font-size:.8em}
-.headline{font-weight:bold}
-nav.contents{font-size:.9em;border:1px solid #ddd;background:#fafafa;padding:.6em 1em;margin:.8em 0}
-nav.contents h2{font-size:1em;margin:0 0 .3em}
-nav.contents ol{margin:0;padding-left:1.3em}nav.contents li{margin:.15em 0;overflow-wrap:anywhere}
-nav.contents ol ol{font-size:.92em}
-a{color:#1a55a3}
-img{max-width:100%;height:auto}
-figure{margin:1em 0}figcaption{color:#555}
-code{background:#f3f3f3;padding:1px 4px;overflow-wrap:anywhere}
-.table-box{max-width:100%;overflow-x:auto;border:1px solid #ccc;margin:.6em 0}
-table{border-collapse:separate;border-spacing:0;font-size:.85em}
-th,td{border-right:1px solid #ddd;border-bottom:1px solid #ddd;padding:4px 6px;text-align:right;vertical-align:top}
-th{background:#f2f2f2;text-align:center;font-weight:600}
-th:first-child,td:first-child{text-align:left}
-table.results td:nth-child(-n+3),table.summary td:nth-child(-n+4),table.verdicts td{text-align:left}
-.notes{font-size:.85em;color:#444;border-left:3px solid #bbb;padding:.1em .9em;margin:.6em 0 1.2em}
-.notes p{margin:.3em 0;font-weight:600}.notes ul{margin:.2em 0;padding-left:1.2em}
-.missing{background:#fff6dc;border-left:3px solid #d9a400;padding:.4em .8em}
-.run-what{color:#555;margin-top:0}
-@media screen{
- th{min-width:4.5em}
- th:first-child,td:first-child{position:sticky;left:0;z-index:1;background:#fff;box-shadow:inset -2px 0 0 #bbb;
-  min-width:10em;max-width:17em;overflow-wrap:break-word}
- th:first-child{background:#f2f2f2}
- table.results td:nth-child(n+5),table.summary td:nth-child(n+6){white-space:nowrap}
- table.results td:nth-child(2),table.summary td:nth-child(2){min-width:10em}
- table.verdicts td:first-child{min-width:14em}table.verdicts td:last-child{min-width:11em}
-}
-@media screen and (min-width:1100px){
- .page{display:grid;grid-template-columns:15rem minmax(0,1fr);grid-template-areas:"contents head" "contents main";
-  column-gap:2rem;max-width:1440px}
- .masthead{grid-area:head}main{grid-area:main}
- nav.contents{grid-area:contents;position:sticky;top:0;align-self:start;max-height:100vh;overflow-y:auto}
- .to-contents{display:none}
-}
-@media print{
- @page{margin:1.5cm}
- body{font-size:9.5pt}
- .page{max-width:none;padding:0}
- nav.contents{break-after:page}
- .to-contents{display:none}
- a{color:inherit;text-decoration:none}
- .table-box{overflow:visible;border:none}
- @page wide{size:landscape}
- #results,#summary{page:wide}
- table{font-size:6.5pt;width:100%;table-layout:fixed}
- th,td{padding:2px 3px;overflow-wrap:anywhere}
- table.results th:nth-child(1),table.summary th:nth-child(1){width:12%}
- table.results th:nth-child(2),table.summary th:nth-child(2){width:9%}
- table.results th:nth-child(3),table.summary th:nth-child(4){width:7%}
- table.results th:nth-child(4){width:3%}table.summary th:nth-child(3),table.summary th:nth-child(5){width:5%}
- table.verdicts th:nth-child(1){width:26%}table.verdicts th:nth-child(2){width:11%}
- table.verdicts th:nth-child(7){width:4%}table.verdicts th:nth-child(8){width:18%}
- figure,tr,.notes li,.missing{break-inside:avoid}
- h1,h2,h3,h4,.section-head{break-after:avoid}
- *{-webkit-print-color-adjust:exact;print-color-adjust:exact}
-}
-""" + "".join(f"td.{_verdict_class(state)}{{background:{colour}}}\n" for state, colour in VERDICT_BACKGROUNDS.items())
+STYLESHEET = Path(__file__).with_name("report.css")
+"""The page's CSS, shipped with the package; the verdict cells' colours are appended from :data:`VERDICT_BACKGROUNDS`."""
+
+
+def _style() -> str:
+    verdict_colours = "".join(f"td.{_verdict_class(state)}{{background:{colour}}}\n"
+                              for state, colour in VERDICT_BACKGROUNDS.items())
+    return STYLESHEET.read_text() + verdict_colours
 
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: FashionMNIST, command: str,
@@ -472,7 +412,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
     headline = f'<p class="headline">{html.escape(study.headline)}</p>' if study else ""
     page = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1"><title>stochrelax report</title>'
-            f'<style>{_STYLE}</style></head><body><div class="page"><header class="masthead"><h1>stochrelax report</h1>'
+            f'<style>{_style()}</style></head><body><div class="page"><header class="masthead"><h1>stochrelax report</h1>'
             f"{headline}</header>{_contents_html(sections)}<main>{''.join(map(_section_html, sections))}</main>"
             "</div></body></html>\n")
     (out_dir / "index.html").write_text(page)
