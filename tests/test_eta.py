@@ -3,6 +3,8 @@ configuration itself, then its kind, then extrapolated from the nearest measured
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from stochrelax.config import parse_config
@@ -44,11 +46,20 @@ def test_an_unmeasured_configuration_takes_the_mean_of_its_kind():
     assert estimate(RELU_GAUSSIAN, known, "gaussian", *SAMPLES) == Cost(4.0, 50.0)
 
 
-def test_an_unmeasured_kind_is_extrapolated_from_its_unit_by_the_work_its_noise_adds():
+def test_an_unmeasured_kind_is_extrapolated_from_its_unit_by_the_prior_work_of_its_noise():
     known = measured(relu=(RELU, Cost(2.0, 3.0)), sign=(SIGN, Cost(4.0, 9.0)))
-    assert work_factors(RELU_NOISY, *SAMPLES) == (TRAINING_NOISE_FACTOR, 12.0)
-    assert estimate(RELU_NOISY, known, "noisy", *SAMPLES) == Cost(2.0 * TRAINING_NOISE_FACTOR, 3.0 * 12)
-    assert estimate(SIGN_NOISY, known, "sign noisy", *SAMPLES) == Cost(4.0 * TRAINING_NOISE_FACTOR, 9.0 * 12)
+    noise = math.sqrt(8 * 4)  # the geometric mean of the prediction and EOT draws
+    assert work_factors(RELU_NOISY, *SAMPLES) == (TRAINING_NOISE_FACTOR, pytest.approx(noise))
+    assert estimate(RELU_NOISY, known, "noisy", *SAMPLES) == (2.0 * TRAINING_NOISE_FACTOR, pytest.approx(3.0 * noise))
+    assert estimate(SIGN_NOISY, known, "sign noisy", *SAMPLES) == (4.0 * TRAINING_NOISE_FACTOR,
+                                                                   pytest.approx(9.0 * noise))
+
+
+def test_the_work_of_noise_measured_on_one_unit_replaces_the_prior_for_another():
+    known = measured(relu=(RELU, Cost(2.0, 3.0)), noisy=(RELU_NOISY, Cost(2.5, 15.0)), sign=(SIGN, Cost(4.0, 9.0)))
+    assert estimate(SIGN_NOISY, known, "sign noisy", *SAMPLES) == (pytest.approx(4.0 * 1.25),
+                                                                   pytest.approx(9.0 * 5.0))
+    assert estimate(RELU_GAUSSIAN, known, "gaussian", *SAMPLES) == Cost(2.5, 15.0)  # its own kind was measured
 
 
 def test_adversarial_training_adds_an_attack_pass_per_step_and_a_measurement_replaces_the_prior():

@@ -10,9 +10,10 @@ job, not from the count of finished jobs:
 - **same kind** — else the mean of measured configurations of the same kind (:func:`job_kind`:
   unit, noise on or off, estimator, adversarial training);
 - **extrapolated** — else the nearest measured kind (same unit, else any), scaled by the work
-  its differences add (:func:`work_factors`): the noise draws of a stochastic network's
-  predictions and EOT gradients, and the attack passes of adversarial training. As soon as a
-  job of the kind is measured, the measurement replaces the extrapolation.
+  its differences add: the noise draws of a stochastic network's predictions and EOT gradients
+  (the ratio measured on another unit once one has both kinds, else a prior,
+  :func:`work_factors`) and the attack passes of adversarial training. As soon as a job of
+  the kind is measured, the measurement replaces the extrapolation.
 
 The remaining time of the sweep is the makespan of the remaining work on the workers
 (:func:`makespan`): jobs in progress first, then pending ones in plan order, each to the first
@@ -22,6 +23,7 @@ worker free, as the process pool hands them out.
 from __future__ import annotations
 
 import heapq
+import math
 import statistics
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
@@ -64,17 +66,24 @@ class Measured(NamedTuple):
     cost: Cost
 
 
-def work_factors(config: RunConfig, prediction_samples: int, eot_samples: int) -> tuple[float, float]:
+def work_factors(config: RunConfig, prediction_samples: int, eot_samples: int,
+                 noise_ratios: tuple[float | None, float | None] = (None, None)) -> tuple[float, float]:
     """The relative work of a job's training epoch and of its attacks, against a deterministic
-    network without adversarial training: noise draws (:data:`TRAINING_NOISE_FACTOR` in training;
-    in attacks the ``prediction_samples`` passes of each judgement and the ``eot_samples`` of each
-    EOT gradient), and one attack pass per batch and adversarial step in training."""
+    network without adversarial training.
+
+    Noise multiplies training by ``noise_ratios[0]`` and attacks by ``noise_ratios[1]`` where those
+    were measured (:func:`estimate`), else by priors: :data:`TRAINING_NOISE_FACTOR` for training; for
+    attacks, whose judgements average ``prediction_samples`` draws and whose EOT gradients
+    ``eot_samples`` while single-draw rows cost what a deterministic network's do, the geometric
+    mean √(P·K) of the two draw counts (the quick preset measured 5–6× against √32 ≈ 5.7).
+    Adversarial training adds one attack pass per batch and adversarial step.
+    """
     adversarial = config.train.adversarial
     adversarial_passes = {None: 0, "fgsm_mixture": 1, "pgd": adversarial.pgd_steps}[adversarial.method]
+    training_noise, attack_noise = (prior if ratio is None else ratio for ratio, prior in zip(
+        noise_ratios, (TRAINING_NOISE_FACTOR, math.sqrt(prediction_samples * eot_samples))))
     stochastic = config.model.activation.noise is not None
-    training = (TRAINING_NOISE_FACTOR if stochastic else 1.0) * (1 + adversarial_passes)
-    attacks = float(prediction_samples + eot_samples) if stochastic else 1.0
-    return training, attacks
+    return (training_noise if stochastic else 1.0) * (1 + adversarial_passes), attack_noise if stochastic else 1.0
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -82,16 +91,37 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return statistics.fmean(known) if known else None
 
 
+def _noise_ratios(measured: Mapping[str, Measured]) -> tuple[float | None, float | None]:
+    """Measured cost with noise over cost without, per term: the geometric mean over units that have
+    both kinds measured (without adversarial training); None where no unit has both."""
+    ratios: list[tuple[float | None, float | None]] = []
+    for unit in {entry.kind.unit for entry in measured.values()}:
+        def mean_cost(stochastic: bool, index: int) -> float | None:
+            return _mean(entry.cost[index] for entry in measured.values() if entry.kind.unit == unit
+                         and entry.kind.stochastic == stochastic and entry.kind.adversarial is None)
+
+        ratios.append(tuple(None if None in (noisy, plain) else noisy / plain
+                            for noisy, plain in ((mean_cost(True, index), mean_cost(False, index))
+                                                 for index in (0, 1))))
+    return tuple(None if not known else math.exp(statistics.fmean(map(math.log, known)))
+                 for known in ([ratio[index] for ratio in ratios if ratio[index] is not None] for index in (0, 1)))
+
+
 def estimate(config: RunConfig, measured: Mapping[str, Measured], name: str, prediction_samples: int,
              eot_samples: int) -> Cost:
     """The cost of configuration ``name`` from ``measured`` (configuration name → what it measured).
 
     Each of the two terms comes from the first of: the configuration itself, the mean of its
-    kind, the mean of its unit's kinds scaled by :func:`work_factors`, the mean of every kind scaled.
+    kind, the mean of its unit's kinds scaled by their relative work, the mean of every kind
+    scaled. The relative work of noise is the ratio measured on another unit when one has both
+    kinds measured, else the prior of :func:`work_factors`.
     """
     kind = job_kind(config)
     own = measured.get(name)
-    factors = work_factors(config, prediction_samples, eot_samples)
+    noise_ratios = _noise_ratios(measured)
+
+    def factors(entry_config: RunConfig) -> tuple[float, float]:
+        return work_factors(entry_config, prediction_samples, eot_samples, noise_ratios)
 
     def term(index: int) -> float | None:
         if own is not None and own.cost[index] is not None:
@@ -100,10 +130,10 @@ def estimate(config: RunConfig, measured: Mapping[str, Measured], name: str, pre
         if same is not None:
             return same
         for related in (lambda entry: entry.kind.unit == kind.unit, lambda entry: True):
-            scaled = _mean(entry.cost[index] / work_factors(entry.config, prediction_samples, eot_samples)[index]
+            scaled = _mean(entry.cost[index] / factors(entry.config)[index]
                            for entry in measured.values() if related(entry) and entry.cost[index] is not None)
             if scaled is not None:
-                return scaled * factors[index]
+                return scaled * factors(config)[index]
         return None
 
     return Cost(term(0), term(1))

@@ -11,6 +11,7 @@ messages from the workers.
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -18,7 +19,7 @@ from stochrelax.eta import Cost, Measured, estimate, job_kind, makespan
 from stochrelax.grid import Preset
 from stochrelax.jobs import JobResult, SweepJob, attacks_complete, planned_attacks
 from stochrelax.records import read_metrics
-from stochrelax.runs import LOCK_FILE, RunDirError, is_finished, read_attack_table
+from stochrelax.runs import LOCK_FILE, METRICS_FILE, RunDirError, is_finished, read_attack_table
 
 __all__ = ["SweepProgress", "SweepTracker", "format_duration"]
 
@@ -28,6 +29,16 @@ def format_duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _last_progress(job: SweepJob) -> float:
+    """When the job last finished a step: its last epoch, else when it took its run's lock (file times)."""
+    for name in (METRICS_FILE, LOCK_FILE):
+        try:
+            return (job.run_dir / name).stat().st_mtime
+        except OSError:
+            continue
+    return time.time()
 
 
 class SweepProgress(NamedTuple):
@@ -138,6 +149,10 @@ class SweepTracker:
                 epochs_left * cost.epoch_seconds
             attacks = 0.0 if state.attacked else cost.attack_seconds
             remaining[job.label] = None if training is None or attacks is None else training + attacks
+        now = time.time()
+        for job in running:  # the part of its next step already done: since its last epoch, or its start
+            if remaining[job.label] is not None:
+                remaining[job.label] = max(0.0, remaining[job.label] - (now - _last_progress(job)))
         running_labels = {job.label for job in running}
         known = None not in remaining.values()
         left = makespan([remaining[label] for label in running_labels],
