@@ -82,11 +82,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 
-def _add_common_options(sub: argparse.ArgumentParser) -> None:
-    """--data-dir and --device, shared by every command that loads data and computes."""
+def _add_data_dir(sub: argparse.ArgumentParser) -> None:
+    """--data-dir, for every command that reads Fashion-MNIST."""
     sub.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                      help="directory with the four Fashion-MNIST .gz files (default: $STOCHRELAX_DATA, "
                           "/usr/share/datasets/fashion-mnist, then a download into the cache)")
+
+
+def _add_common_options(sub: argparse.ArgumentParser) -> None:
+    """--data-dir and --device, shared by every command that loads data and computes."""
+    _add_data_dir(sub)
     sub.add_argument("--device", default="auto", choices=list(DEVICES),
                      help="where to compute (default: auto = CUDA when present)")
 
@@ -199,8 +204,7 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
                         help="first N test images for the figures that run the models (default 2000)")
     report.add_argument("--tsne-count", type=_positive_int, default=2000, metavar="N",
                         help="test images per t-SNE plot (default 2000)")
-    report.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                        help="directory with the four Fashion-MNIST .gz files")
+    _add_data_dir(report)
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
     report.set_defaults(handler=commands.report)
 
@@ -263,8 +267,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the report as JSON")
     bench.add_argument("--threads", type=_positive_int, default=1, metavar="N",
                        help="torch threads (default 1: a sweep runs one single-thread worker per core)")
-    bench.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                       help="directory with the four Fashion-MNIST .gz files")
+    _add_data_dir(bench)
     bench.add_argument("--no-progress", action="store_true", help="do not log each measurement to stderr")
     bench.set_defaults(handler=commands.bench)
 
@@ -300,7 +303,7 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     info = data_commands.add_parser("info", help="where Fashion-MNIST was found, checksums, sizes, pixel stats",
                                     description="Where Fashion-MNIST was found, checksums, sizes and pixel stats.")
-    info.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="directory with the four .gz files")
+    _add_data_dir(info)
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(handler=commands.data_info)
 
