@@ -9,6 +9,7 @@ from stochrelax import runs
 from stochrelax.attack_rows import FixedDrawJudge, attack_model
 from stochrelax.attack_table import AttackSettings
 from stochrelax.checks import sampling_tolerance
+from stochrelax.models import computing_in
 from stochrelax.rng import seeded
 
 
@@ -16,6 +17,14 @@ def test_zero_budget_row_is_the_clean_accuracy(relu_victim) -> None:
     result = attack_model(relu_victim.model, "pgd", 0.0, relu_victim.images, relu_victim.labels)
     assert result.accuracy == pytest.approx(relu_victim.clean_accuracy())
     assert (result.mean_linf, result.success_rate) == (0.0, 0.0)
+
+
+def test_a_row_records_the_precision_the_model_computed_in(relu_victim) -> None:
+    measured = attack_model(relu_victim.model, "fgsm", 0.1, relu_victim.images, relu_victim.labels)
+    with computing_in(relu_victim.model, "bfloat16"):
+        in_bfloat16 = attack_model(relu_victim.model, "fgsm", 0.1, relu_victim.images, relu_victim.labels)
+    assert (measured.precision, in_bfloat16.precision) == ("float32", "bfloat16")
+    assert abs(in_bfloat16.accuracy - measured.accuracy) <= 0.05  # the same attack, judged in coarser arithmetic
 
 
 def test_untargeted_row_matches_an_independent_computation(relu_victim) -> None:

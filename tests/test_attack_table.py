@@ -12,6 +12,8 @@ def test_settings_refuse_unknown_attacks_and_bad_proxies() -> None:
         AttackSettings(attacks=("deepfool",))
     with pytest.raises(ValueError, match="bad proxy 'tanh:-1'"):
         AttackSettings(proxies=("tanh:-1",))
+    with pytest.raises(ValueError, match="unknown precision 'half'; valid: float32, bfloat16"):
+        AttackSettings(precision="half")
 
 
 def test_default_budgets_cover_the_thesis_ranges() -> None:
@@ -28,4 +30,7 @@ def test_merge_rows_replaces_rows_measured_alike_and_keeps_other_settings_apart(
     merged = merge_rows(old, [result("pgd", 0.1, 0.4, steps=20), result("pgd", 0.1, 0.3, steps=40, examples=20)])
     assert [(r.attack, r.accuracy, r.steps) for r in merged] == [("fgsm", 0.6, 1), ("pgd", 0.4, 20), ("pgd", 0.3, 40)]
     assert merge_rows(old, [])[1].warnings == ("kept",)
+    in_bfloat16 = merge_rows(old, [result("pgd", 0.1, 0.45, steps=20, precision="bfloat16")])
+    assert sorted((r.precision, r.accuracy) for r in in_bfloat16 if r.attack == "pgd") == [("bfloat16", 0.45),
+                                                                                           ("float32", 0.5)]
     assert AttackResult.from_dict({**old[0].as_dict(), "unknown": 1}) == old[0]

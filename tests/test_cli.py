@@ -208,18 +208,21 @@ def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsy
 # --- help --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("argv", "mentions"), [
-    ([], ["train", "evaluate", "attack", "data", "--version", "--debug", "full Python traceback"]),
+    ([], ["train", "evaluate", "attack", "runs", "compare", "data", "--version", "--debug", "full Python traceback"]),
     (["train"], ["config", "--resume", "--out", "--epochs", "--seed", "--train-limit", "--test-limit", "--overwrite",
-                 "--no-progress", "--data-dir", "--device"]),
+                 "--no-progress", "--data-dir", "--device", "--precision", "bfloat16"]),
     (["evaluate"], ["RUN_DIR", "--samples", "--seed", "--test-limit", "--data-dir", "--device"]),
     (["attack"], ["RUN_DIR", "--attack", "--eps", "--p", "--eot", "--samples", "--limit", "--seed", "apgd-ce",
-                  "square", "missing", "worst-case", "--proxy", "--proxies", "--worst-case-steps", "--transfer-from"]),
+                  "square", "missing", "worst-case", "--proxy", "--proxies", "--worst-case-steps", "--transfer-from",
+                  "--precision"]),
     (["data", "info"], ["--data-dir", "--json"]),
     (["sweep"], ["GRID", "--out", "--seeds", "--preset", "smoke", "quick", "standard", "thesis", "--backend", "ray",
                  "--workers", "--ray-address"]),
     (["reproduce"], ["--out", "--grid", "--seeds", "--preset", "--backend", "--workers", "--tsne-count"]),
     (["bench"], ["--quick", "--out", "--data-dir"]),
-], ids=["top_level", "train", "evaluate", "attack", "data_info", "sweep", "reproduce", "bench"])
+    (["runs"], ["DIR", "--json", "finished", "unfinished", "failed", "damaged"]),
+    (["compare"], ["RUN_DIR", "--markdown"]),
+], ids=["top_level", "train", "evaluate", "attack", "data_info", "sweep", "reproduce", "bench", "runs", "compare"])
 def test_help_exits_zero_and_lists_the_arguments(argv, mentions, capsys):
     with pytest.raises(SystemExit) as caught:
         main([*argv, "--help"])

@@ -10,8 +10,8 @@ import torch.nn as nn
 
 from stochrelax.config import parse_config
 from stochrelax.layers import StochasticActivation, noise_disabled
-from stochrelax.models import (ARCHITECTURES, ModelConfig, build_model, collect_log_prob, evaluating, is_stochastic,
-                               predictive_log_prob, sample_logits)
+from stochrelax.models import (ARCHITECTURES, ModelConfig, build_model, collect_log_prob, computing_in, evaluating,
+                               is_stochastic, precision_of, predictive_log_prob, sample_logits)
 from stochrelax.rng import seeded
 
 
@@ -133,3 +133,36 @@ def test_sample_logits_in_passes_of_few_rows_is_the_same_computation_as_one_pass
         logits = sample_logits(noisy.eval(), images, 7, rows_per_pass=rows_per_pass)
         assert logits.shape == (7, 10, 10)
         assert all(not torch.equal(logits[0], logits[k]) for k in range(1, 7))  # every draw its own noise
+
+
+# --- precision ---------------------------------------------------------------------------------------
+
+def test_bfloat16_runs_the_convolutions_in_bfloat16_and_everything_else_in_float32() -> None:
+    with seeded(0):
+        model = build_model(ModelConfig(activation={"kind": "relu", "noise": "logistic", "std": 0.05})).eval()
+    images = torch.rand(16, 1, 28, 28)
+    seen: dict[str, set[torch.dtype]] = {"conv": set(), "norm": set(), "act": set()}
+    hooks = [getattr(block, part).register_forward_hook(
+        lambda module, inputs, output, part=part: seen[part].add(output.dtype))
+        for block in model.blocks for part in seen]
+    with seeded(1):
+        reference = model(images)
+    assert seen == {"conv": {torch.float32}, "norm": {torch.float32}, "act": {torch.float32}}
+    seen = {part: set() for part in seen}
+    with computing_in(model, "bfloat16"), seeded(1):
+        assert precision_of(model) == "bfloat16"
+        scores = model(images)
+    for hook in hooks:
+        hook.remove()
+    assert seen["conv"] == {torch.bfloat16} and seen["norm"] == seen["act"] == {torch.float32}
+    assert scores.dtype == torch.float32 and precision_of(model) == "float32"  # restored
+    # bfloat16 keeps 8 bits of mantissa: the class scores agree to a few percent of their spread
+    assert (scores - reference).abs().max() < 0.05 * reference.std()
+    with computing_in(model, "float32"), seeded(1):
+        assert torch.equal(model(images), reference)  # float32 is the model as it always computed
+
+
+def test_an_unknown_precision_is_refused_naming_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown precision 'float16'; valid: float32, bfloat16"):
+        with computing_in(build_model(ModelConfig()), "float16"):
+            pass

@@ -287,8 +287,9 @@ def tiny(name: str, **train) -> RunConfig:
                                                      "data": {"train_limit": 512, "test_limit": 200}})
 
 
-RESUMABLE = {  # each exercises a different piece of state: noise RNG, score baseline, stored FGSM set
+RESUMABLE = {  # each exercises a different piece of state: noise RNG, score baseline, stored FGSM set, precision
     "relu_logistic_additive": tiny("relu_logistic_additive"),
+    "sign_logistic_ste_bfloat16": tiny("sign_logistic_ste", precision="bfloat16"),
     "sign_logistic_score": tiny("sign_logistic_score"),
     "relu_adversarial_fgsm": load_config(CONFIG_DIR / "relu_adversarial_fgsm.yaml",
                                          {"train": {"epochs": 3, "adversarial": {"regenerate_every": 2}},

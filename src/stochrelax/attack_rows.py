@@ -25,7 +25,7 @@ from stochrelax.attack_table import WORST_CASE, AttackResult, AttackSettings
 from stochrelax.attacks import ATTACKS, make_attack
 from stochrelax.attacks.fgsm import kurakin_steps
 from stochrelax.attacks.proxies import Proxy, ProxyGradients, has_sign_units
-from stochrelax.models import evaluating, is_stochastic, predictive_log_prob, sample_logits
+from stochrelax.models import evaluating, is_stochastic, precision_of, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
 from stochrelax.runs import pack_correct
 
@@ -102,7 +102,7 @@ def judged_row(attack: str, budget_name: str, budget: float, eot_samples: int, j
         single_accuracy.mean().item(), single_accuracy.std().item() if judge.samples > 1 else 0.0,
         success.sum().item() / max(success_denominator, 1), perturbation.abs().amax(dim=1).mean().item(),
         perturbation.norm(dim=1).mean().item(), seconds, examples, clean.float().mean().item(),
-        correct=pack_correct(correct), **measured_with)
+        correct=pack_correct(correct), precision=precision_of(judge.model), **measured_with)
 
 
 def through_proxy(model: torch.nn.Module, proxy: Proxy) -> torch.nn.Module:

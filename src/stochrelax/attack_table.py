@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from stochrelax.attacks import ATTACKS
 from stochrelax.attacks.proxies import Proxy
+from stochrelax.models import PRECISIONS
 
 __all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "BUDGET_NAMES", "budget_key", "DEFAULT_BUDGETS",
            "DEFAULT_PROXIES", "AttackSettings", "AttackResult", "merge_rows"]
@@ -61,6 +62,7 @@ class AttackSettings:
     probe_examples: int = 200  # inputs of the randomness, gradient and convergence probes
     check_convergence: bool = True  # rerun PGD with 2x steps and EOT draws where it matters
     seed: int = 0  # noise draws, random starts, masks and the fixed evaluation draws
+    precision: str = "float32"  # of the model's convolutions in attacks and judgements (models.PRECISIONS)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.attacks if name not in EVALUATIONS]
@@ -74,6 +76,8 @@ class AttackSettings:
             Proxy.parse(text)
         if not self.proxies:
             raise ValueError("proxies must name at least one proxy, e.g. own,tanh:0.5")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
 
     def budgets(self, budget_name: str) -> tuple[float, ...]:
         """The budgets of an attack taking ``budget_name`` (``"eps"`` or ``"p"``)."""
@@ -108,6 +112,7 @@ class AttackResult:
     seed: int = 0
     warnings: tuple[str, ...] = ()  # checks that concern this row, kept with it
     members: tuple[dict[str, Any], ...] = ()  # worst case: images each ensemble member broke, in order
+    precision: str = "float32"  # of the model's convolutions while attacked and judged
     correct: str = ""  # per image, correct under attack: runs.pack_correct bits (attacks.json only; "" in old tables)
 
     @classmethod
@@ -123,7 +128,7 @@ class AttackResult:
     def key(self) -> tuple:
         """Everything that decides what a row measures: rows with equal keys replace each other."""
         return (self.attack, self.budget_name, self.budget, self.eot_samples, self.prediction_samples,
-                self.examples, self.proxy, self.steps, self.seed)
+                self.examples, self.proxy, self.steps, self.seed, self.precision)
 
     def as_dict(self) -> dict[str, Any]:
         """The row as stored in ``attacks.json`` (:meth:`from_dict` reads it back)."""
@@ -140,4 +145,4 @@ def merge_rows(old: Sequence[AttackResult], new: Sequence[AttackResult]) -> list
     order = list(EVALUATIONS)
     return sorted(merged.values(), key=lambda row: (order.index(row.attack), row.budget, row.eot_samples,
                                                     row.proxy, row.steps or 0, row.prediction_samples,
-                                                    row.examples, row.seed))
+                                                    row.examples, row.seed, row.precision))

@@ -56,6 +56,7 @@ class TrainConfig(ConfigSection):
     score_baseline_decay: float = Field(default=0.9, ge=0, lt=1)  # EMA baseline of the score estimator
     eval_batch_size: int = Field(default=1000, ge=1)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)  # torch and numpy both take it
+    precision: Literal["float32", "bfloat16"] = "float32"  # of the convolutions (models.PRECISIONS)
     adversarial: AdversarialConfig = AdversarialConfig()
 
     @field_validator("betas")

@@ -26,8 +26,9 @@ from stochrelax.estimators import ESTIMATORS
 from stochrelax.layers import ACTIVATIONS, MODES, StochasticActivation, check_activation_args
 from stochrelax.noise import NOISES
 
-__all__ = ["ConfigSection", "ActivationConfig", "ModelConfig", "ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock", "AllConvNet", "build_model",
-           "is_stochastic", "collect_log_prob", "ROWS_PER_PASS", "draws_per_pass", "sample_logits", "predictive_log_prob", "evaluating"]
+__all__ = ["ConfigSection", "ActivationConfig", "ModelConfig", "ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock",
+           "AllConvNet", "PRECISIONS", "computing_in", "precision_of", "MEMORY_FORMAT", "build_model", "is_stochastic",
+           "collect_log_prob", "ROWS_PER_PASS", "draws_per_pass", "sample_logits", "predictive_log_prob", "evaluating"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ class ConvBlock(nn.Module):
         self.act = activation if activation is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))
+        # .float(): under bfloat16 autocast the convolution's output is cast back, so that BatchNorm and
+        # the stochastic units (noise draws, estimators) compute in float32; a no-op otherwise
+        return self.act(self.norm(self.conv(x).float()))
 
 
 class AllConvNet(nn.Module):
@@ -138,14 +141,16 @@ class AllConvNet(nn.Module):
             blocks[f"block{index}"] = ConvBlock(in_channels, spec, batch_norm, activation)
             in_channels = spec.out_channels
         self.blocks = nn.Sequential(blocks)
+        self.precision = "float32"  # of the convolutions (a key of PRECISIONS; set with computing_in)
 
     @property
     def block_names(self) -> list[str]:
         return list(self.blocks._modules)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class scores (B, classes) for pixel images (B, C, H, W) in [0, 1]."""
-        scores = self.blocks(self.normalize(images))  # (B, classes, 1, 1)
+        """Class scores (B, classes), float32, for pixel images (B, C, H, W) in [0, 1]."""
+        with _autocast(self.precision, images.device):
+            scores = self.blocks(self.normalize(images))  # (B, classes, 1, 1)
         return scores.flatten(1)  # (B, classes)
 
     def forward_features(self, images: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
@@ -166,6 +171,45 @@ class AllConvNet(nn.Module):
                 if len(features) == len(wanted):
                     break
         return features
+
+
+PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""Precisions of the convolutions. ``bfloat16`` runs them under autocast (oneDNN's BF16 kernels on
+CPUs with AVX-512 BF16 or AMX, tensor cores on GPUs); BatchNorm, the stochastic units with their
+noise draws and estimators, the class scores and so the loss, and the attacks' perturbations stay
+float32."""
+
+
+def _autocast(precision: str, device: torch.device) -> torch.autocast:
+    """Autocast to ``precision`` on ``device`` (disabled for float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=PRECISIONS[precision] != torch.float32)
+
+
+@contextmanager
+def computing_in(model: nn.Module, precision: str) -> Iterator[nn.Module]:
+    """Every :class:`AllConvNet` in ``model`` computes its convolutions in ``precision`` within the
+    block (copies made meanwhile, such as smooth surrogates, keep it); the previous precisions are
+    restored on exit.
+
+    Raises:
+        ValueError: for an unknown precision (the message lists the valid ones).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    networks = [module for module in model.modules() if isinstance(module, AllConvNet)]
+    previous = [network.precision for network in networks]
+    for network in networks:
+        network.precision = precision
+    try:
+        yield model
+    finally:
+        for network, before in zip(networks, previous):
+            network.precision = before
+
+
+def precision_of(model: nn.Module) -> str:
+    """The precision ``model``'s convolutions compute in now (float32 for a model that is not an :class:`AllConvNet`)."""
+    return next((module.precision for module in model.modules() if isinstance(module, AllConvNet)), "float32")
 
 
 MEMORY_FORMAT = torch.channels_last

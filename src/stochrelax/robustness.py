@@ -20,8 +20,9 @@ with them: a later ``attack`` invocation never erases them.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from tqdm import tqdm
@@ -33,7 +34,7 @@ from stochrelax.attacks.proxies import Proxy, has_sign_units
 from stochrelax.checks import (GradientHealth, RobustnessRow, diagnose, gradient_consistency, gradient_health,
                                randomized_fraction)
 from stochrelax.data import FashionMNIST
-from stochrelax.models import evaluating, is_stochastic
+from stochrelax.models import computing_in, evaluating, is_stochastic
 from stochrelax.rng import seeded
 from stochrelax.runs import ATTACKS_JSON, Run, RunDirError, read_attack_table, run_lock, write_attack_table
 from stochrelax.worst_case import worst_case
@@ -113,21 +114,21 @@ def convergence_probe(model: torch.nn.Module, images: torch.Tensor, labels: torc
     return pgd(10, eot), pgd(20, 2 * eot)
 
 
-def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     settings: AttackSettings = AttackSettings(), *, transfer_source: torch.nn.Module | None = None,
-                     previous_rows: Sequence[AttackResult] = (), progress: bool = False) -> RobustnessReport:
-    """Measures every row of :func:`attack_plan` and diagnoses the result.
+class _Measured(NamedTuple):
+    """The rows and probes of :func:`robustness_sweep`, before they are merged and diagnosed."""
 
-    Args:
-        model: classifier on [0, 1] pixels (eval mode is used; its mode is restored).
-        images: (N, C, H, W) uint8 test images as stored.
-        labels: (N,).
-        settings: what to attack with, and how.
-        transfer_source: a second, independently trained network for the worst case's transfer attack.
-        previous_rows: results of earlier sweeps to keep; a new row replaces an old one measured with
-            the same settings (:attr:`AttackResult.key`); old rows keep their warnings.
-        progress: show progress bars.
-    """
+    rows: list[AttackResult]
+    clean: float
+    randomized: float
+    health: GradientHealth
+    consistency: dict[str, float]
+    convergence: tuple[float, float] | None
+    convergence_eps: float | None
+
+
+def _measure(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: AttackSettings,
+             transfer_source: torch.nn.Module | None, progress: bool) -> _Measured:
+    """Attacks ``model`` and runs the probes (see :func:`robustness_sweep`)."""
     stochastic = is_stochastic(model)
     plan = [entry for entry in attack_plan(settings, stochastic) if entry[0] != WORST_CASE]
     pixels = as_pixels(images)
@@ -151,6 +152,28 @@ def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch
     if settings.check_convergence:
         convergence_eps = probe_budget(rows, clean)
         convergence = convergence_probe(model, probe_images, probe_labels, convergence_eps, settings)
+    return _Measured(rows, clean, randomized, health, consistency, convergence, convergence_eps)
+
+
+def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     settings: AttackSettings = AttackSettings(), *, transfer_source: torch.nn.Module | None = None,
+                     previous_rows: Sequence[AttackResult] = (), progress: bool = False) -> RobustnessReport:
+    """Measures every row of :func:`attack_plan` and diagnoses the result.
+
+    Args:
+        model: classifier on [0, 1] pixels (eval mode is used; its mode is restored).
+        images: (N, C, H, W) uint8 test images as stored.
+        labels: (N,).
+        settings: what to attack with, and how.
+        transfer_source: a second, independently trained network for the worst case's transfer attack.
+        previous_rows: results of earlier sweeps to keep; a new row replaces an old one measured with
+            the same settings (:attr:`AttackResult.key`); old rows keep their warnings.
+        progress: show progress bars.
+    """
+    with computing_in(model, settings.precision), (nullcontext() if transfer_source is None else
+                                                   computing_in(transfer_source, settings.precision)):
+        rows, clean, randomized, health, consistency, convergence, convergence_eps = _measure(
+            model, images, labels, settings, transfer_source, progress)
     rows = merge_rows(previous_rows, rows)
     findings = diagnose(_to_checked(rows), randomized, health, consistency.get(settings.proxy), convergence)
     concerning = [list(row.warnings) for row in rows]

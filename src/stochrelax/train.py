@@ -40,7 +40,7 @@ from stochrelax.config import RunConfig, TrainConfig
 from stochrelax.data import FashionMNIST, batches
 from stochrelax.estimators import MovingAverageBaseline, score_function_surrogate
 from stochrelax.evaluate import evaluate_model
-from stochrelax.models import build_model, collect_log_prob, predictive_log_prob, sample_logits
+from stochrelax.models import build_model, collect_log_prob, computing_in, predictive_log_prob, sample_logits
 from stochrelax.rng import generator_states, host_generator_states, replaying, seeded, set_host_generator_states
 from stochrelax.scalars import ScalarLog
 from stochrelax.stats import NullRecorder, TrainingStatsRecorder, histogram_epochs
@@ -285,7 +285,7 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
         state.restore(resume_from)
         first_epoch = resume_from.epoch + 1
     history = []
-    with recorder.attach(model):
+    with recorder.attach(model), computing_in(model, config.precision):
         for epoch in range(first_epoch, config.epochs + 1):
             start = time.perf_counter()
             epoch_images, epoch_labels = state.strategy.epoch_data(model, train_images, train_labels, epoch)

@@ -66,7 +66,8 @@ def train(args: argparse.Namespace) -> None:
             raise UsageError(f"--resume {args.resume}: not a run directory (no {CONFIG_FILE})")
         args.config, args.out = args.resume / CONFIG_FILE, args.resume
     overrides = {
-        "train": {key: value for key, value in (("epochs", args.epochs), ("seed", args.seed)) if value is not None},
+        "train": {key: value for key, value in (("epochs", args.epochs), ("seed", args.seed),
+                                                ("precision", args.precision)) if value is not None},
         "data": {key: value for key, value in (("train_limit", args.train_limit), ("test_limit", args.test_limit))
                  if value is not None},
     }
@@ -130,7 +131,7 @@ def attack(args: argparse.Namespace) -> None:
                               batch_size=args.batch_size, pgd_steps=args.pgd_steps, apgd_steps=args.apgd_steps,
                               square_queries=args.square_queries, proxy=args.proxy, proxies=args.proxies,
                               worst_case_steps=args.worst_case_steps, check_convergence=not args.no_convergence_check,
-                              seed=args.seed)
+                              seed=args.seed, precision=args.precision)
     report = attack_run(run, data, settings, transfer_source=transfer_source, device=device,
                         progress=not args.no_progress)
     print(f"{run.path}: clean accuracy {report.clean_accuracy:.1%} on {data.test_labels.shape[0]} test images "

@@ -15,6 +15,7 @@ from stochrelax.attacks.proxies import Proxy
 from stochrelax.cli import commands
 from stochrelax.cli.commands import DEVICES, UsageError
 from stochrelax.grid import PRESETS, STUDY_GRID
+from stochrelax.models import PRECISIONS
 from stochrelax.sweep import BACKENDS
 
 __all__ = ["build_parser", "COMMANDS"]
@@ -125,6 +126,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, default=None, metavar="DIR", help="run directory (default: runs/CONFIG-seedS)")
     train.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="override train.epochs")
     train.add_argument("--seed", type=int, default=None, metavar="S", help="override train.seed")
+    train.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                       help="override train.precision: bfloat16 runs the convolutions in bfloat16 (autocast), the "
+                            "rest in float32")
     train.add_argument("--train-limit", type=_positive_int, default=None, metavar="N", help="use the first N training images")
     train.add_argument("--test-limit", type=_positive_int, default=None, metavar="N", help="use the first N test images")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -185,6 +189,9 @@ def _add_attack(subparsers: argparse._SubParsersAction) -> None:
                         help="a second, independently trained run: the worst case adds PGD examples crafted on it")
     attack.add_argument("--seed", type=int, default=0, metavar="S",
                         help="seed of noise, random starts, masks and the fixed evaluation draws")
+    attack.add_argument("--precision", choices=list(PRECISIONS), default="float32",
+                        help="of the convolutions while attacking and judging (default float32; bfloat16: "
+                             "autocast, recorded in every row)")
     attack.add_argument("--no-convergence-check", action="store_true",
                         help="skip the probe that reruns PGD with twice the steps and EOT samples")
     attack.add_argument("--no-progress", action="store_true", help="no progress bar")
