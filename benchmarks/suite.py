@@ -26,6 +26,7 @@ Rows (keys in :data:`ROW_KEYS`):
    network (3 × the convolutions' forward FLOPs, :func:`benchmarks.limits.count_conv_flops`)
    over the GFLOP/s of a float32 ``torch.mm`` of n × n, measured in the same repetitions.
    Target ≥ 0.35.
+7. the speed levers of :mod:`benchmarks.levers` (bfloat16 convolutions, the per-step generator copy).
 - ``memory/train-peak-rss`` — peak resident memory of a short ``train_run`` in a child
   process, against a budget of 1.5 GB (ratio = peak / budget, target ≤ 1).
 
@@ -47,6 +48,7 @@ import torch.nn as nn
 from benchmarks.baselines import (LoopedEOTPGD, art_classifier, looped_predictive_probs, plain_loader,
                                   plain_train_epoch)
 from benchmarks.harness import BenchReport, Row, Workload, compare_row, machine_facts, measure
+from benchmarks.levers import LEVER_KEYS, PRECISION_VARIANTS, levers_section
 from benchmarks.limits import count_conv_flops, matmul_gflop, peak_training_rss
 from stochrelax.attacks import FGSM, PGD, IterativeFGSM
 from stochrelax.config import TrainConfig
@@ -86,6 +88,7 @@ ROW_KEYS: tuple[str, ...] = (
     "attack/fgsm", "attack/pgd-20", "attack/ifgsm-ll", "attack/eot-pgd-16",
     "predict/mc-32",
     "limit/train-gflops",
+    *LEVER_KEYS,
     "memory/train-peak-rss",
 )
 """Keys of the rows :func:`run_benchmarks` returns, in order."""
@@ -333,6 +336,7 @@ def run_benchmarks(quick: bool = False, progress: bool = False, *, data_dir: str
     rows, trained = _training_section(data, sizes, log)
     rows += _seeds_section(data, sizes, log)
     rows += _attack_section(data, trained, sizes, log)
+    rows += levers_section(data, {name: thesis_model(TRAIN_VARIANTS[name]) for name in PRECISION_VARIANTS}, sizes, log)
     log("peak memory of a training run (child process)")
     peak = peak_training_rss(sizes.memory_train_images, TRAIN_VARIANTS["relu-logistic"], data_dir=data_dir)
     rows.append(compare_row("memory/train-peak-rss", "peak memory of a training run", "MB", "train_run",
