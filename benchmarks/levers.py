@@ -7,6 +7,8 @@ Rows (keys in :data:`LEVER_KEYS`):
 - ``precision/attack-pgd`` and ``precision/attack-eot-pgd`` — PGD on the trained
   deterministic network, and EOT-PGD on the stochastic ReLU network, with the convolutions in
   bfloat16 (:func:`stochrelax.models.computing_in`) vs float32, examples/s.
+- ``fold/attack-pgd`` — PGD on the deterministic network with its BatchNorm folded into the
+  convolutions (:func:`stochrelax.models.fold_batch_norm`, what attacks use) vs as trained, examples/s.
 - ``rng/step-copy`` — what a training step spends on copying the generator states that let
   a non-finite step be replayed (:func:`stochrelax.rng.generator_states`): copies/s over
   training steps/s, so the ratio is how many copies one step's time would pay for.
@@ -23,7 +25,7 @@ from benchmarks.harness import Row, Workload, compare_row, measure
 from stochrelax.attacks import PGD
 from stochrelax.config import TrainConfig
 from stochrelax.data import FashionMNIST
-from stochrelax.models import computing_in, evaluating
+from stochrelax.models import computing_in, evaluating, fold_batch_norm
 from stochrelax.rng import generator_states
 from stochrelax.train import fit
 
@@ -33,7 +35,7 @@ PRECISION_VARIANTS = ("deterministic", "relu-logistic", "sign-ste")
 """Training variants (:data:`benchmarks.suite.TRAIN_VARIANTS`) timed in both precisions."""
 
 LEVER_KEYS: tuple[str, ...] = (*(f"precision/train-{name}" for name in PRECISION_VARIANTS),
-                               "precision/attack-pgd", "precision/attack-eot-pgd", "rng/step-copy")
+                               "precision/attack-pgd", "precision/attack-eot-pgd", "fold/attack-pgd", "rng/step-copy")
 
 
 def _training(name: str, model: nn.Module, data: FashionMNIST, warm: FashionMNIST, batch_size: int,
@@ -84,16 +86,24 @@ def levers_section(data: FashionMNIST, models: dict[str, nn.Module], sizes, log:
         Workload(f"eot/{precision}", _attack(stochastic, eot_images, eot_labels, precision, sizes.eps,
                                               sizes.pgd_steps, sizes.eot_samples))
         for precision in ("float32", "bfloat16")]
-    log("levers: PGD and EOT-PGD in float32 and bfloat16")
+    folded = fold_batch_norm(deterministic)
+    attack_workloads += [Workload(f"fold/{name}", _attack(network, images, labels, "float32", sizes.eps,
+                                                           sizes.pgd_steps, 1))
+                         for name, network in (("folded", folded), ("as-trained", deterministic))]
+    log("levers: PGD and EOT-PGD in float32 and bfloat16, PGD with BatchNorm folded")
     with evaluating(deterministic), evaluating(stochastic):
         attack_rates = measure(attack_workloads, sizes.repetitions, log)
     rows.append(compare_row("precision/attack-pgd", f"PGD-{sizes.pgd_steps} in bfloat16, deterministic ReLU",
                             "examples/s", "bfloat16", "float32", attack_rates["pgd/bfloat16"],
                             attack_rates["pgd/float32"], None, detail=f"{labels.shape[0]} test images"))
-    rows.append(compare_row("precision/attack-eot-pgd",
-                            f"EOT-PGD-{sizes.pgd_steps}, K = {sizes.eot_samples}, in bfloat16, ReLU with logistic noise",
+    rows.append(compare_row("precision/attack-eot-pgd", f"EOT-PGD-{sizes.pgd_steps}, K = {sizes.eot_samples}, in "
+                            "bfloat16, ReLU with logistic noise",
                             "examples/s", "bfloat16", "float32", attack_rates["eot/bfloat16"],
                             attack_rates["eot/float32"], None, detail=f"{eot_labels.shape[0]} test images"))
+
+    rows.append(compare_row("fold/attack-pgd", f"PGD-{sizes.pgd_steps} with BatchNorm folded, deterministic ReLU",
+                            "examples/s", "folded", "as trained", attack_rates["fold/folded"],
+                            attack_rates["fold/as-trained"], None, detail=f"{labels.shape[0]} test images, float32"))
 
     def copies() -> float:
         count = 10_000

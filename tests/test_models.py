@@ -11,7 +11,7 @@ import torch.nn as nn
 from stochrelax.config import parse_config
 from stochrelax.layers import StochasticActivation, noise_disabled
 from stochrelax.models import (ARCHITECTURES, ModelConfig, build_model, collect_log_prob, computing_in, evaluating,
-                               is_stochastic, precision_of, predictive_log_prob, sample_logits)
+                               fold_batch_norm, is_stochastic, precision_of, predictive_log_prob, sample_logits)
 from stochrelax.rng import seeded
 
 
@@ -166,3 +166,26 @@ def test_an_unknown_precision_is_refused_naming_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown precision 'float16'; valid: float32, bfloat16"):
         with computing_in(build_model(ModelConfig()), "float16"):
             pass
+
+
+@pytest.mark.parametrize("activation", [{"kind": "relu"}, {"kind": "sign", "noise": "logistic", "std": 0.3}])
+def test_a_folded_copy_computes_what_the_model_computes_in_eval_mode(activation: dict) -> None:
+    with seeded(0):
+        model = build_model(ModelConfig(activation=activation))
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    images = torch.rand(8, 1, 28, 28)
+    folded = fold_batch_norm(model)
+    assert model.training and not folded.training  # the model itself is not changed
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in folded.modules())
+    assert any(isinstance(module, nn.BatchNorm2d) for module in model.modules())
+    with evaluating(model), seeded(1):
+        expected = model(images)
+    with seeded(1):
+        scores = folded(images)
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)

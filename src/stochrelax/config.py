@@ -26,7 +26,8 @@ from stochrelax.models import ActivationConfig, ConfigSection, ModelConfig
 
 __all__ = ["ConfigError", "ActivationConfig", "ModelConfig", "AdversarialConfig", "TrainConfig", "DataConfig",
            "RunConfig",  # the model's own sections live with the model (stochrelax.models), re-exported here
-           "load_config", "parse_config", "dump_config", "merge_mappings", "expand_dotted_keys", "read_yaml", "validation_message",
+           "load_config", "parse_config", "dump_config", "merge_mappings", "expand_dotted_keys", "read_yaml",
+           "validation_message",
            "check_keys"]
 
 

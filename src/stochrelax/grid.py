@@ -113,7 +113,8 @@ def expand_grid(grid: Any, source: str = "grid") -> list[PlannedRun]:
             _safe_name(name, f"{where}: run {name!r}")  # its parts are safe: only its length can be wrong
             if name in runs:
                 raise ConfigError(f"{source}: run name {name!r} occurs twice; rename a group")
-            config = parse_config(group_base, expand_dotted_keys(dict(zip(axes, values))), source=f"{source}: run {name}")
+            config = parse_config(group_base, expand_dotted_keys(dict(zip(axes, values))),
+                                  source=f"{source}: run {name}")
             runs[name] = PlannedRun(name, config)
     return list(runs.values())
 

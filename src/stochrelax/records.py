@@ -24,7 +24,8 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
         with open(path, "a") as stream:
             stream.write(json.dumps(record) + "\n")
     except OSError as error:
-        raise RunDirError(f"cannot write {path} ({error_reason(error)}); free some space or fix the permissions") from None
+        raise RunDirError(f"cannot write {path} ({error_reason(error)}); free some space or fix the "
+                          "permissions") from None
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:

@@ -57,7 +57,8 @@ from stochrelax.models import AllConvNet, build_model
 
 __all__ = ["RunDirError", "Run", "LAYOUT_VERSION", "RUN_FILE", "LOCK_FILE", "CONFIG_FILE", "METRICS_FILE",
            "TRAINING_STATS_FILE", "WEIGHTS_FILE", "SUMMARY_FILE", "ATTACKS_JSON", "ATTACKS_CSV", "CHECKPOINT_FILE",
-           "EVENTS_FILE", "TENSORBOARD_DIR", "RUN_FILES", "error_reason", "write_run_file", "check_writable", "run_lock",
+           "EVENTS_FILE", "TENSORBOARD_DIR", "RUN_FILES", "error_reason", "write_run_file", "check_writable",
+           "run_lock",
            "check_run_dir", "create_run_dir", "check_layout", "write_config", "check_same_config", "read_json",
            "read_summary", "is_finished", "save_weights", "write_summary", "verify_weights", "load_run",
            "write_attack_table", "read_attack_table", "pack_correct", "unpack_correct", "find_runs", "group_by_seed"]
@@ -135,7 +136,8 @@ def write_run_file(path: Path, text: str | None = None, tensors: dict[str, torch
     try:
         write_atomically(path, write)
     except (OSError, SafetensorError) as error:
-        raise RunDirError(f"cannot write {path} ({error_reason(error)}); free some space or fix the permissions") from None
+        raise RunDirError(f"cannot write {path} ({error_reason(error)}); free some space or fix the "
+                          "permissions") from None
 
 
 def check_writable(path: str | Path, needed_bytes: int = 64 * 2**20) -> None:
