@@ -59,7 +59,7 @@ class FixedDrawJudge:
             self._clean = images, self(images)[0]
         return self._clean[1]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Classes predicted by the averaged predictor, (N,), and by each single draw, (K, N)."""
         averaged, single = [], []

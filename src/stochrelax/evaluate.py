@@ -35,7 +35,7 @@ class Evaluation:
         return {"accuracy": self.accuracy, "nll": self.nll, "samples": self.samples, "examples": self.examples}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, samples: int = 1,
                    batch_size: int = 1000) -> Evaluation:
     """Evaluates ``model`` in eval mode (its previous mode is restored) on uint8 images.
