@@ -620,3 +620,16 @@ def test_run_files_are_readable_by_others_as_the_umask_allows(tmp_path):
     os.umask(mask)
     for name in (runs.RUN_FILE, runs.SUMMARY_FILE):
         assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+@pytest.mark.parametrize(("row", "problem"), [
+    ({"attack": "fgsm", "budget_name": "eps", "budgdt": 0.1, "eot_samples": 1, "accuracy": 0.5}, "row 1: no budget"),
+    ({"attack": "fgsm", "budget_name": "eps", "budget": "0.1", "eot_samples": 1, "accuracy": 0.5},
+     "row 1: budget of the wrong type"),
+    (["fgsm"], "row 1: a JSON list, not an object"),
+])
+def test_an_attack_row_without_what_readers_need_is_a_damaged_table(tmp_path, row, problem):
+    run_dir = runs.create_run_dir(tmp_path / "run")
+    (run_dir / runs.ATTACKS_JSON).write_text(json.dumps({"rows": [row]}))
+    with pytest.raises(runs.RunDirError, match=re.escape(f"attacks.json is damaged ({problem}); move it away")):
+        runs.read_attack_table(run_dir)

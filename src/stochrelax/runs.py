@@ -432,11 +432,32 @@ def read_attack_table(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / ATTACKS_JSON
     if not path.exists():
         return None
-    table = read_json(path, f"move it away and attack the run again (`stochrelax attack {path.parent}`)")
+    fix = f"move it away and attack the run again (`stochrelax attack {path.parent}`)"
+    table = read_json(path, fix)
     if not isinstance(table.get("rows"), list):
-        raise RunDirError(f"{path} is damaged (no list of rows); move it away and attack the run again "
-                          f"(`stochrelax attack {path.parent}`)")
+        raise RunDirError(f"{path} is damaged (no list of rows); {fix}")
+    for number, row in enumerate(table["rows"], start=1):
+        problem = _row_problem(row)
+        if problem:
+            raise RunDirError(f"{path} is damaged (row {number}: {problem}); {fix}")
     return table
+
+
+_ROW_FIELDS = {"attack": str, "budget_name": str, "budget": (int, float), "eot_samples": int,
+               "accuracy": (int, float)}
+"""What every reader of an attack row relies on, and its type."""
+
+
+def _row_problem(row: Any) -> str:
+    """What is wrong with an attack row, or "" if its fields are there and of their types."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    missing = [name for name in _ROW_FIELDS if name not in row]
+    if missing:
+        return f"no {', '.join(missing)}"
+    wrong = [name for name, kind in _ROW_FIELDS.items()
+             if not isinstance(row[name], kind) or isinstance(row[name], bool)]
+    return f"{', '.join(wrong)} of the wrong type" if wrong else ""
 
 
 # --- finding runs -------------------------------------------------------------------------------
