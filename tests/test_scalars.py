@@ -3,6 +3,8 @@ a resumed run's later epochs replace those an interrupted one left; nothing with
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from stochrelax import records, runs, scalars
@@ -36,6 +38,7 @@ def test_a_resumed_run_replaces_the_scalars_of_epochs_after_its_checkpoint(tmp_p
     for epoch in (1, 2, 3):
         interrupted.write({"epoch": epoch, "test_accuracy": 0.1 * epoch, "note": "text is not a scalar"})
     interrupted.close()
+    time.sleep(1.1)  # event files are read in name order, which starts with the second they were made in
     resumed = ScalarLog(tmp_path, first_epoch=2)  # the checkpoint was after epoch 1
     for epoch in (2, 3, 4):
         resumed.write({"epoch": epoch, "test_accuracy": 0.5 + 0.1 * epoch, "resumptions": 1})

@@ -27,6 +27,7 @@ from stochrelax import checkpoints, records, runs
 from stochrelax.config import RunConfig, TrainConfig, load_config, parse_config
 from stochrelax.evaluate import evaluate_model, evaluate_run
 from stochrelax.models import build_model
+from stochrelax.scalars import tensorboard_available
 from stochrelax.train import EpochMetrics, TrainingDiverged, fit, train_run
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,8 @@ def test_run_directory_holds_exactly_the_documented_files(relu_run):
     _, run_dir, _, _ = relu_run
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         [runs.CONFIG_FILE, runs.METRICS_FILE, runs.TRAINING_STATS_FILE, runs.WEIGHTS_FILE, runs.SUMMARY_FILE,
-         runs.EVENTS_FILE, runs.RUN_FILE, runs.LOCK_FILE])
+         runs.EVENTS_FILE, runs.RUN_FILE, runs.LOCK_FILE,
+         *([runs.TENSORBOARD_DIR] if tensorboard_available() else [])])
     assert (run_dir / runs.LOCK_FILE).read_text() == "", "the lock is released with the pid cleared"
 
 
@@ -333,9 +335,9 @@ def test_resume_drops_a_line_cut_short_and_restarts_without_a_checkpoint(fashion
 def test_resume_leaves_a_finished_run_untouched(fashion_mnist, tmp_path):
     config = tiny("relu_deterministic", epochs=1)
     summary = train_run(config, fashion_mnist, tmp_path / "run")
-    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
+    before = {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()}
     assert train_run(config, fashion_mnist, tmp_path / "run", resume=True) == summary
-    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == before
+    assert {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()} == before
 
 
 def test_resume_refuses_a_run_started_with_another_config(fashion_mnist, tmp_path):
@@ -473,11 +475,11 @@ def test_a_diverging_run_is_marked_failed_with_where_and_keeps_its_last_checkpoi
 def test_a_second_writer_of_a_run_is_refused_and_changes_nothing(fashion_mnist, tmp_path):
     config = tiny("relu_deterministic", epochs=1)
     train_run(config, fashion_mnist, tmp_path / "run")
-    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
+    before = {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()}
     with runs.run_lock(tmp_path / "run"):  # another process would hold it the same way (tests/test_runs.py)
         with pytest.raises(runs.RunDirError, match="being written by another stochrelax process"):
             train_run(config, fashion_mnist, tmp_path / "run", overwrite=True)
-    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == before
+    assert {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()} == before
 
 
 def test_a_full_disk_is_reported_before_training_starts(fashion_mnist, tmp_path, monkeypatch):

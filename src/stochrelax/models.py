@@ -116,9 +116,9 @@ class ConvBlock(nn.Module):
         self.act = activation if activation is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # .float(): under bfloat16 autocast the convolution's output is cast back, so that BatchNorm and
-        # the stochastic units (noise draws, estimators) compute in float32; a no-op otherwise
-        return self.act(self.norm(self.conv(x).float()))
+        # under bfloat16 autocast the convolution's output is cast back to its input's precision, so that
+        # BatchNorm and the stochastic units (noise draws, estimators) compute in float32; a no-op otherwise
+        return self.act(self.norm(self.conv(x).to(x.dtype)))
 
 
 class AllConvNet(nn.Module):
