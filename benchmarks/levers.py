@@ -9,6 +9,9 @@ Rows (keys in :data:`LEVER_KEYS`):
   bfloat16 (:func:`stochrelax.models.computing_in`) vs float32, examples/s.
 - ``fold/attack-pgd`` — PGD on the deterministic network with its BatchNorm folded into the
   convolutions (:func:`stochrelax.models.fold_batch_norm`, what attacks use) vs as trained, examples/s.
+- ``work/job`` — work per verdict: one stochastic configuration's whole sweep job (training and
+  every attack of the preset; ``quick`` in the full suite, ``smoke`` in the quick one) as it runs
+  now vs as it ran before the second speed round (BatchNorm not folded), jobs/s.
 - ``rng/step-copy`` — what a training step spends on copying the generator states that let
   a non-finite step be replayed (:func:`stochrelax.rng.generator_states`): copies/s over
   training steps/s, so the ratio is how many copies one step's time would pay for.
@@ -16,6 +19,8 @@ Rows (keys in :data:`LEVER_KEYS`):
 
 from __future__ import annotations
 
+import tempfile
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -25,17 +30,20 @@ from benchmarks.harness import Row, Workload, compare_row, measure
 from stochrelax.attacks import PGD
 from stochrelax.config import TrainConfig
 from stochrelax.data import FashionMNIST
+from stochrelax.grid import PRESETS, STUDY_GRID, Preset, load_grid
+from stochrelax.jobs import plan_jobs, run_job
 from stochrelax.models import computing_in, evaluating, fold_batch_norm
 from stochrelax.rng import generator_states
 from stochrelax.train import fit
 
-__all__ = ["PRECISION_VARIANTS", "LEVER_KEYS", "levers_section"]
+__all__ = ["PRECISION_VARIANTS", "LEVER_KEYS", "levers_section", "work_per_verdict"]
 
 PRECISION_VARIANTS = ("deterministic", "relu-logistic", "sign-ste")
 """Training variants (:data:`benchmarks.suite.TRAIN_VARIANTS`) timed in both precisions."""
 
 LEVER_KEYS: tuple[str, ...] = (*(f"precision/train-{name}" for name in PRECISION_VARIANTS),
-                               "precision/attack-pgd", "precision/attack-eot-pgd", "fold/attack-pgd", "rng/step-copy")
+                               "precision/attack-pgd", "precision/attack-eot-pgd", "fold/attack-pgd", "rng/step-copy",
+                               "work/job")
 
 
 def _training(name: str, model: nn.Module, data: FashionMNIST, warm: FashionMNIST, batch_size: int,
@@ -118,3 +126,26 @@ def levers_section(data: FashionMNIST, models: dict[str, nn.Module], sizes, log:
                             detail="ratio: how many copies one float32 training step of the logistic ReLU network "
                                    "takes as long as; the copy is kept"))
     return rows
+
+
+def work_per_verdict(data_dir: str | None, preset_name: str, repetitions: int, log: Callable[[str], None]) -> Row:
+    """The ``work/job`` row: a fresh job of the logistic ReLU configuration per repetition, in a temporary directory."""
+    planned = [run for run in load_grid(STUDY_GRID) if run.name == "relu_noise-logistic-additive-0.05"]
+    preset = PRESETS[preset_name]
+    variants = {"now": preset, "before": replace(preset, attack=replace(preset.attack, fold_batch_norm=False))}
+
+    def job(settings: Preset) -> Callable[[], float]:
+        def run() -> float:
+            with tempfile.TemporaryDirectory() as study:
+                [planned_job] = plan_jobs(planned, 1, settings, study)
+                run_job(planned_job, settings, data_dir)
+            return 1.0
+
+        return run
+
+    log(f"levers: one {preset_name} job of {planned[0].name}, now and before the second speed round")
+    rates = measure([Workload(name, job(settings), lambda: None) for name, settings in variants.items()],
+                    repetitions, log)
+    return compare_row("work/job", f"work per verdict: one {preset_name} job of {planned[0].name}", "jobs/s", "now",
+                       "BatchNorm not folded", rates["now"], rates["before"], None,
+                       detail="training and every attack of the preset, one thread")

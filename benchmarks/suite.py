@@ -48,7 +48,7 @@ import torch.nn as nn
 from benchmarks.baselines import (LoopedEOTPGD, art_classifier, looped_predictive_probs, plain_loader,
                                   plain_train_epoch)
 from benchmarks.harness import BenchReport, Row, Workload, compare_row, machine_facts, measure
-from benchmarks.levers import LEVER_KEYS, PRECISION_VARIANTS, levers_section
+from benchmarks.levers import LEVER_KEYS, PRECISION_VARIANTS, levers_section, work_per_verdict
 from benchmarks.limits import count_conv_flops, matmul_gflop, peak_training_rss
 from stochrelax.attacks import FGSM, PGD, IterativeFGSM
 from stochrelax.config import TrainConfig
@@ -337,6 +337,8 @@ def run_benchmarks(quick: bool = False, progress: bool = False, *, data_dir: str
     rows += _seeds_section(data, sizes, log)
     rows += _attack_section(data, trained, sizes, log)
     rows += levers_section(data, {name: thesis_model(TRAIN_VARIANTS[name]) for name in PRECISION_VARIANTS}, sizes, log)
+    rows.append(work_per_verdict(None if data_dir is None else str(data_dir), "smoke" if quick else "quick",
+                                 sizes.repetitions, log))
     log("peak memory of a training run (child process)")
     peak = peak_training_rss(sizes.memory_train_images, TRAIN_VARIANTS["relu-logistic"], data_dir=data_dir)
     rows.append(compare_row("memory/train-peak-rss", "peak memory of a training run", "MB", "train_run",

@@ -63,6 +63,7 @@ class AttackSettings:
     check_convergence: bool = True  # rerun PGD with 2x steps and EOT draws where it matters
     seed: int = 0  # noise draws, random starts, masks and the fixed evaluation draws
     precision: str = "float32"  # of the model's convolutions in attacks and judgements (models.PRECISIONS)
+    fold_batch_norm: bool = True  # attack a copy with BatchNorm folded into the convolutions (same values, faster)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.attacks if name not in EVALUATIONS]

@@ -161,8 +161,8 @@ def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch
     """Measures every row of :func:`attack_plan` and diagnoses the result.
 
     Args:
-        model: classifier on [0, 1] pixels, attacked in eval mode as a copy with its BatchNorm folded
-            (:func:`~stochrelax.models.fold_batch_norm`); the model itself is not changed.
+        model: classifier on [0, 1] pixels, attacked in eval mode (with ``settings.fold_batch_norm``, as a
+            copy with its BatchNorm folded, :func:`~stochrelax.models.fold_batch_norm`); it is not changed.
         images: (N, C, H, W) uint8 test images as stored.
         labels: (N,).
         settings: what to attack with, and how.
@@ -171,9 +171,9 @@ def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch
             the same settings (:attr:`AttackResult.key`); old rows keep their warnings.
         progress: show progress bars.
     """
-    # attacks see the model in eval mode only: its BatchNorm layers are folded into the convolutions
-    model = fold_batch_norm(model)
-    transfer_source = None if transfer_source is None else fold_batch_norm(transfer_source)
+    if settings.fold_batch_norm:  # attacks see the model in eval mode only, where BatchNorm is a fixed affine map
+        model = fold_batch_norm(model)
+        transfer_source = None if transfer_source is None else fold_batch_norm(transfer_source)
     with computing_in(model, settings.precision), (nullcontext() if transfer_source is None else
                                                    computing_in(transfer_source, settings.precision)):
         rows, clean, randomized, health, consistency, convergence, convergence_eps = _measure(
