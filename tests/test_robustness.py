@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 import pytest
@@ -33,6 +35,17 @@ def test_sweep_restores_the_model_mode_and_reports_probes(relu_victim) -> None:
     assert [(r.attack, r.budget) for r in report.rows] == [("fgsm", 0.0), ("fgsm", 0.1), ("missing", 0.3)]
     assert report.randomized_fraction == 0.0 and report.convergence is not None
     assert report.clean_accuracy == pytest.approx(relu_victim.clean_accuracy())
+
+
+def test_folding_batch_norm_for_the_attacks_changes_no_result(relu_victim) -> None:
+    settings = AttackSettings(attacks=("fgsm", "ifgsm-ll"), eps=(0.05, 0.1), probe_examples=50,
+                              check_convergence=False)
+    images, labels = relu_victim.images[:100], relu_victim.labels[:100]
+    folded = robustness_sweep(relu_victim.model, images, labels, settings)
+    as_trained = robustness_sweep(relu_victim.model, images, labels, replace(settings, fold_batch_norm=False))
+    # the same images broken: a rounding difference could flip an image on an attack's edge, none does here
+    assert [row.correct for row in folded.rows] == [row.correct for row in as_trained.rows]
+    assert folded.clean_accuracy == as_trained.clean_accuracy
 
 
 def test_attack_run_writes_and_merges_the_table(fashion_mnist, relu_victim, tmp_path) -> None:
