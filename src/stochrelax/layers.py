@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -31,6 +31,7 @@ from stochrelax.estimators import (ESTIMATORS, STRAIGHT_THROUGH_DERIVATIVES, Gra
 from stochrelax.noise import NOISES, Noise, make_noise
 
 __all__ = [
+    "temporarily",
     "ACTIVATIONS",
     "GradientProxy",
     "MODES",
@@ -203,20 +204,28 @@ class StochasticActivation(nn.Module):
 
 
 @contextmanager
+def temporarily(modules: Sequence[nn.Module], name: str, values: Sequence[Any]) -> Iterator[None]:
+    """Within the block attribute ``name`` of each of ``modules`` is its value in ``values``; each
+    module's previous value is restored on exit, so that the caller's modules end as they began."""
+    previous = [getattr(module, name) for module in modules]
+    for module, value in zip(modules, values):
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for module, value in zip(modules, previous):
+            setattr(module, name, value)
+
+
+@contextmanager
 def noise_disabled(module: nn.Module) -> Iterator[nn.Module]:
     """Within the block every :class:`StochasticActivation` in ``module`` is deterministic.
 
     The previous per-layer settings are restored on exit.
     """
     layers = [m for m in module.modules() if isinstance(m, StochasticActivation)]
-    previous = [layer.noise_enabled for layer in layers]
-    for layer in layers:
-        layer.noise_enabled = False
-    try:
+    with temporarily(layers, "noise_enabled", [False] * len(layers)):
         yield module
-    finally:
-        for layer, enabled in zip(layers, previous):
-            layer.noise_enabled = enabled
 
 
 @contextmanager
@@ -230,14 +239,8 @@ def gradient_proxies(module: nn.Module,
     ``None`` keeps its current setting. The previous settings are restored on exit.
     """
     layers = [m for m in module.modules() if isinstance(m, StochasticActivation) and m.activation == "sign"]
-    previous = [layer.gradient_proxy for layer in layers]
-    for layer in layers:
-        layer.gradient_proxy = proxy_of(layer) or layer.gradient_proxy
-    try:
+    with temporarily(layers, "gradient_proxy", [proxy_of(layer) or layer.gradient_proxy for layer in layers]):
         yield module
-    finally:
-        for layer, proxy in zip(layers, previous):
-            layer.gradient_proxy = proxy
 
 
 def _score_unit_proxy(layer: StochasticActivation) -> GradientProxy | None:

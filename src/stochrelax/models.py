@@ -24,7 +24,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stochrelax.estimators import ESTIMATORS
-from stochrelax.layers import ACTIVATIONS, MODES, StochasticActivation, check_activation_args
+from stochrelax.layers import ACTIVATIONS, MODES, StochasticActivation, check_activation_args, temporarily
 from stochrelax.noise import NOISES
 
 __all__ = ["ConfigSection", "ActivationConfig", "ModelConfig", "ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock",
@@ -199,14 +199,8 @@ def computing_in(model: nn.Module, precision: str) -> Iterator[nn.Module]:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     networks = [module for module in model.modules() if isinstance(module, AllConvNet)]
-    previous = [network.precision for network in networks]
-    for network in networks:
-        network.precision = precision
-    try:
+    with temporarily(networks, "precision", [precision] * len(networks)):
         yield model
-    finally:
-        for network, before in zip(networks, previous):
-            network.precision = before
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
