@@ -29,7 +29,8 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from stochrelax.config import RunConfig
 
-__all__ = ["Kind", "job_kind", "Cost", "Measured", "work_factors", "estimate", "makespan", "TRAINING_NOISE_FACTOR"]
+__all__ = ["Kind", "job_kind", "Cost", "Measured", "work_factors", "noise_ratios_of", "estimate", "makespan",
+           "TRAINING_NOISE_FACTOR"]
 
 TRAINING_NOISE_FACTOR = 1.5
 """Prior cost of a training epoch with noise relative to one without (a draw per unit per step); measured
@@ -91,7 +92,7 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return statistics.fmean(known) if known else None
 
 
-def _noise_ratios(measured: Mapping[str, Measured]) -> tuple[float | None, float | None]:
+def noise_ratios_of(measured: Mapping[str, Measured]) -> tuple[float | None, float | None]:
     """Measured cost with noise over cost without, per term: the geometric mean over units that have
     both kinds measured (without adversarial training); None where no unit has both."""
     ratios: list[tuple[float | None, float | None]] = []
@@ -108,17 +109,18 @@ def _noise_ratios(measured: Mapping[str, Measured]) -> tuple[float | None, float
 
 
 def estimate(config: RunConfig, measured: Mapping[str, Measured], name: str, prediction_samples: int,
-             eot_samples: int) -> Cost:
+             eot_samples: int, noise_ratios: tuple[float | None, float | None] | None = None) -> Cost:
     """The cost of configuration ``name`` from ``measured`` (configuration name → what it measured).
 
     Each of the two terms comes from the first of: the configuration itself, the mean of its
     kind, the mean of its unit's kinds scaled by their relative work, the mean of every kind
     scaled. The relative work of noise is the ratio measured on another unit when one has both
-    kinds measured, else the prior of :func:`work_factors`.
+    kinds measured, else the prior of :func:`work_factors`. ``noise_ratios``: that ratio when the
+    caller has it (:func:`noise_ratios_of`), so that many estimates from one ``measured`` share it.
     """
     kind = job_kind(config)
     own = measured.get(name)
-    noise_ratios = _noise_ratios(measured)
+    noise_ratios = noise_ratios_of(measured) if noise_ratios is None else noise_ratios
 
     def factors(entry_config: RunConfig) -> tuple[float, float]:
         return work_factors(entry_config, prediction_samples, eot_samples, noise_ratios)

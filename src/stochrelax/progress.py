@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
-from stochrelax.eta import Cost, Measured, estimate, job_kind, makespan
+from stochrelax.eta import Cost, Measured, estimate, job_kind, makespan, noise_ratios_of
 from stochrelax.grid import Preset
 from stochrelax.jobs import JobResult, SweepJob, attacks_complete, planned_attacks
 from stochrelax.records import read_metrics
@@ -83,6 +83,7 @@ class SweepTracker:
     def __init__(self, jobs: Sequence[SweepJob], preset: Preset, workers: int) -> None:
         self.jobs, self.preset, self.workers = list(jobs), preset, workers
         self.results: dict[str, JobResult] = {}
+        self._by_label = {job.label: job for job in self.jobs}
         self.states = {job.label: self._read(job) for job in self.jobs}
 
     def _read(self, job: SweepJob) -> _JobState:
@@ -100,8 +101,7 @@ class SweepTracker:
     def finish(self, result: JobResult) -> None:
         """Records a finished job, and what it measured."""
         self.results[result.label] = result
-        job = next(job for job in self.jobs if job.label == result.label)
-        state = self._read(job)
+        state = self._read(self._by_label[result.label])
         if result.attacked:
             state.attack_seconds = result.attack_seconds
         self.states[result.label] = state
@@ -139,11 +139,12 @@ class SweepTracker:
             self.states[job.label] = self._read(job)
         measured = self._measured()
         samples = self.preset.attack.prediction_samples, self.preset.attack.eot_samples
+        ratios = noise_ratios_of(measured)  # once per snapshot, not once per job
         remaining: dict[str, float | None] = {}
         for job in self.jobs:
             if job.label in self.results:
                 continue
-            state, cost = self.states[job.label], estimate(job.config, measured, job.name, *samples)
+            state, cost = self.states[job.label], estimate(job.config, measured, job.name, *samples, ratios)
             epochs_left = max(0, job.config.train.epochs - state.epochs_done)
             training = 0.0 if epochs_left == 0 else None if cost.epoch_seconds is None else \
                 epochs_left * cost.epoch_seconds
