@@ -14,7 +14,7 @@ from stochrelax.catalog import (DAMAGED, FAILED, FINISHED, UNFINISHED, compare_r
 from stochrelax.cli import main
 from stochrelax.config import parse_config
 from stochrelax.results import markdown_table, text_table
-from tests.synthetic_runs import BASELINE, BASELINE_NAME, LOGISTIC, LOGISTIC_NAME, write_run
+from tests.synthetic_runs import BASELINE, BASELINE_NAME, LOGISTIC, LOGISTIC_NAME, epoch_metrics, write_run
 
 WORST = {("worst-case", 0.05, 4): 0.40, ("worst-case", 0.1, 4): 0.25, ("fgsm", 0.1, 1): 0.55}
 
@@ -23,7 +23,7 @@ def unfinished_run(root: Path, name: str, epochs_done: int, epochs: int = 10, ch
     run_dir = runs.create_run_dir(root / name)
     runs.write_config(run_dir, parse_config({"train": {"epochs": epochs}}))
     for epoch in range(1, epochs_done + 1):
-        records.append_metrics(run_dir, {"epoch": epoch, "test_accuracy": 0.5})
+        records.append_metrics(run_dir, epoch_metrics(epoch, test_accuracy=0.5))
     if checkpoint:
         (run_dir / runs.CHECKPOINT_FILE).write_bytes(b"stands in for a checkpoint")
     return run_dir

@@ -500,8 +500,15 @@ def _bit_flipped(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
+def _key_renamed(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    first_key = re.search(rb'\A([a-z])|\{\s*"([a-z])', raw)  # a YAML file's first key, or a JSON object's
+    raw[first_key.start(first_key.lastindex)] ^= 0x01  # one bit: "epoch" becomes "dpoch", "model" "lodel"
+    path.write_bytes(bytes(raw))
+
+
 DAMAGES = {"truncated": _truncated, "empty": _emptied, "garbage": _garbage, "a directory": _a_directory,
-           "bit-flipped": _bit_flipped}
+           "bit-flipped": _bit_flipped, "a key renamed": _key_renamed}
 RUN_FILES = [runs.CONFIG_FILE, runs.RUN_FILE, runs.SUMMARY_FILE, runs.WEIGHTS_FILE, runs.ATTACKS_JSON,
              runs.METRICS_FILE, runs.EVENTS_FILE, runs.TRAINING_STATS_FILE]
 

@@ -15,6 +15,7 @@ from stochrelax.config import parse_config
 from stochrelax.grid import PlannedRun, Preset
 from stochrelax.jobs import JobResult, plan_jobs
 from stochrelax.progress import SweepTracker, format_duration
+from tests.synthetic_runs import epoch_metrics
 
 PRESET = Preset(epochs=3, train_limit=100, test_limit=100, attack_limit=10, attack=AttackSettings(
     eps=(0.05,), p=(0.3,), eot_samples=2, prediction_samples=2, check_convergence=False))
@@ -25,7 +26,7 @@ NOISY = parse_config({"model": {"activation": {"kind": "relu", "noise": "logisti
 def epochs_done(run_dir: Path, seconds: list[float]) -> None:
     runs.create_run_dir(run_dir)
     for epoch, spent in enumerate(seconds, start=1):
-        records.append_metrics(run_dir, {"epoch": epoch, "train_seconds": spent, "eval_seconds": 0.0})
+        records.append_metrics(run_dir, epoch_metrics(epoch, train_seconds=spent, eval_seconds=0.0))
 
 
 def running(run_dir: Path) -> None:

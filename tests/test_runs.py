@@ -28,6 +28,7 @@ from stochrelax import checkpoints, records, runs
 from stochrelax.config import RunConfig, parse_config
 from stochrelax.models import build_model
 from stochrelax.rng import seeded
+from tests.synthetic_runs import epoch_metrics
 
 SUMMARY = {"test_accuracy": 0.875, "epochs": 2, "versions": {"torch": torch.__version__}}
 
@@ -43,7 +44,7 @@ def trained_looking_model(config: RunConfig, seed: int = 0) -> torch.nn.Module:
 def write_finished_run(run_dir: Path, config: RunConfig, model: torch.nn.Module) -> Path:
     runs.create_run_dir(run_dir)
     runs.write_config(run_dir, config)
-    records.append_metrics(run_dir, {"epoch": 1, "test_accuracy": 0.875})
+    records.append_metrics(run_dir, epoch_metrics(1, test_accuracy=0.875))
     runs.save_weights(run_dir, model)
     runs.write_summary(run_dir, SUMMARY)
     return run_dir
@@ -191,8 +192,13 @@ def test_failed_weights_write_keeps_the_previous_file_and_leaves_no_temporary(fi
     assert not [p.name for p in finished_run.iterdir() if p.name.startswith(".")]
 
 
+def _training_stats(epoch: int) -> dict:
+    summary = {"mean": 0.1, "std": 1.0, "min": -2.0, "max": 3.0, "histogram": None}
+    return {"epoch": epoch, "layers": {"block1": {"activation": summary, "gradient": {**summary, "mean": None}}}}
+
+
 def test_read_metrics_returns_the_lines_in_order(tmp_path):
-    lines = [{"epoch": epoch, "train_loss": 1.0 / epoch, "test_accuracy": 0.5 + epoch / 10} for epoch in (1, 2, 3)]
+    lines = [epoch_metrics(epoch) for epoch in (1, 2, 3)]
     for line in lines:
         records.append_metrics(tmp_path, line)
     assert (tmp_path / runs.METRICS_FILE).read_text().count("\n") == 3
@@ -550,42 +556,77 @@ def test_check_writable_refuses_a_nearly_full_disk(tmp_path, monkeypatch):
 
 # --- .jsonl records ----------------------------------------------------------------------------
 
-JSONL_READERS = {runs.METRICS_FILE: records.read_metrics, runs.TRAINING_STATS_FILE: records.read_training_stats,
-                 runs.EVENTS_FILE: records.read_events}
+JSONL_READERS = {runs.METRICS_FILE: (records.read_metrics, epoch_metrics),
+                 runs.TRAINING_STATS_FILE: (records.read_training_stats, _training_stats),
+                 runs.EVENTS_FILE: (records.read_events, lambda epoch: {"event": "start", "epoch": epoch})}
 
 
 @pytest.mark.parametrize("name", list(JSONL_READERS))
 def test_readers_drop_a_last_line_cut_short(tmp_path, name):
-    (tmp_path / name).write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "train_lo')
-    assert JSONL_READERS[name](tmp_path) == [{"epoch": 1}, {"epoch": 2}]
+    read, record = JSONL_READERS[name]
+    (tmp_path / name).write_text("".join((*(json.dumps(record(epoch)) + "\n" for epoch in (1, 2)),
+                                        json.dumps(record(3))[:-9])))
+    assert read(tmp_path) == [record(1), record(2)]
 
 
 @pytest.mark.parametrize("name", list(JSONL_READERS))
 def test_readers_refuse_a_damaged_line_before_the_last(tmp_path, name):
-    (tmp_path / name).write_text('{"epoch": 1}\n{"epoch": 2, "tr\n{"epoch": 3}\n')
+    read, record = JSONL_READERS[name]
+    (tmp_path / name).write_text("".join((json.dumps(record(1)) + "\n", '{"epoch": 2, "tr\n',
+                                        json.dumps(record(3)) + "\n")))
     with pytest.raises(runs.RunDirError) as caught:
-        JSONL_READERS[name](tmp_path)
+        read(tmp_path)
     assert str(caught.value) == f"{tmp_path / name} line 2 is not JSON; the file is damaged"
 
 
+@pytest.mark.parametrize("name", list(JSONL_READERS))
+def test_readers_refuse_a_line_whose_key_a_flipped_bit_renamed(tmp_path, name):
+    read, record = JSONL_READERS[name]
+    renamed = json.dumps(record(2)).replace('"epoch"', '"dpoch"')
+    (tmp_path / name).write_text("".join((json.dumps(record(1)) + "\n", renamed + "\n")))
+    with pytest.raises(runs.RunDirError) as caught:
+        read(tmp_path)
+    assert str(caught.value) == f"{tmp_path / name} line 2 is damaged: epoch: Field required"
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda record: record.pop("test_accuracy"), "test_accuracy: Field required"),
+    (lambda record: record.update(train_seconds="2.0 s"), "train_seconds: Input should be a valid number"),
+])
+def test_read_metrics_refuses_a_record_without_a_number_its_readers_need(tmp_path, damage, problem):
+    record = epoch_metrics(1)
+    damage(record)
+    (tmp_path / runs.METRICS_FILE).write_text(json.dumps(record) + "\n")
+    with pytest.raises(runs.RunDirError, match=f"line 1 is damaged: {problem}"):
+        records.read_metrics(tmp_path)
+
+
+def test_training_stats_need_every_summary_of_every_layer(tmp_path):
+    record = _training_stats(1)
+    del record["layers"]["block1"]["gradient"]["std"]
+    (tmp_path / runs.TRAINING_STATS_FILE).write_text(json.dumps(record) + "\n")
+    with pytest.raises(runs.RunDirError, match="line 1 is damaged: layers.block1.gradient.std: Field required"):
+        records.read_training_stats(tmp_path)
+
+
 def test_a_damaged_last_line_followed_by_a_newline_is_refused(tmp_path):
-    (tmp_path / runs.METRICS_FILE).write_text('{"epoch": 1}\n{"epoch": 2, "tr\n')
+    (tmp_path / runs.METRICS_FILE).write_text(json.dumps(epoch_metrics(1)) + '\n{"epoch": 2, "tr\n')
     with pytest.raises(runs.RunDirError, match="line 2 is not JSON"):
         records.read_metrics(tmp_path)
 
 
 def test_truncate_records_keeps_checkpointed_epochs_and_drops_lines_cut_short(tmp_path):
     for epoch in (1, 2, 3):
-        records.append_metrics(tmp_path, {"epoch": epoch})
-        records.append_training_stats(tmp_path, {"epoch": epoch, "layers": {}})
+        records.append_metrics(tmp_path, epoch_metrics(epoch))
+        records.append_training_stats(tmp_path, _training_stats(epoch))
     records.append_event(tmp_path, "start", 1)
     for name in (runs.METRICS_FILE, runs.EVENTS_FILE):
         with open(tmp_path / name, "a") as stream:
             stream.write('{"ep')
     records.truncate_records(tmp_path, last_epoch=2)
     records.append_event(tmp_path, "resume", 3)
-    records.append_metrics(tmp_path, {"epoch": 3})
-    assert records.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
+    records.append_metrics(tmp_path, epoch_metrics(3))
+    assert records.read_metrics(tmp_path) == [epoch_metrics(1), epoch_metrics(2), epoch_metrics(3)]
     assert [stats["epoch"] for stats in records.read_training_stats(tmp_path)] == [1, 2]
     assert records.read_events(tmp_path) == [{"event": "start", "epoch": 1}, {"event": "resume", "epoch": 3}]
 

@@ -10,13 +10,57 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from stochrelax.config import validation_message
 from stochrelax.runs import (EVENTS_FILE, METRICS_FILE, SUMMARY_FILE, TRAINING_STATS_FILE, RunDirError, error_reason,
                              write_run_file)
 
 __all__ = ["append_metrics", "append_training_stats", "append_event", "read_metrics", "read_training_stats",
            "read_events", "read_failure", "truncate_records", "find_failed_runs"]
+
+
+class _Record(BaseModel):
+    """What every line of a run's ``.jsonl`` files has; further keys are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+    epoch: int
+
+
+class _Event(_Record):
+    event: str
+
+
+class _Metrics(_Record):
+    """One epoch of ``metrics.jsonl``: the numbers that the figures, the catalog and the sweep's progress read."""
+
+    train_loss: float
+    train_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    train_seconds: float
+    eval_seconds: float
+
+
+class _Histogram(BaseModel):
+    edges: list[float]
+    counts: list[int]
+
+
+class _Summary(BaseModel):
+    """One layer's statistic in ``training_stats.jsonl`` (:mod:`stochrelax.stats`); ``None`` when nothing reached it."""
+
+    mean: Optional[float]
+    std: Optional[float]
+    min: Optional[float]
+    max: Optional[float]
+    histogram: Optional[_Histogram]
+
+
+class _TrainingStats(_Record):
+    layers: dict[str, dict[str, _Summary]]
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
@@ -28,14 +72,15 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
                           "permissions") from None
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
+def _read_records(path: Path, schema: type[_Record]) -> list[dict[str, Any]]:
     """The records of a ``.jsonl`` file (none if it is missing), without a last line that a kill cut short.
 
     Only the last line can be cut short, and then it has no newline after it; an
-    unreadable line anywhere else means the file was damaged.
+    unreadable line anywhere else, or a line without what ``schema`` requires (a key
+    that one flipped bit renamed, say), means the file was damaged.
 
     Raises:
-        RunDirError: if a line other than an unterminated last one is not JSON.
+        RunDirError: if a line other than an unterminated last one is not JSON, or any line does not fit ``schema``.
     """
     if not path.exists():
         return []
@@ -45,11 +90,16 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             if number == len(lines):
                 break
             raise RunDirError(f"{path} line {number} is not JSON; the file is damaged") from None
+        try:
+            schema.model_validate(record)
+        except ValidationError as error:
+            raise RunDirError(f"{path} line {number} is damaged: {validation_message(error, schema)}") from None
+        records.append(record)
     return records
 
 
@@ -65,10 +115,10 @@ def truncate_records(run_dir: str | Path, last_epoch: int) -> None:
     does not run into it.
     """
     run_dir = Path(run_dir)
-    for name in (METRICS_FILE, TRAINING_STATS_FILE):
-        _write_records(run_dir / name, [record for record in _read_records(run_dir / name)
+    for name, schema in ((METRICS_FILE, _Metrics), (TRAINING_STATS_FILE, _TrainingStats)):
+        _write_records(run_dir / name, [record for record in _read_records(run_dir / name, schema)
                                         if record["epoch"] <= last_epoch])
-    _write_records(run_dir / EVENTS_FILE, _read_records(run_dir / EVENTS_FILE))
+    _write_records(run_dir / EVENTS_FILE, _read_records(run_dir / EVENTS_FILE, _Event))
 
 
 def append_event(run_dir: str | Path, event: str, epoch: int, **details: Any) -> None:
@@ -84,7 +134,7 @@ def read_failure(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
-    return _read_records(Path(run_dir) / EVENTS_FILE)
+    return _read_records(Path(run_dir) / EVENTS_FILE, _Event)
 
 
 def append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -98,12 +148,12 @@ def append_training_stats(run_dir: Path, stats: dict[str, Any]) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    return _read_records(Path(run_dir) / METRICS_FILE)
+    return _read_records(Path(run_dir) / METRICS_FILE, _Metrics)
 
 
 def read_training_stats(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch activation and gradient statistics of a run, in order; empty if it has none."""
-    return _read_records(Path(run_dir) / TRAINING_STATS_FILE)
+    return _read_records(Path(run_dir) / TRAINING_STATS_FILE, _TrainingStats)
 
 
 def find_failed_runs(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
