@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from stochrelax import runs
+from stochrelax import attack_rows
 from stochrelax.attack_rows import FixedDrawJudge, attack_model
 from stochrelax.attack_table import AttackSettings
 from stochrelax.checks import sampling_tolerance
-from stochrelax.models import computing_in
+from stochrelax.models import ModelConfig, build_model, computing_in, predictive_log_prob, sample_logits
 from stochrelax.rng import seeded
 
 
@@ -82,3 +83,31 @@ def test_fixed_draws_judge_a_position_alike_whatever_its_neighbours(stochastic_v
     other_seed, _ = FixedDrawJudge(stochastic_victim.model, labels, 4, 25, seed=8)(images)
     assert not torch.equal(FixedDrawJudge(stochastic_victim.model, labels, 4, 25, 8).predict(images)[1],
                            judge.predict(images)[1])  # the draws do depend on the seed
+
+
+def _scores_independently(model: torch.nn.Module, images: torch.Tensor, samples: int, batch_size: int,
+                          seed: int) -> torch.Tensor:
+    """(K, N, classes) by the definition of the fixed draws: batch b from generator state seed + b."""
+    logits = []
+    for index, start in enumerate(range(0, len(images), batch_size)):
+        with seeded(seed + index), torch.no_grad():
+            logits.append(sample_logits(model, images[start:start + batch_size], samples))
+    return torch.cat(logits, dim=1)
+
+
+@pytest.mark.parametrize("bank_bytes", [attack_rows.NOISE_BANK_BYTES, 0], ids=["recorded draws", "drawn again"])
+def test_any_subset_of_positions_is_judged_on_its_own_fixed_draws(fashion_mnist, monkeypatch, bank_bytes):
+    monkeypatch.setattr(attack_rows, "NOISE_BANK_BYTES", bank_bytes)
+    with seeded(0):  # noise so large that every draw changes the predicted class: a draw misplaced shows
+        model = build_model(ModelConfig(activation={"kind": "relu", "noise": "logistic", "std": 3.0})).eval()
+    pixels, labels = fashion_mnist.test_images[:60].float() / 255, fashion_mnist.test_labels[:60]
+    scores = _scores_independently(model, pixels, 4, 25, seed=7)
+    single_expected, averaged_expected = scores.argmax(dim=2), predictive_log_prob(scores).argmax(dim=1)
+    judge = FixedDrawJudge(model, labels, samples=4, batch_size=25, seed=7)
+    subset = torch.tensor([59, 3, 26, 27, 50])  # three batches, out of order
+    for _ in range(2):  # before and after every batch was judged once
+        averaged, single = judge.predict(pixels[subset], subset)
+        assert torch.equal(single, single_expected[:, subset]) and torch.equal(averaged, averaged_expected[subset])
+        assert torch.equal(judge(pixels)[1], single_expected == labels)
+    correct, _ = judge(pixels[subset], subset)
+    assert torch.equal(correct, averaged_expected[subset] == labels[subset])

@@ -16,6 +16,7 @@ beside a row is that of the same images and draws.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any, Callable
 
@@ -25,11 +26,17 @@ from stochrelax.attack_table import WORST_CASE, AttackResult, AttackSettings
 from stochrelax.attacks import ATTACKS, make_attack
 from stochrelax.attacks.fgsm import kurakin_steps
 from stochrelax.attacks.proxies import Proxy, ProxyGradients, has_sign_units
-from stochrelax.models import evaluating, is_stochastic, precision_of, predictive_log_prob, sample_logits
+from stochrelax.layers import StochasticActivation, drawing_from
+from stochrelax.models import (draws_per_pass, evaluating, is_stochastic, precision_of, predictive_log_prob,
+                               sample_logits)
 from stochrelax.rng import seeded
 from stochrelax.runs import pack_correct
 
 __all__ = ["FixedDrawJudge", "as_pixels", "in_batches", "judged_row", "through_proxy", "attack_model"]
+
+
+NOISE_BANK_BYTES = 2 * 2**30
+"""Most memory the judge's recorded evaluation draws may take; beyond it they are drawn again at each judgement."""
 
 
 class FixedDrawJudge:
@@ -38,6 +45,11 @@ class FixedDrawJudge:
     Batch ``b`` of the N positions is always predicted from the generator state ``seed + b``, so
     an image at position i meets the same noise whichever attack produced it: comparisons
     between attacks, and the per-example worst case, are free of evaluation noise.
+
+    The first judgement records every unit's draws (K × N × the unit's shape; at most
+    :data:`NOISE_BANK_BYTES`) and later ones replay them: no noise is drawn again, and a
+    subset of the positions (the images an attack has not broken yet) is judged on its own
+    draws without the rest. Replayed and fresh draws are the same numbers.
 
     Args:
         model: the classifier (in the mode the caller chose).
@@ -52,6 +64,9 @@ class FixedDrawJudge:
         self.model, self.labels, self.batch_size, self.seed = model, labels, batch_size, seed
         self.samples = samples if is_stochastic(model) else 1
         self._clean: tuple[torch.Tensor, torch.Tensor] | None = None  # the clean images and their judgement
+        self._bank: dict[StochasticActivation, torch.Tensor] | None = None  # unit -> (K, N, P) draws, P per image
+        self._recorded: set[int] = set()  # the batches whose draws the bank holds
+        self._bank_fits = True
 
     def clean(self, images: torch.Tensor) -> torch.Tensor:
         """:meth:`__call__`'s (N,) for the clean images, judged once and shared by every row."""
@@ -59,22 +74,100 @@ class FixedDrawJudge:
             self._clean = images, self(images)[0]
         return self._clean[1]
 
-    @torch.inference_mode()
-    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Classes predicted by the averaged predictor, (N,), and by each single draw, (K, N)."""
-        averaged, single = [], []
-        for index, start in enumerate(range(0, len(self.labels), self.batch_size)):
-            with seeded(self.seed + index, images.device):
-                batch = images[start:start + self.batch_size]
-                logits = sample_logits(self.model, batch, self.samples)  # (K, B, classes)
-            averaged.append(predictive_log_prob(logits).argmax(dim=1))
-            single.append(logits.argmax(dim=2))
-        return torch.cat(averaged), torch.cat(single, dim=1)
+    def _batches(self, positions: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """(batch index, which of ``positions`` lie in it) for every batch holding any of them."""
+        batch_of = positions // self.batch_size
+        return [(int(batch), (batch_of == batch).nonzero().squeeze(1)) for batch in batch_of.unique()]
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Whether each image is classified correctly, (N,), and by each single draw, (K, N)."""
-        averaged, single = self.predict(images)
-        return averaged == self.labels, single == self.labels
+    def _drawn(self, images: torch.Tensor, batch: int) -> torch.Tensor:
+        """(K, B, classes) scores of batch ``batch`` (its images in ``images``) on freshly drawn fixed draws,
+        recorded into the bank while it fits."""
+        drawn: dict[StochasticActivation, list[torch.Tensor]] = {}
+
+        def record(unit: StochasticActivation, pre_activation: torch.Tensor) -> torch.Tensor:
+            sample = unit.noise.sample_like(pre_activation)
+            drawn.setdefault(unit, []).append(sample)
+            return sample
+
+        with seeded(self.seed + batch, images.device), drawing_from(self.model, record):
+            logits = sample_logits(self.model, images, self.samples)  # (K, B, classes)
+        if self._bank_fits:
+            self._keep(drawn, batch, len(images))
+        return logits
+
+    def _keep(self, drawn: dict[StochasticActivation, list[torch.Tensor]], batch: int, count: int) -> None:
+        """Stores one batch's draws (per unit, one (k·B, ...) tensor per forward pass) at its positions."""
+        if self._bank is None:
+            size = sum(passes[0][0].numel() * passes[0].element_size() for passes in drawn.values())
+            self._bank_fits = size * self.samples * len(self.labels) <= NOISE_BANK_BYTES
+            if not self._bank_fits:
+                return
+            self._bank = {unit: passes[0].new_empty((self.samples, len(self.labels), passes[0][0].numel()))
+                          for unit, passes in drawn.items()}
+        start = batch * self.batch_size
+        for unit, passes in drawn.items():
+            rows = torch.cat([_in_memory_order(draws) for draws in passes])  # (K·B, P)
+            self._bank[unit][:, start:start + count] = rows.view(self.samples, count, -1)
+        self._recorded.add(batch)
+
+    def _replayed(self, images: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(K, M, classes) scores of ``images`` at ``positions`` on the recorded draws, in passes of whole draws."""
+        logits = []
+        for first, count in zip(itertools.accumulate([0, *draws_per_pass(self.samples, len(images))]),
+                                draws_per_pass(self.samples, len(images))):
+            def replay(unit: StochasticActivation, pre_activation: torch.Tensor) -> torch.Tensor:
+                draws = self._bank[unit][first:first + count].index_select(1, positions)  # (k, M, P)
+                return _like(draws.flatten(0, 1), pre_activation)
+
+            with drawing_from(self.model, replay):
+                logits.append(self.model(images.repeat(count, *([1] * (images.dim() - 1)))))  # (k·M, classes)
+        return torch.cat(logits).view(self.samples, len(images), -1)  # (K, M, classes)
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor, positions: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classes predicted by the averaged predictor, (M,), and by each single draw, (K, M).
+
+        Args:
+            images: (M, C, H, W): all N images in position order, or those at ``positions``.
+            positions: (M,) positions of ``images`` among the N (default: all, in order).
+        """
+        positions = torch.arange(len(self.labels), device=images.device) if positions is None else positions
+        averaged, single = positions.new_empty(len(images)), positions.new_empty((self.samples, len(images)))
+        for batch, members in self._batches(positions):
+            if batch in self._recorded:
+                logits = self._replayed(images[members], positions[members])
+            else:
+                start = batch * self.batch_size
+                whole = images.new_zeros((min(self.batch_size, len(self.labels) - start), *images.shape[1:]))
+                whole[positions[members] - start] = images[members]  # a row's result depends on its image only
+                logits = self._drawn(whole, batch)[:, positions[members] - start]  # (K, m, classes)
+            averaged[members], single[:, members] = predictive_log_prob(logits).argmax(dim=1), logits.argmax(dim=2)
+        return averaged, single
+
+    def __call__(self, images: torch.Tensor, positions: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whether each image is classified correctly, (M,), and by each single draw, (K, M)."""
+        averaged, single = self.predict(images, positions)
+        labels = self.labels if positions is None else self.labels[positions]
+        return averaged == labels, single == labels
+
+
+def _channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
+
+
+def _in_memory_order(tensor: torch.Tensor) -> torch.Tensor:
+    """(R, P) view of a dense (R, ...) tensor, each row's elements in the order they lie in memory."""
+    return (tensor.permute(0, 2, 3, 1) if _channels_last(tensor) else tensor).reshape(len(tensor), -1)
+
+
+def _like(rows: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The (R, P) rows of :func:`_in_memory_order` back in the shape and memory layout of ``reference``."""
+    if _channels_last(reference):
+        batch, channels, height, width = reference.shape
+        return rows.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    return rows.view(reference.shape)
 
 
 def as_pixels(images: torch.Tensor) -> torch.Tensor:

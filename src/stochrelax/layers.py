@@ -42,6 +42,8 @@ __all__ = [
     "noise_disabled",
     "gradient_proxies",
     "straight_through_gradients",
+    "NoiseSource",
+    "drawing_from",
 ]
 
 MODES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -110,8 +112,8 @@ def check_activation_args(activation: str, noise: str | None, mode: str, std: fl
 
 def stochastic_activation(pre_activation: torch.Tensor, activation: str, noise: Noise | None = None,
                           mode: str = "additive", estimator: str | None = None,
-                          noisy: bool = True, gradient_proxy: GradientProxy | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                          noisy: bool = True, gradient_proxy: GradientProxy | None = None,
+                          sample: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Applies f(a − ξ) or f(a · ξ) with a fresh noise draw.
 
     Args:
@@ -126,6 +128,8 @@ def stochastic_activation(pre_activation: torch.Tensor, activation: str, noise: 
         gradient_proxy: for a sign unit, back-propagate through this derivative instead of
             the estimator's (BPDA for attacks, :mod:`stochrelax.attacks.proxies`); the forward
             value is still the sample. Ignored by ReLU units, which have a true gradient.
+        sample: a draw of ξ (shape of the input) to use instead of a fresh one, e.g. fixed evaluation
+            draws replayed (:func:`drawing_from`); ignored when ``noisy`` is ``False``.
 
     Returns:
         The activation (same shape as the input) and, for score-function sign units,
@@ -133,7 +137,9 @@ def stochastic_activation(pre_activation: torch.Tensor, activation: str, noise: 
     """
     unit = ACTIVATIONS[activation]
     draw = noise is not None and noisy
-    perturbed = MODES[mode](pre_activation, noise.sample_like(pre_activation.detach())) if draw else pre_activation
+    if draw and sample is None:
+        sample = noise.sample_like(pre_activation.detach())
+    perturbed = MODES[mode](pre_activation, sample) if draw else pre_activation
     output = unit.function(perturbed)
     if unit.pathwise:
         return output, None
@@ -162,6 +168,8 @@ class StochasticActivation(nn.Module):
         gradient_proxy: set by attacks (:func:`gradient_proxies`) so that a sign unit
             back-propagates through a smooth proxy of their choice; ``None`` (the default)
             uses the unit's estimator.
+        noise_source: set by :func:`drawing_from` to supply ξ instead of a fresh draw; ``None``
+            (the default) draws.
 
     Example:
         >>> layer = StochasticActivation("sign", "logistic", "additive", std=0.05, estimator="ste")
@@ -180,6 +188,7 @@ class StochasticActivation(nn.Module):
         self.noise_enabled = True
         self.last_log_prob: torch.Tensor | None = None
         self.gradient_proxy: GradientProxy | None = None
+        self.noise_source: NoiseSource | None = None
 
     @property
     def is_stochastic(self) -> bool:
@@ -187,9 +196,12 @@ class StochasticActivation(nn.Module):
         return self.noise is not None and self.noise_enabled
 
     def forward(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        sample = None
+        if self.noise_source is not None and self.is_stochastic:
+            sample = self.noise_source(self, pre_activation.detach())
         output, self.last_log_prob = stochastic_activation(
             pre_activation, self.activation, self.noise, self.mode, self.estimator, self.noise_enabled,
-            self.gradient_proxy)
+            self.gradient_proxy, sample)
         return output
 
     def extra_repr(self) -> str:
@@ -225,6 +237,23 @@ def noise_disabled(module: nn.Module) -> Iterator[nn.Module]:
     """
     layers = [m for m in module.modules() if isinstance(m, StochasticActivation)]
     with temporarily(layers, "noise_enabled", [False] * len(layers)):
+        yield module
+
+
+NoiseSource = Callable[[StochasticActivation, torch.Tensor], torch.Tensor]
+"""(unit, pre-activation) -> the unit's noise sample ξ for this pass, shaped like the pre-activation."""
+
+
+@contextmanager
+def drawing_from(module: nn.Module, source: NoiseSource) -> Iterator[nn.Module]:
+    """Within the block every stochastic unit of ``module`` takes its ξ from ``source`` instead of drawing it.
+
+    What fixed evaluation draws need: record each unit's draws once, then replay them for any
+    subset of the images (:class:`stochrelax.attack_rows.FixedDrawJudge`). The previous
+    settings are restored on exit.
+    """
+    layers = [m for m in module.modules() if isinstance(m, StochasticActivation)]
+    with temporarily(layers, "noise_source", [source] * len(layers)):
         yield module
 
 

@@ -9,7 +9,8 @@ https://arxiv.org/abs/2003.01690) only images that still stand are attacked by t
 member, and budgets are attacked in increasing order: an image broken at a smaller eps is
 broken at every larger one (the L∞ balls nest), and its adversarial image is kept. Images
 are judged on the fixed evaluation draws of :class:`stochrelax.attack_rows.FixedDrawJudge`,
-so that members are compared on equal terms.
+so that members are compared on equal terms; after each member only the images it attacked
+are judged again, each on its own draws.
 """
 
 from __future__ import annotations
@@ -125,13 +126,13 @@ def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
                                 "broke": 0, "seconds": 0.0})
                     continue
                 start = time.perf_counter()
-                trial = adversarial.clone()
-                trial[index] = in_batches(member.make(budget), pixels[index], labels[index], settings.batch_size)
+                trial = in_batches(member.make(budget), pixels[index], labels[index], settings.batch_size)
                 member_seconds = time.perf_counter() - start
                 seconds += member_seconds
-                correct, _ = judge(trial)
-                broken = standing & ~correct
-                adversarial[broken], standing = trial[broken], standing & correct
+                correct, _ = judge(trial, index)  # only the images still standing, each on its own draws
+                broken = torch.zeros_like(standing)
+                broken[index[~correct]] = True
+                adversarial[index[~correct]], standing = trial[~correct], standing & ~broken
                 if member.name == "pgd":
                     breaks[proxy] = breaks.get(proxy, 0) + int(broken.sum())
                 log.append({"attack": member.name, "proxy": proxy, "adaptive": member.is_adaptive(proxy),
