@@ -228,7 +228,7 @@ class GaussianInputNoise(nn.Module):
     """Adds N(0, σ²) noise to every input pixel, in training and in evaluation alike.
 
     Cohen et al. (2019, section 3.3) train the base classifier under the noise that its smoothed
-    classifier samples at prediction time, so the noise stays on in ``eval()`` mode; only
+    classifier samples at prediction time, so the noise stays on in evaluation mode; only
     :func:`noise_disabled` switches it off.
 
     Args:
