@@ -208,13 +208,15 @@ def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsy
 # --- help --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("argv", "mentions"), [
-    ([], ["train", "evaluate", "attack", "runs", "compare", "data", "--version", "--debug", "full Python traceback"]),
+    ([], ["train", "evaluate", "attack", "certify", "runs", "compare", "data", "--version", "--debug", "full Python traceback"]),
     (["train"], ["config", "--resume", "--out", "--epochs", "--seed", "--train-limit", "--test-limit", "--overwrite",
                  "--no-progress", "--data-dir", "--device", "--precision", "bfloat16"]),
     (["evaluate"], ["RUN_DIR", "--samples", "--seed", "--test-limit", "--data-dir", "--device"]),
     (["attack"], ["RUN_DIR", "--attack", "--eps", "--p", "--eot", "--samples", "--limit", "--seed", "apgd-ce",
                   "square", "missing", "worst-case", "--proxy", "--proxies", "--worst-case-steps", "--transfer-from",
                   "--precision"]),
+    (["certify"], ["RUN_DIR", "--sigma", "--n0", "--n", "--alpha", "--limit", "--batch", "--seed", "--no-progress",
+                   "--data-dir", "--device", "L2 radius", "Cohen"]),
     (["data", "info"], ["--data-dir", "--json"]),
     (["sweep"], ["GRID", "--out", "--seeds", "--preset", "smoke", "quick", "standard", "thesis", "--backend", "ray",
                  "--workers", "--ray-address"]),
@@ -222,7 +224,7 @@ def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsy
     (["bench"], ["--quick", "--out", "--data-dir"]),
     (["runs"], ["DIR", "--json", "finished", "unfinished", "failed", "damaged"]),
     (["compare"], ["RUN_DIR", "--markdown"]),
-], ids=["top_level", "train", "evaluate", "attack", "data_info", "sweep", "reproduce", "bench", "runs", "compare"])
+], ids=["top_level", "train", "evaluate", "attack", "certify", "data_info", "sweep", "reproduce", "bench", "runs", "compare"])
 def test_help_exits_zero_and_lists_the_arguments(argv, mentions, capsys):
     with pytest.raises(SystemExit) as caught:
         main([*argv, "--help"])
@@ -418,6 +420,11 @@ ERROR_CASES = {
     "data_info_truncated": ("data info --data-dir {truncated}", [TRUNCATED, REPAIR]),
     "evaluate_checksum": ("evaluate {run} --data-dir {checksum} --device cpu", [CHECKSUM_FAILURE, REPAIR]),
     "attack_checksum": ("attack {run} --limit 10 --data-dir {checksum} --device cpu", [CHECKSUM_FAILURE, REPAIR]),
+    "certify_without_input_noise": ("certify {run} --n0 5 --n 10 --limit 2 --no-progress" + CPU,
+                                    ["{run}: the model adds no Gaussian input noise (model.input_noise)",
+                                     "a certificate for noise inside the network is not what Cohen"]),
+    "certify_alpha_of_one": ("certify {run} --alpha 1" + CPU, ["argument --alpha: must be in (0, 1), got 1"]),
+    "certify_zero_sigma": ("certify {run} --sigma 0" + CPU, ["argument --sigma: must be > 0, got 0"]),
     "attack_p_above_one": ("attack {run} --attack missing --p 1.5" + CPU,
                            ["--p: missing-feature ratios must be in [0, 1), got [1.5]"]),
     "attack_negative_p": ("attack {run} --attack missing --p=-0.1" + CPU,
@@ -599,3 +606,54 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(command, finished_run,
     status, _, stderr = run_main([*argv, "--out", str(target)])
     assert_one_line_error(status, stderr, f"argument --out: {target} is a file; give a directory")
     assert target.read_text() == "mine"
+
+
+# --- certify ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoothed_run(real_data_dir, tmp_path_factory) -> Path:
+    """A finished tiny run (1 epoch, 64 images) of the thesis network with Gaussian input noise σ = 0.25."""
+    root = tmp_path_factory.mktemp("smoothed")
+    config = root / "smoothed.yaml"
+    config.write_text("model:\n  activation: {kind: relu}\n  input_noise: {std: 0.25}\ntrain:\n  epochs: 1\n")
+    run = root / "run"
+    status, _, stderr = run_main(train_args(config, run, real_data_dir, "--train-limit", "64", "--test-limit", "64"))
+    assert status == 0 and runs.is_finished(run), stderr
+    return run
+
+
+def test_certify_writes_the_certificates_and_prints_the_certified_accuracy(smoothed_run, real_data_dir):
+    status, stdout, stderr = run_main(["certify", str(smoothed_run), "--sigma", "0.25", "--n0", "20", "--n", "400",
+                                       "--alpha", "0.01", "--limit", "3", "--batch", "420", "--no-progress",
+                                       "--data-dir", str(real_data_dir), "--device", "cpu"])
+    assert (status, stderr) == (0, "")
+    lines = stdout.splitlines()
+    assert re.fullmatch(rf"{re.escape(str(smoothed_run))}: smoothed classifier, sigma 0\.25, n0 20, n 400, alpha 0\.01, "
+                        r"on 3 test images \(\d abstained\)", lines[0])
+    assert re.fullmatch(r"certified accuracy at L2 radius 0: \d+\.\d%  0\.25: \d+\.\d%  0\.5: \d+\.\d%  "
+                        r"0\.75: \d+\.\d%  1: \d+\.\d%", lines[1])
+    assert lines[2] == f"certificates written to {smoothed_run / runs.CERTIFY_CSV} and {runs.CERTIFY_JSON}"
+    table = (smoothed_run / runs.CERTIFY_CSV).read_text().splitlines()
+    assert table[0] == "index,label,prediction,radius,correct,seconds" and len(table) == 4
+    for number, line in enumerate(table[1:]):
+        index, label, prediction, radius, correct, seconds = line.split(",")
+        assert int(index) == number and 0 <= int(label) < 10 and -1 <= int(prediction) < 10
+        assert float(radius) >= 0 and correct == str(prediction == label) and float(seconds) > 0
+        assert (float(radius) == 0) == (int(prediction) == -1)  # abstentions, and only they, have radius 0
+
+
+def test_certify_refuses_another_sigma_and_changes_no_file(smoothed_run, real_data_dir, capsys):
+    before = file_hashes(smoothed_run)
+    status = main(["certify", str(smoothed_run), "--sigma", "0.5", "--n0", "5", "--n", "10", "--limit", "2",
+                   "--data-dir", str(real_data_dir), "--device", "cpu", "--no-progress"])
+    assert_one_line_error(status, capsys.readouterr().err, "sigma 0.5 differs from the model's input noise std 0.25")
+    assert file_hashes(smoothed_run) == before
+
+
+def test_overwrite_replaces_a_certified_run(smoothed_run, real_data_dir, tmp_path):
+    """certify.csv and certify.json are files a run writes: --overwrite may delete them."""
+    copy = tmp_path / "run"
+    shutil.copytree(smoothed_run, copy)
+    (copy / runs.CERTIFY_CSV).write_text("index,label,prediction,radius,correct,seconds\n")
+    (copy / runs.CERTIFY_JSON).write_text("{}\n")
+    assert runs.check_run_dir(copy, overwrite=True)

@@ -111,3 +111,42 @@ def test_logistic_sign_mean_output_is_tanh() -> None:
     with seeded(4):
         mean_output = StochasticActivation("sign", "logistic", std=noise_std)(pre_activation.expand(draws, -1)).mean(0)
     torch.testing.assert_close(mean_output, torch.tanh(pre_activation / (2 * scale)), atol=0.02, rtol=0)
+
+
+# --- Gaussian input noise (randomized smoothing's base classifier) ------------------------------
+
+def test_input_noise_adds_gaussian_noise_drawn_from_the_global_generator_in_eval_mode_too() -> None:
+    from stochrelax.layers import GaussianInputNoise, gaussian_input_noise
+    from stochrelax.noise import Gaussian
+
+    layer = GaussianInputNoise(0.3).eval()
+    images = torch.rand(4, 1, 28, 28)
+    with seeded(5):
+        output = layer(images)
+    with seeded(5):
+        noise = Gaussian(0.0, 0.3).sample(images.shape)
+    torch.testing.assert_close(output, images + noise)
+    with seeded(5):
+        torch.testing.assert_close(gaussian_input_noise(images, 0.3), output)
+    assert layer.is_stochastic
+    assert abs((output - images).std().item() - 0.3) < 0.01  # 3,136 draws
+
+
+def test_noise_disabled_switches_the_input_noise_off_and_restores_it() -> None:
+    from stochrelax.layers import GaussianInputNoise
+
+    model = nn.Sequential(GaussianInputNoise(0.5), StochasticActivation("relu", "gaussian", std=0.1))
+    images = torch.rand(3, 1, 4, 4)
+    with noise_disabled(model):
+        assert not model[0].is_stochastic and "noise_enabled=False" in repr(model[0])
+        assert torch.equal(model(images), torch.relu(images))
+    assert model[0].is_stochastic and model[1].is_stochastic
+    assert repr(model[0]) == "GaussianInputNoise(std=0.5)"
+
+
+@pytest.mark.parametrize("std", [0.0, -0.1])
+def test_input_noise_refuses_a_std_that_is_not_positive(std: float) -> None:
+    from stochrelax.layers import GaussianInputNoise
+
+    with pytest.raises(ValueError, match="input noise std must be > 0"):
+        GaussianInputNoise(std)

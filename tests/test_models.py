@@ -189,3 +189,67 @@ def test_a_folded_copy_computes_what_the_model_computes_in_eval_mode(activation:
     with seeded(1):
         scores = folded(images)
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
+
+
+# --- Gaussian input noise -----------------------------------------------------------------------
+
+def smoothed_model(std: float = 0.25, **activation) -> nn.Module:
+    with seeded(0):
+        return build_model(parse_config({"model": {"activation": activation, "input_noise": {"std": std}}}).model)
+
+
+def test_input_noise_is_added_to_the_pixels_before_normalisation_in_eval_mode() -> None:
+    from stochrelax.layers import GaussianInputNoise
+    from stochrelax.models import input_noise_std
+
+    model = smoothed_model(0.25).eval()
+    assert isinstance(model.input_noise, GaussianInputNoise) and input_noise_std(model) == 0.25
+    images = torch.rand(3, 1, 28, 28)
+    with seeded(1), torch.no_grad():
+        noisy = model(images)
+    with seeded(1), torch.no_grad(), noise_disabled(model):
+        shifted = images + 0.25 * torch.randn(images.shape)
+        expected = model(shifted)
+    torch.testing.assert_close(noisy, expected)
+    with seeded(1), torch.no_grad():
+        features = model.forward_features(images, ["block10"])["block10"].flatten(1)
+    torch.testing.assert_close(features, noisy)
+
+
+def test_a_model_with_input_noise_is_stochastic_and_sampled_k_times() -> None:
+    from stochrelax.models import input_noise_std
+
+    model = smoothed_model().eval()
+    assert is_stochastic(model)
+    with torch.no_grad():
+        logits = sample_logits(model, torch.rand(2, 1, 28, 28), samples=5)
+    assert logits.shape == (5, 2, 10) and not torch.equal(logits[0], logits[1])
+    with noise_disabled(model):
+        assert not is_stochastic(model) and input_noise_std(model) is None
+    assert not is_stochastic(thesis_model()) and input_noise_std(thesis_model()) is None
+
+
+def test_fold_batch_norm_keeps_the_input_noise() -> None:
+    model = smoothed_model()
+    with seeded(0):
+        for _ in range(2):  # training-mode passes give BatchNorm running statistics
+            model(torch.rand(16, 1, 28, 28))
+    folded = fold_batch_norm(model)
+    assert is_stochastic(folded)
+    images = torch.rand(4, 1, 28, 28)
+    with seeded(2), torch.no_grad(), evaluating(model):
+        expected = model(images)
+    with seeded(2), torch.no_grad():
+        torch.testing.assert_close(folded(images), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_input_noise_leaves_the_state_dict_unchanged() -> None:
+    assert set(smoothed_model().state_dict()) == set(thesis_model().state_dict())
+
+
+@pytest.mark.parametrize("section", [{"std": 0.0}, {"std": -1.0}, {}, {"std": 0.1, "mean": 0.0}])
+def test_input_noise_config_refuses_a_bad_section(section: dict) -> None:
+    from stochrelax.config import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="input_noise"):
+        parse_config({"model": {"input_noise": section}})

@@ -85,12 +85,14 @@ def test_no_two_modules_import_each_other_directly_or_through_others() -> None:
 def test_building_blocks_never_import_workflows_or_the_cli() -> None:
     graph = import_graph()
     block_names = {"noise", "estimators", "layers", "models", "data", "data_files", "rng", "attacks", "files",
-                   "training_strategies"}
+                   "training_strategies", "smoothing"}
     workflow_names = {"cli", "train", "robustness", "attack_table", "attack_rows", "worst_case", "grid", "jobs",
-                      "progress", "sweep", "study", "report", "claims", "verdicts", "results", "plots", "catalog"}
+                      "progress", "sweep", "study", "report", "claims", "verdicts", "results", "plots", "catalog",
+                      "certification"}
     blocks = {module for module in graph if module.removeprefix("stochrelax.").split(".")[0] in block_names}
     workflows = {module for module in graph if module.removeprefix("stochrelax.").split(".")[0] in workflow_names}
     assert "stochrelax.attacks.pgd" in blocks and "stochrelax.sweep" in workflows
+    assert "stochrelax.smoothing" in blocks and "stochrelax.certification" in workflows
     assert {block: graph[block] & workflows for block in blocks if graph[block] & workflows} == {}
 
 

@@ -10,6 +10,9 @@ with f = ReLU or sign (±1) and ξ drawn fresh, independently per unit, at *ever
 forward pass — in training and evaluation alike, because the network is a stochastic
 predictor. ``noise_enabled = False`` gives the deterministic counterpart f(a).
 
+Gaussian noise on the input pixels, x + δ with δ ~ N(0, σ²I) (randomized smoothing, Cohen et
+al. 2019), is the same pair: :func:`gaussian_input_noise` and :class:`GaussianInputNoise`.
+
 ReLU units use the ordinary pathwise gradient. Sign units need an estimator
 (:mod:`stochrelax.estimators`); without a noise draw they back-propagate through the
 derivative of the smooth function their estimator stands for. Sign with multiplicative
@@ -28,7 +31,7 @@ import torch.nn as nn
 
 from stochrelax.estimators import (ESTIMATORS, STRAIGHT_THROUGH_DERIVATIVES, GradientProxy, binarize,
                                    with_gradient_of)
-from stochrelax.noise import NOISES, Noise, make_noise
+from stochrelax.noise import NOISES, Gaussian, Noise, make_noise
 
 __all__ = [
     "temporarily",
@@ -39,6 +42,9 @@ __all__ = [
     "check_activation_args",
     "stochastic_activation",
     "StochasticActivation",
+    "gaussian_input_noise",
+    "GaussianInputNoise",
+    "NOISE_LAYERS",
     "noise_disabled",
     "gradient_proxies",
     "straight_through_gradients",
@@ -215,6 +221,63 @@ class StochasticActivation(nn.Module):
         return ", ".join(parts)
 
 
+def gaussian_input_noise(images: torch.Tensor, std: float, noisy: bool = True) -> torch.Tensor:
+    """x + δ with δ ~ N(0, std²·I) drawn afresh per pixel: the base classifier's input under
+    randomized smoothing (Cohen, Rosenfeld & Kolter 2019, eq. 1, https://arxiv.org/abs/1902.02918).
+
+    The noise is added to the [0, 1] pixels as they are, without clipping, as in Cohen et al.;
+    it is drawn from torch's global generator, like the units' noise.
+
+    Args:
+        images: pixels, any shape, batch first.
+        std: σ, the standard deviation of δ in pixel units.
+        noisy: draw noise; ``False`` returns ``images`` unchanged.
+    """
+    return images + Gaussian(0.0, std).sample_like(images.detach()) if noisy else images
+
+
+class GaussianInputNoise(nn.Module):
+    """Adds N(0, σ²) noise to every input pixel, in training and in evaluation alike.
+
+    Cohen et al. (2019, section 3.3) train the base classifier under the noise that its smoothed
+    classifier samples at prediction time, so the noise stays on in evaluation mode; only
+    :func:`noise_disabled` switches it off.
+
+    Args:
+        std: σ in [0, 1] pixel units.
+
+    Attributes:
+        noise_enabled: set ``False`` to pass the pixels through unchanged.
+
+    Example:
+        >>> layer = GaussianInputNoise(0.25)
+        >>> layer(torch.zeros(2, 1, 28, 28)).std().item() > 0
+        True
+    """
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        if not std > 0:
+            raise ValueError(f"input noise std must be > 0, got {std}")
+        self.std = float(std)
+        self.noise_enabled = True
+
+    @property
+    def is_stochastic(self) -> bool:
+        """Whether this layer currently draws noise."""
+        return self.noise_enabled
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return gaussian_input_noise(images, self.std, self.noise_enabled)
+
+    def extra_repr(self) -> str:
+        return f"std={self.std:g}" + ("" if self.noise_enabled else ", noise_enabled=False")
+
+
+NOISE_LAYERS = (StochasticActivation, GaussianInputNoise)
+"""Every kind of layer that draws noise: each has ``noise_enabled`` and ``is_stochastic``."""
+
+
 @contextmanager
 def temporarily(modules: Sequence[nn.Module], name: str, values: Sequence[Any]) -> Iterator[None]:
     """Within the block attribute ``name`` of each of ``modules`` is its value in ``values``; each
@@ -231,11 +294,12 @@ def temporarily(modules: Sequence[nn.Module], name: str, values: Sequence[Any]) 
 
 @contextmanager
 def noise_disabled(module: nn.Module) -> Iterator[nn.Module]:
-    """Within the block every :class:`StochasticActivation` in ``module`` is deterministic.
+    """Within the block every noise layer in ``module`` (:data:`NOISE_LAYERS`: the units and the
+    input noise) is deterministic.
 
     The previous per-layer settings are restored on exit.
     """
-    layers = [m for m in module.modules() if isinstance(m, StochasticActivation)]
+    layers = [m for m in module.modules() if isinstance(m, NOISE_LAYERS)]
     with temporarily(layers, "noise_enabled", [False] * len(layers)):
         yield module
 

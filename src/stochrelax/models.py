@@ -4,7 +4,9 @@ A network is a list of blocks Conv2d → optional BatchNorm2d → activation. Th
 activation is a :class:`~stochrelax.layers.StochasticActivation` (deterministic when
 it has no noise); the stride-2 "weighted pooling" convolutions and the final
 classifier convolution have no activation and no BatchNorm. The first layer
-normalises pixels, so inputs — and attack budgets — stay in [0, 1] pixel units.
+normalises pixels, so inputs — and attack budgets — stay in [0, 1] pixel units; an optional
+:class:`~stochrelax.layers.GaussianInputNoise` before it adds N(0, σ²) noise to those pixels
+(randomized smoothing, Cohen et al. 2019).
 
 A stochastic network defines a predictive distribution p(y | x) = E_ξ softmax(f(x, ξ)),
 estimated with K noise draws by :func:`predictive_log_prob`.
@@ -24,12 +26,13 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stochrelax.estimators import ESTIMATORS
-from stochrelax.layers import ACTIVATIONS, MODES, StochasticActivation, check_activation_args, temporarily
+from stochrelax.layers import (ACTIVATIONS, MODES, NOISE_LAYERS, GaussianInputNoise, StochasticActivation,
+                               check_activation_args, temporarily)
 from stochrelax.noise import NOISES
 
-__all__ = ["ConfigSection", "ActivationConfig", "ModelConfig", "ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock",
+__all__ = ["ConfigSection", "ActivationConfig", "InputNoiseConfig", "ModelConfig", "ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock",
            "AllConvNet", "PRECISIONS", "computing_in", "precision_of", "fold_batch_norm", "MEMORY_FORMAT",
-           "build_model", "is_stochastic", "collect_log_prob", "ROWS_PER_PASS", "draws_per_pass", "sample_logits",
+           "build_model", "is_stochastic", "input_noise_std", "collect_log_prob", "ROWS_PER_PASS", "draws_per_pass", "sample_logits",
            "predictive_log_prob", "evaluating"]
 
 
@@ -82,14 +85,23 @@ class ActivationConfig(ConfigSection):
         return self
 
 
+class InputNoiseConfig(ConfigSection):
+    """Gaussian noise N(0, std²) added to the [0, 1] pixels before normalisation, in training and
+    evaluation: the base classifier of randomized smoothing (Cohen, Rosenfeld & Kolter 2019,
+    https://arxiv.org/abs/1902.02918), which ``stochrelax certify`` certifies."""
+
+    std: float = Field(gt=0)  # σ in pixel units (Cohen et al. use 0.12–1.0 on CIFAR-10)
+
+
 class ModelConfig(ConfigSection):
-    """Network architecture (thesis Fig. 5.2) and input normalisation."""
+    """Network architecture (thesis Fig. 5.2), input noise and input normalisation."""
 
     architecture: Literal[tuple(ARCHITECTURES)] = "thesis_allconv"  # preset list of convolutions
     batch_norm: bool = True  # BatchNorm2d between each convolution and its activation
     input_mean: float = 0.5  # normalisation, the model's first layer (thesis: 0.5; data: 0.2860)
     input_std: float = Field(default=0.5, gt=0)  # (thesis: 0.5; data: 0.3530)
     activation: ActivationConfig = ActivationConfig()
+    input_noise: Optional[InputNoiseConfig] = None  # None: no noise on the input pixels
 
 
 class Normalize(nn.Module):
@@ -131,11 +143,14 @@ class AllConvNet(nn.Module):
         input_mean: pixel mean subtracted by the first layer.
         input_std: pixel std divided by the first layer.
         in_channels: channels of the input images.
+        input_noise_std: σ of Gaussian noise added to the pixels before normalisation; ``None``: none.
     """
 
     def __init__(self, specs: Iterable[ConvSpec], make_activation, batch_norm: bool = True,
-                 input_mean: float = 0.5, input_std: float = 0.5, in_channels: int = 1) -> None:
+                 input_mean: float = 0.5, input_std: float = 0.5, in_channels: int = 1,
+                 input_noise_std: float | None = None) -> None:
         super().__init__()
+        self.input_noise = nn.Identity() if input_noise_std is None else GaussianInputNoise(input_noise_std)
         self.normalize = Normalize(input_mean, input_std)
         blocks = OrderedDict()
         for index, spec in enumerate(specs, start=1):
@@ -152,7 +167,7 @@ class AllConvNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class scores (B, classes), float32, for pixel images (B, C, H, W) in [0, 1]."""
         with _autocast(self.precision, images.device):
-            scores = self.blocks(self.normalize(images))  # (B, classes, 1, 1)
+            scores = self.blocks(self.normalize(self.input_noise(images)))  # (B, classes, 1, 1)
         return scores.flatten(1)  # (B, classes)
 
     def forward_features(self, images: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
@@ -165,7 +180,7 @@ class AllConvNet(nn.Module):
         unknown = wanted.difference(self.block_names)
         if unknown:
             raise KeyError(f"unknown block(s) {sorted(unknown)}; valid: {', '.join(self.block_names)}")
-        features, x = {}, self.normalize(images)
+        features, x = {}, self.normalize(self.input_noise(images))
         for name, block in self.blocks.named_children():
             x = block(x)
             if name in wanted:
@@ -243,8 +258,9 @@ def build_model(config: ModelConfig) -> AllConvNet:
     def make_activation() -> StochasticActivation:
         return StochasticActivation(act.kind, act.noise, act.mode, act.std, act.mean, act.estimator)
 
+    input_noise_std = None if config.input_noise is None else config.input_noise.std
     model = AllConvNet(ARCHITECTURES[config.architecture], make_activation, config.batch_norm,
-                       config.input_mean, config.input_std)
+                       config.input_mean, config.input_std, input_noise_std=input_noise_std)
     return model.to(memory_format=MEMORY_FORMAT)
 
 
@@ -253,8 +269,22 @@ def _activations(model: nn.Module) -> Iterator[StochasticActivation]:
 
 
 def is_stochastic(model: nn.Module) -> bool:
-    """Whether any unit of ``model`` currently draws noise."""
-    return any(layer.is_stochastic for layer in _activations(model))
+    """Whether any noise layer of ``model`` (a unit or the input noise) currently draws noise."""
+    return any(layer.is_stochastic for layer in model.modules() if isinstance(layer, NOISE_LAYERS))
+
+
+def input_noise_std(model: nn.Module) -> float | None:
+    """σ of the Gaussian input noise that ``model`` currently adds, or ``None`` if it adds none
+    (no :class:`~stochrelax.layers.GaussianInputNoise`, or its noise switched off).
+
+    Raises:
+        ValueError: if ``model`` has more than one input-noise layer drawing noise: its input noise
+            is then not one N(0, σ²I), the distribution randomized smoothing certifies for.
+    """
+    stds = [layer.std for layer in model.modules() if isinstance(layer, GaussianInputNoise) and layer.is_stochastic]
+    if len(stds) > 1:
+        raise ValueError(f"the model has {len(stds)} Gaussian input-noise layers (stds {stds}); expected one")
+    return stds[0] if stds else None
 
 
 def collect_log_prob(model: nn.Module) -> torch.Tensor | None:

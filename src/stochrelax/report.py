@@ -30,16 +30,17 @@ from tqdm import tqdm
 
 from stochrelax import plots
 from stochrelax.attack_table import WORST_CASE
+from stochrelax.certification import CERTIFIED_RADII, certified_accuracy, read_certificates, read_certification
 from stochrelax.config import ConfigError
 from stochrelax.data import FashionMNIST
 from stochrelax.results import (RESULTS_CAPTION, RESULTS_CSV, Table, describe_adversarial_training, describe_units,
                                 images_text, markdown_table, read_results, results_table)
-from stochrelax.runs import Run, RunDirError, load_run, read_attack_table
+from stochrelax.runs import CERTIFY_CSV, Run, RunDirError, load_run, read_attack_table
 from stochrelax.verdicts import (FAILS, HOLDS, INCONCLUSIVE, NOT_JUDGED, NOT_MEASURED, VERDICTS_CAPTION, VERDICTS_CSV,
                                  read_verdicts, scope_headline, verdict_table)
 
 __all__ = ["SUMMARY_BUDGETS", "VERDICT_BACKGROUNDS", "TRAINING_DISTRIBUTIONS", "ReportFigure", "summary_table",
-           "build_report"]
+           "certification_table", "build_report"]
 
 # Budgets shown in the summary table (thesis Figs. 5.3–5.5 span these).
 SUMMARY_BUDGETS: dict[str, tuple[float, ...]] = {"eps": (0.03, 0.07, 0.1), "p": (0.1, 0.3)}
@@ -84,6 +85,8 @@ def _load_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
         try:
             run = load_run(run_dir)
             read_attack_table(run_dir)  # a damaged table would break the page later
+            read_certificates(run_dir)
+            read_certification(run_dir)
         except (RunDirError, ConfigError) as error:
             left_out.append(str(error))
             continue
@@ -136,6 +139,27 @@ def summary_table(runs: Sequence[Run], left_out: Sequence[str] = ()) -> Table:
             notes += [f"{run.path.name}: {warning}" for warning in table.get("warnings", [])]
         rows.append(row)
     return Table(header, rows, notes + [f"left out: {reason}" for reason in left_out])
+
+
+def certification_table(runs: Sequence[Run]) -> Table:
+    """One row per run that ``stochrelax certify`` certified: σ, draws, α, images, and the certified
+    accuracy of its smoothed classifier at each L2 radius of :data:`~stochrelax.certification.CERTIFIED_RADII`
+    (Cohen, Rosenfeld & Kolter 2019); no rows when none was certified."""
+    header = ["run", "σ", "n", "α", "images", *(f"certified accuracy at L2 radius {radius:g}"
+                                                  for radius in CERTIFIED_RADII)]
+    rows = []
+    for run in runs:
+        certificates = read_certificates(run.path)
+        if certificates is None:
+            continue
+        record = read_certification(run.path) or {}
+        settings = record.get("settings", {})
+        rows.append([run.path.name, format(record.get("sigma", float("nan")), "g"), str(settings.get("n", "?")),
+                     format(settings.get("alpha", float("nan")), "g"), str(len(certificates)),
+                     *(f"{accuracy:.1%}" for accuracy in certified_accuracy(certificates).values())])
+    return Table(header, rows, ["Certified accuracy: the fraction of images whose smoothed prediction is correct "
+                                "with a certified L2 radius at least r (pixels); abstentions count as wrong. It "
+                                "certifies the smoothed classifier, not the base network, and not an L∞ ball."])
 
 
 def _attack_rows(runs: Sequence[Run]) -> list[dict]:
@@ -209,6 +233,11 @@ def _run_figures(run: Run, data: FashionMNIST, tsne_count: int) -> list[ReportFi
                      f"Accuracy vs confidence per bin on {evaluated} test images, with the expected calibration "
                      "error (ECE).", lambda: plots.reliability_diagram(path, data)),
     ]
+    if (path / CERTIFY_CSV).is_file():
+        figures.append(ReportFigure(f"{name}_certified_accuracy", "Certified accuracy vs L2 radius",
+                                    "Certified accuracy of the smoothed classifier (randomized smoothing, Cohen et al. "
+                                    "2019) against the L2 radius, from certify.csv.",
+                                    lambda: plots.certified_accuracy_curve(path)))
     if run.config.model.activation.noise is not None:
         figures.append(ReportFigure(f"{name}_accuracy_vs_samples", "Accuracy vs noise samples K",
                                     f"Accuracy of the predictor averaging K noisy passes, against K, on {evaluated} "
@@ -383,6 +412,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
     study = None if study_root is None else _read_study(study_root)
     summary = _TableSection("Summary", "The runs whose figures follow. Accuracy of the averaged predictor; stochastic "
                             "runs show single-draw / EOT attacks.", summary_table(runs, left_out), "summary")
+    certified = _TableSection("Certified robustness", "Randomized smoothing: the runs certified with "
+                              "`stochrelax certify`.", certification_table(runs), "certified")
     shared, per_run = _shared_figures(runs, data), [(run, _run_figures(run, data, tsne_count)) for run in runs]
     to_draw = [(figure, 3, "") for figure in ([study.forest, study.robustness] if study else []) + shared]
     to_draw += [(figure, 4, run.path.name) for run, figures in per_run for figure in figures]
@@ -399,6 +430,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
         ]
     sections += [
         _PageSection("summary", summary.heading, f"<p>{html.escape(summary.intro)}</p>{_html_table(summary)}"),
+        *([_PageSection("certified", certified.heading,
+                        f"<p>{html.escape(certified.intro)}</p>{_html_table(certified)}")] if certified.table.rows else []),
         _PageSection("figures", "Figures across runs", "".join(drawn[figure.key] for figure in shared)),
         _PageSection("runs", "Per-run figures",
                      "".join(_run_section_html(run, [drawn[figure.key] for figure in figures])
@@ -419,7 +452,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
     markdown = ["# stochrelax report", ""]
     if study is not None:
         markdown += [study.headline, "", "## Verdicts", "", study.verdicts.intro, "", markdown_table(study.verdicts.table)]
-    for section in ([study.results] if study else []) + [summary]:
+    for section in ([study.results] if study else []) + [summary] + ([certified] if certified.table.rows else []):
         markdown += ["", f"## {section.heading}", "", section.intro, "", markdown_table(section.table)]
     markdown += ["", f"Regenerate with `{command}`"]
     (out_dir / "report.md").write_text("\n".join(markdown) + "\n")

@@ -23,6 +23,9 @@ A run directory holds
 - ``attacks.json``, ``attacks.csv``  the robustness table of ``stochrelax attack``
   (rows merge across invocations; the JSON also holds the diagnostics and, per row, which
   images stayed correct, ``correct``);
+- ``certify.csv``, ``certify.json``  the randomized-smoothing certificates of ``stochrelax certify``
+  (one row per test image: index, label, prediction, radius, correct, seconds) and how they were
+  measured, with the certified accuracy at a few radii (:mod:`stochrelax.certification`);
 - ``.lock``             locked by the process writing the run (:func:`run_lock`), so two never
   write the same directory; the file stays after its process, which does not matter.
 
@@ -56,7 +59,7 @@ from stochrelax.files import write_atomically
 from stochrelax.models import AllConvNet, build_model
 
 __all__ = ["RunDirError", "Run", "LAYOUT_VERSION", "RUN_FILE", "LOCK_FILE", "CONFIG_FILE", "METRICS_FILE",
-           "TRAINING_STATS_FILE", "WEIGHTS_FILE", "SUMMARY_FILE", "ATTACKS_JSON", "ATTACKS_CSV", "CHECKPOINT_FILE",
+           "TRAINING_STATS_FILE", "WEIGHTS_FILE", "SUMMARY_FILE", "ATTACKS_JSON", "ATTACKS_CSV", "CERTIFY_CSV", "CERTIFY_JSON", "CHECKPOINT_FILE",
            "EVENTS_FILE", "TENSORBOARD_DIR", "RUN_FILES", "error_reason", "write_run_file", "check_writable",
            "run_lock",
            "check_run_dir", "create_run_dir", "check_layout", "write_config", "check_same_config", "read_json",
@@ -75,13 +78,15 @@ WEIGHTS_FILE = "model.safetensors"
 SUMMARY_FILE = "summary.json"
 ATTACKS_JSON = "attacks.json"
 ATTACKS_CSV = "attacks.csv"
+CERTIFY_CSV = "certify.csv"
+CERTIFY_JSON = "certify.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 EVENTS_FILE = "events.jsonl"
 TENSORBOARD_DIR = "tensorboard"  # TensorBoard scalars (stochrelax.scalars), when tensorboard is installed
 _JSON_ONLY = frozenset({"correct"})  # attack-row fields too long for a spreadsheet: attacks.json only
 _BOOKKEEPING = frozenset({RUN_FILE, LOCK_FILE})  # a directory holding only these holds no run
 RUN_FILES = frozenset({RUN_FILE, LOCK_FILE, CONFIG_FILE, METRICS_FILE, TRAINING_STATS_FILE, WEIGHTS_FILE, SUMMARY_FILE,
-                       ATTACKS_JSON, ATTACKS_CSV, CHECKPOINT_FILE, EVENTS_FILE,
+                       ATTACKS_JSON, ATTACKS_CSV, CERTIFY_CSV, CERTIFY_JSON, CHECKPOINT_FILE, EVENTS_FILE,
                        TENSORBOARD_DIR})  # every file a run writes (the last a directory)
 
 

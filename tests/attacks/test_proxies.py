@@ -113,3 +113,15 @@ def test_smooth_relu_is_the_mean_of_the_noisy_unit(noise: str, mode: str) -> Non
 def test_deterministic_relu_stays_relu() -> None:
     points = torch.linspace(-1, 1, 5)
     assert torch.equal(SmoothActivation(StochasticActivation("relu"), Proxy())(points), torch.relu(points))
+
+
+def test_the_smooth_surrogate_of_a_model_with_input_noise_is_deterministic() -> None:
+    from stochrelax.config import parse_config
+    from stochrelax.models import build_model
+
+    model = build_model(parse_config({"model": {"input_noise": {"std": 0.25}}}).model).eval()
+    surrogate = smooth_surrogate(model, Proxy.parse("own"))
+    assert not is_stochastic(surrogate) and is_stochastic(model)
+    images = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(surrogate(images), surrogate(images))

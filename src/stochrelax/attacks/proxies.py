@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from stochrelax.estimators import STRAIGHT_THROUGH_DERIVATIVES
-from stochrelax.layers import GradientProxy, StochasticActivation, gradient_proxies
+from stochrelax.layers import GaussianInputNoise, GradientProxy, StochasticActivation, gradient_proxies
 from stochrelax.noise import Noise
 
 __all__ = ["Proxy", "SignUnit", "PROXY_KINDS", "ProxyGradients", "SmoothActivation", "smooth_surrogate", "has_sign_units"]
@@ -190,7 +190,8 @@ class SmoothActivation(nn.Module):
 
 
 def smooth_surrogate(model: nn.Module, proxy: Proxy) -> nn.Module:
-    """A deterministic copy of ``model`` with every stochastic unit replaced by its :class:`SmoothActivation`.
+    """A deterministic copy of ``model`` with every stochastic unit replaced by its :class:`SmoothActivation`
+    and its Gaussian input noise, whose mean is zero, switched off.
 
     The copy shares no tensors with ``model`` and keeps its train/eval mode.
     """
@@ -199,4 +200,6 @@ def smooth_surrogate(model: nn.Module, proxy: Proxy) -> nn.Module:
         for name, child in parent.named_children():
             if isinstance(child, StochasticActivation):
                 setattr(parent, name, SmoothActivation(child, proxy))
+            elif isinstance(child, GaussianInputNoise):
+                child.noise_enabled = False
     return surrogate

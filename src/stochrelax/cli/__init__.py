@@ -1,5 +1,5 @@
-"""Command-line interface: ``stochrelax train | evaluate | attack | report | results | sweep | reproduce | runs |
-compare | bench | data info``.
+"""Command-line interface: ``stochrelax train | evaluate | attack | certify | report | results | sweep | reproduce |
+runs | compare | bench | data info``.
 
 :mod:`~stochrelax.cli.parser` builds the parser, :mod:`~stochrelax.cli.commands` holds what each
 command does, and :func:`main` is the error boundary around them: every command validates its

@@ -17,18 +17,20 @@ from typing import Any, Callable
 import torch
 
 from stochrelax.attack_table import AttackSettings
+from stochrelax.certification import CertifySettings, certify_run
 from stochrelax.config import load_config
 from stochrelax.data import data_info as find_data, load_fashion_mnist
 from stochrelax.evaluate import evaluate_run
 from stochrelax.grid import STUDY_GRID, load_grid
 from stochrelax.jobs import JobResult
 from stochrelax.robustness import attack_run
-from stochrelax.runs import CONFIG_FILE, check_run_dir, load_run
+from stochrelax.runs import CERTIFY_CSV, CERTIFY_JSON, CONFIG_FILE, check_run_dir, load_run
+from stochrelax.smoothing import ABSTAIN
 from stochrelax.sweep import SWEEP_FILE, run_sweep, unfinished_work, usable_cpus
 from stochrelax.train import train_run
 
 __all__ = ["UsageError", "CONTINUE_STUDY", "DEVICES", "resolve_device", "format_attack_table", "train", "evaluate",
-           "attack", "report", "results", "sweep", "reproduce", "bench", "runs", "compare", "data_info"]
+           "attack", "certify", "report", "results", "sweep", "reproduce", "bench", "runs", "compare", "data_info"]
 
 
 class UsageError(Exception):
@@ -140,6 +142,21 @@ def attack(args: argparse.Namespace) -> None:
     for warning in report.warnings:
         print(f"warning: {warning}")
     print(f"table written to {run.path / 'attacks.csv'} and attacks.json")
+
+
+def certify(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    run = load_run(args.run_dir)
+    data = load_fashion_mnist(args.data_dir).limit(test_limit=args.limit)
+    settings = CertifySettings(n0=args.n0, n=args.n, alpha=args.alpha, batch=args.batch, seed=args.seed,
+                               sigma=args.sigma)
+    result = certify_run(run, data, settings, device=device, progress=not args.no_progress)
+    abstained = sum(row.prediction == ABSTAIN for row in result.rows)
+    print(f"{run.path}: smoothed classifier, sigma {result.sigma:g}, n0 {settings.n0}, n {settings.n}, "
+          f"alpha {settings.alpha:g}, on {len(result.rows)} test images ({abstained} abstained)")
+    print("certified accuracy at L2 radius " + "  ".join(f"{radius:g}: {accuracy:.1%}"
+                                                          for radius, accuracy in result.accuracy.items()))
+    print(f"certificates written to {run.path / CERTIFY_CSV} and {CERTIFY_JSON}")
 
 
 def report(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from stochrelax import __version__
 from stochrelax.attack_table import DEFAULT_BUDGETS, DEFAULT_PROXIES, EVALUATIONS, THESIS_ATTACKS
 from stochrelax.attacks.proxies import Proxy
+from stochrelax.certification import CERTIFIED_RADII, CertifySettings
 from stochrelax.cli import commands
 from stochrelax.cli.commands import DEVICES, UsageError
 from stochrelax.grid import PRESETS, STUDY_GRID
@@ -199,6 +200,52 @@ def _add_attack(subparsers: argparse._SubParsersAction) -> None:
     attack.set_defaults(handler=commands.attack)
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value:g}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+    return value
+
+
+def _add_certify(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``stochrelax certify``."""
+    defaults = CertifySettings()
+    certify = subparsers.add_parser(
+        "certify", help="certified L2 robustness of a run's smoothed classifier (randomized smoothing)",
+        description="Certify the smoothed classifier of a finished run whose model adds Gaussian input noise "
+                    "(model.input_noise), by CERTIFY of Cohen, Rosenfeld & Kolter (2019): per test image a "
+                    "prediction and an L2 radius, in pixels, on which the smoothed classifier provably keeps it, "
+                    "with probability at least 1 - alpha. Writes certify.csv and certify.json in the run "
+                    "directory and prints the certified accuracy at radii "
+                    f"{', '.join(f'{radius:g}' for radius in CERTIFIED_RADII)}. Runs without input noise are "
+                    "refused: noise inside the network gives no such certificate.")
+    certify.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    certify.add_argument("--sigma", type=_positive_float, default=None, metavar="SIGMA",
+                         help="the smoothing noise std; must equal the model's input noise std (default: the model's)")
+    certify.add_argument("--n0", type=_positive_int, default=defaults.n0, metavar="N",
+                         help=f"noise draws that select the class (default {defaults.n0})")
+    certify.add_argument("--n", type=_positive_int, default=defaults.n, metavar="N",
+                         help=f"noise draws that bound its probability (default {defaults.n})")
+    certify.add_argument("--alpha", type=_probability, default=defaults.alpha, metavar="A",
+                         help=f"failure probability of each certificate (default {defaults.alpha:g})")
+    certify.add_argument("--limit", type=_positive_int, default=500, metavar="N",
+                         help="certify the first N test images (default 500)")
+    certify.add_argument("--batch", type=_positive_int, default=defaults.batch, metavar="B",
+                         help=f"noise draws per forward pass (default {defaults.batch})")
+    certify.add_argument("--seed", type=int, default=defaults.seed, metavar="S",
+                         help="seed of the noise draws; image i uses S + i")
+    certify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common_options(certify)
+    certify.set_defaults(handler=commands.certify)
+
+
 def _add_report(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``stochrelax report``."""
     report = subparsers.add_parser(
@@ -315,7 +362,7 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(handler=commands.data_info)
 
 
-COMMANDS = (_add_train, _add_evaluate, _add_attack, _add_report, _add_results, _add_sweep, _add_reproduce,
+COMMANDS = (_add_train, _add_evaluate, _add_attack, _add_certify, _add_report, _add_results, _add_sweep, _add_reproduce,
             _add_runs, _add_compare, _add_bench, _add_data)
 """Each adds one command's sub-parser, in the order ``--help`` lists them."""
 

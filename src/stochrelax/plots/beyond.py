@@ -1,5 +1,5 @@
-"""Figures beyond the thesis about one run: a reliability diagram and accuracy against the number
-of noise samples averaged."""
+"""Figures beyond the thesis about one run: a reliability diagram, accuracy against the number
+of noise samples averaged, and the certified accuracy of its smoothed classifier against the L2 radius."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from stochrelax import runs
+from stochrelax.certification import CERTIFIED_RADII, certified_accuracy, read_certificates, read_certification
 from stochrelax.data import FashionMNIST
 from stochrelax.models import predictive_log_prob
 from stochrelax.plots.measures import (accuracy_by_samples, calibration_bins, confidences, draw_logits,
                                        expected_calibration_error, first_test_images, single_draw_accuracy)
-from stochrelax.plots.style import EVALUATION_IMAGES, SEED, SINGLE, WIDE, figure_legend, new_figure
+from stochrelax.plots.style import EVALUATION_IMAGES, SEED, SINGLE, WIDE, MissingData, figure_legend, new_figure
 from stochrelax.rng import seeded
 
 
@@ -85,4 +86,42 @@ def accuracy_vs_samples(run_dir: str | Path, data: FashionMNIST,
     ax.set_ylabel("clean test accuracy")
     ax.legend(loc="lower right", fontsize="small")
     ax.set_title(f"Accuracy vs noise draws K of {run.path.name}\non {labels.numel()} test images", fontsize=9)
+    return figure
+
+
+def certified_accuracy_curve(run_dir: str | Path, points: int = 200) -> Figure:
+    """Certified accuracy of a run's smoothed classifier against the L2 radius, from its ``certify.csv``
+    (Cohen, Rosenfeld & Kolter 2019, Fig. 1 and section 4; not in the thesis).
+
+    The curve is the fraction of certified images whose prediction is correct with a certified
+    radius at least r, at ``points`` radii from 0 to the largest certified one; the markers are the
+    radii of :data:`~stochrelax.certification.CERTIFIED_RADII`.
+
+    Raises:
+        MissingData: if the run was never certified.
+    """
+    path = Path(run_dir)
+    rows = read_certificates(path)
+    if rows is None:
+        raise MissingData(f"{path} was never certified: run `stochrelax certify {path}` (its model needs "
+                          "model.input_noise)")
+    record = read_certification(path) or {}
+    settings = record.get("settings", {})
+    largest = max([row.radius for row in rows if np.isfinite(row.radius)] + [max(CERTIFIED_RADII)])
+    radii = np.linspace(0.0, largest, points)
+    curve = certified_accuracy(rows, radii.tolist())
+    marked = certified_accuracy(rows)
+    figure = new_figure(SINGLE)
+    ax = figure.subplots()
+    ax.plot(radii, list(curve.values()), label="certified accuracy")
+    ax.plot(list(marked), list(marked.values()), "o", color="tab:orange", markersize=4,
+            label="at " + ", ".join(f"{radius:g}" for radius in marked))
+    ax.set_xlabel("L2 radius (pixels)")
+    ax.set_ylabel("certified accuracy")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlim(0.0, largest)
+    ax.legend(loc="upper right", fontsize="small")
+    how = ", ".join(f"{name} {settings[key]:g}" for name, key in (("n", "n"), ("α", "alpha")) if key in settings)
+    ax.set_title(f"Certified accuracy of the smoothed {path.name}, σ = {record.get('sigma', float('nan')):g}\n"
+                 f"on {len(rows)} test images" + (f" ({how})" if how else ""), fontsize=9)
     return figure
