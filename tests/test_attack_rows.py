@@ -111,3 +111,14 @@ def test_any_subset_of_positions_is_judged_on_its_own_fixed_draws(fashion_mnist,
         assert torch.equal(judge(pixels)[1], single_expected == labels)
     correct, _ = judge(pixels[subset], subset)
     assert torch.equal(correct, averaged_expected[subset] == labels[subset])
+
+
+def test_input_noise_is_recorded_and_replayed_like_the_units_noise(fashion_mnist):
+    with seeded(0):  # noise on the pixels only, so large that every draw changes the predicted class
+        model = build_model(ModelConfig(input_noise={"std": 2.0})).eval()
+    pixels, labels = fashion_mnist.test_images[:30].float() / 255, fashion_mnist.test_labels[:30]
+    expected = _scores_independently(model, pixels, 4, 10, seed=3).argmax(dim=2)
+    judge = FixedDrawJudge(model, labels, samples=4, batch_size=10, seed=3)
+    assert torch.equal(judge.predict(pixels)[1], expected)
+    subset = torch.tensor([29, 0, 14])
+    assert torch.equal(judge.predict(pixels[subset], subset)[1], expected[:, subset])

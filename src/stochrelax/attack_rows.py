@@ -26,7 +26,7 @@ from stochrelax.attack_table import WORST_CASE, AttackResult, AttackSettings
 from stochrelax.attacks import ATTACKS, make_attack
 from stochrelax.attacks.fgsm import kurakin_steps
 from stochrelax.attacks.proxies import Proxy, ProxyGradients, has_sign_units
-from stochrelax.layers import StochasticActivation, drawing_from
+from stochrelax.layers import drawing_from
 from stochrelax.models import (draws_per_pass, evaluating, is_stochastic, precision_of, predictive_log_prob,
                                sample_logits)
 from stochrelax.rng import seeded
@@ -64,7 +64,7 @@ class FixedDrawJudge:
         self.model, self.labels, self.batch_size, self.seed = model, labels, batch_size, seed
         self.samples = samples if is_stochastic(model) else 1
         self._clean: tuple[torch.Tensor, torch.Tensor] | None = None  # the clean images and their judgement
-        self._bank: dict[StochasticActivation, torch.Tensor] | None = None  # unit -> (K, N, P) draws, P per image
+        self._bank: dict[torch.nn.Module, torch.Tensor] | None = None  # unit -> (K, N, P) draws, P per image
         self._recorded: set[int] = set()  # the batches whose draws the bank holds
         self._bank_fits = True
 
@@ -82,10 +82,10 @@ class FixedDrawJudge:
     def _drawn(self, images: torch.Tensor, batch: int) -> torch.Tensor:
         """(K, B, classes) scores of batch ``batch`` (its images in ``images``) on freshly drawn fixed draws,
         recorded into the bank while it fits."""
-        drawn: dict[StochasticActivation, list[torch.Tensor]] = {}
+        drawn: dict[torch.nn.Module, list[torch.Tensor]] = {}
 
-        def record(unit: StochasticActivation, pre_activation: torch.Tensor) -> torch.Tensor:
-            sample = unit.noise.sample_like(pre_activation)
+        def record(unit: torch.nn.Module, pre_activation: torch.Tensor) -> torch.Tensor:
+            sample = unit.draw(pre_activation)
             drawn.setdefault(unit, []).append(sample)
             return sample
 
@@ -95,7 +95,7 @@ class FixedDrawJudge:
             self._keep(drawn, batch, len(images))
         return logits
 
-    def _keep(self, drawn: dict[StochasticActivation, list[torch.Tensor]], batch: int, count: int) -> None:
+    def _keep(self, drawn: dict[torch.nn.Module, list[torch.Tensor]], batch: int, count: int) -> None:
         """Stores one batch's draws (per unit, one (k·B, ...) tensor per forward pass) at its positions."""
         if self._bank is None:
             size = sum(passes[0][0].numel() * passes[0].element_size() for passes in drawn.values())
@@ -115,7 +115,7 @@ class FixedDrawJudge:
         logits = []
         for first, count in zip(itertools.accumulate([0, *draws_per_pass(self.samples, len(images))]),
                                 draws_per_pass(self.samples, len(images))):
-            def replay(unit: StochasticActivation, pre_activation: torch.Tensor) -> torch.Tensor:
+            def replay(unit: torch.nn.Module, pre_activation: torch.Tensor) -> torch.Tensor:
                 draws = self._bank[unit][first:first + count].index_select(1, positions)  # (k, M, P)
                 return _like(draws.flatten(0, 1), pre_activation)
 

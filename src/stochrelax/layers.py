@@ -201,6 +201,10 @@ class StochasticActivation(nn.Module):
         """Whether this unit currently draws noise."""
         return self.noise is not None and self.noise_enabled
 
+    def draw(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        """A fresh ξ shaped (and laid out) like ``pre_activation``."""
+        return self.noise.sample_like(pre_activation)
+
     def forward(self, pre_activation: torch.Tensor) -> torch.Tensor:
         sample = None
         if self.noise_source is not None and self.is_stochastic:
@@ -221,7 +225,8 @@ class StochasticActivation(nn.Module):
         return ", ".join(parts)
 
 
-def gaussian_input_noise(images: torch.Tensor, std: float, noisy: bool = True) -> torch.Tensor:
+def gaussian_input_noise(images: torch.Tensor, std: float, noisy: bool = True,
+                         sample: torch.Tensor | None = None) -> torch.Tensor:
     """x + δ with δ ~ N(0, std²·I) drawn afresh per pixel: the base classifier's input under
     randomized smoothing (Cohen, Rosenfeld & Kolter 2019, eq. 1, https://arxiv.org/abs/1902.02918).
 
@@ -232,8 +237,11 @@ def gaussian_input_noise(images: torch.Tensor, std: float, noisy: bool = True) -
         images: pixels, any shape, batch first.
         std: σ, the standard deviation of δ in pixel units.
         noisy: draw noise; ``False`` returns ``images`` unchanged.
+        sample: a draw of δ (shape of ``images``) to use instead of a fresh one (:func:`drawing_from`).
     """
-    return images + Gaussian(0.0, std).sample_like(images.detach()) if noisy else images
+    if not noisy:
+        return images
+    return images + (Gaussian(0.0, std).sample_like(images.detach()) if sample is None else sample)
 
 
 class GaussianInputNoise(nn.Module):
@@ -248,6 +256,7 @@ class GaussianInputNoise(nn.Module):
 
     Attributes:
         noise_enabled: set ``False`` to pass the pixels through unchanged.
+        noise_source: set by :func:`drawing_from` to supply δ instead of a fresh draw.
 
     Example:
         >>> layer = GaussianInputNoise(0.25)
@@ -261,21 +270,30 @@ class GaussianInputNoise(nn.Module):
             raise ValueError(f"input noise std must be > 0, got {std}")
         self.std = float(std)
         self.noise_enabled = True
+        self.noise_source: NoiseSource | None = None
 
     @property
     def is_stochastic(self) -> bool:
         """Whether this layer currently draws noise."""
         return self.noise_enabled
 
+    def draw(self, images: torch.Tensor) -> torch.Tensor:
+        """A fresh δ shaped like ``images``."""
+        return Gaussian(0.0, self.std).sample_like(images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return gaussian_input_noise(images, self.std, self.noise_enabled)
+        sample = None
+        if self.noise_source is not None and self.noise_enabled:
+            sample = self.noise_source(self, images.detach())
+        return gaussian_input_noise(images, self.std, self.noise_enabled, sample)
 
     def extra_repr(self) -> str:
         return f"std={self.std:g}" + ("" if self.noise_enabled else ", noise_enabled=False")
 
 
 NOISE_LAYERS = (StochasticActivation, GaussianInputNoise)
-"""Every kind of layer that draws noise: each has ``noise_enabled`` and ``is_stochastic``."""
+"""Every kind of layer that draws noise: each has ``noise_enabled``, ``is_stochastic``, ``noise_source``
+and ``draw``."""
 
 
 @contextmanager
@@ -304,19 +322,20 @@ def noise_disabled(module: nn.Module) -> Iterator[nn.Module]:
         yield module
 
 
-NoiseSource = Callable[[StochasticActivation, torch.Tensor], torch.Tensor]
-"""(unit, pre-activation) -> the unit's noise sample ξ for this pass, shaped like the pre-activation."""
+NoiseSource = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+"""(noise layer, its input) -> the layer's noise sample for this pass, shaped like its input."""
 
 
 @contextmanager
 def drawing_from(module: nn.Module, source: NoiseSource) -> Iterator[nn.Module]:
-    """Within the block every stochastic unit of ``module`` takes its ξ from ``source`` instead of drawing it.
+    """Within the block every noise layer of ``module`` (:data:`NOISE_LAYERS`) that draws takes its
+    sample from ``source`` instead of drawing it.
 
-    What fixed evaluation draws need: record each unit's draws once, then replay them for any
-    subset of the images (:class:`stochrelax.attack_rows.FixedDrawJudge`). The previous
-    settings are restored on exit.
+    What fixed evaluation draws need: record each layer's draws once (``source`` calling the
+    layer's ``draw``), then replay them for any subset of the images
+    (:class:`stochrelax.attack_rows.FixedDrawJudge`). The previous settings are restored on exit.
     """
-    layers = [m for m in module.modules() if isinstance(m, StochasticActivation)]
+    layers = [m for m in module.modules() if isinstance(m, NOISE_LAYERS)]
     with temporarily(layers, "noise_source", [source] * len(layers)):
         yield module
 
