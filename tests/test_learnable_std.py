@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from stochrelax import records, runs
+from stochrelax import plots, records, runs
 from stochrelax.cli import main
 from stochrelax.config import ConfigError, load_config, parse_config
 from stochrelax.estimators import score_function_surrogate
 from stochrelax.layers import StochasticActivation, learned_stds
 from stochrelax.models import build_model
 from stochrelax.noise import NOISES
+from stochrelax.report import _run_figures
 from stochrelax.rng import seeded
 from stochrelax.scalars import _scalars
 from stochrelax.train import noise_std_metrics, train_run
@@ -271,19 +272,41 @@ def test_noise_std_metrics_give_the_mean_per_unit_and_the_range_per_channel() ->
         "noise_std/min/0": pytest.approx(0.1), "noise_std/max/0": pytest.approx(0.6)}
 
 
-@pytest.mark.slow
-def test_training_records_the_learned_std_of_every_epoch(fashion_mnist, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def learnable_run(fashion_mnist, tmp_path_factory) -> Path:
+    """Two epochs of a per-channel learnable std on 256 training and 64 test images."""
     config = parse_config({"model": {"activation": LEARNABLE},
                            "train": {"epochs": 2}, "data": {"train_limit": 256, "test_limit": 64}})
-    train_run(config, fashion_mnist, tmp_path / "run")
-    metrics = records.read_metrics(tmp_path / "run")
+    run_dir = tmp_path_factory.mktemp("learnable") / "run"
+    train_run(config, fashion_mnist, run_dir)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_training_records_the_learned_std_of_every_epoch(learnable_run) -> None:
+    metrics = records.read_metrics(learnable_run)
     assert [sorted(record["noise_std"]) for record in metrics] == [sorted(f"blocks.block{i}.act"
                                                                           for i in (1, 2, 4, 5, 7, 9))] * 2
-    final = learned_stds(runs.load_run(tmp_path / "run").model)
+    final = learned_stds(runs.load_run(learnable_run).model)
     for name, std in final.items():
         assert metrics[-1]["noise_std"][name] == pytest.approx(std.mean().item())
         assert metrics[-1]["noise_std_min"][name] <= metrics[-1]["noise_std"][name] <= metrics[-1]["noise_std_max"][name]
     assert metrics[0]["noise_std"] != metrics[1]["noise_std"]  # trained, not frozen
+
+
+@pytest.mark.slow
+def test_the_report_draws_the_learned_std_of_a_learnable_run_only(learnable_run, fashion_mnist, tmp_path) -> None:
+    figure = plots.learned_noise_std(learnable_run)
+    (ax,) = figure.axes
+    assert len(ax.lines) == 7 and len(ax.collections) == 6  # six layers and the initial std; six channel bands
+    assert [figure.key for figure in _run_figures(runs.load_run(learnable_run), fashion_mnist, 10)
+            if figure.key.endswith("learned_noise_std")] == ["run_learned_noise_std"]
+    fixed = tmp_path / "fixed"
+    runs.create_run_dir(fixed)
+    runs.write_config(fixed, parse_config({}))
+    records.append_metrics(fixed, epoch_metrics(1, test_accuracy=0.5))
+    with pytest.raises(plots.MissingData, match="learnable_std"):
+        plots.learned_noise_std(fixed)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Figures of the thesis (Figs. 4.1–4.5, 5.3–5.9, section 5.1), two beyond it, and the study's.
+"""Figures of the thesis (Figs. 4.1–4.5, 5.3–5.9, section 5.1), three beyond it, and the study's.
 
 Every figure function returns a :class:`matplotlib.figure.Figure` built without pyplot,
 so no global figure state is created and no backend is selected: the figures render
@@ -17,7 +17,7 @@ Functions that evaluate a model on the clean test set use the first
 ``data.limit(test_limit=N)`` for fewer.
 """
 
-from stochrelax.plots.beyond import accuracy_vs_samples, reliability_diagram
+from stochrelax.plots.beyond import accuracy_vs_samples, learned_noise_std, reliability_diagram
 from stochrelax.plots.measures import (accuracy_by_samples, block_features, calibration_bins, channel_norm_maps,
                                        confidences, default_heatmap_indices, draw_logits, expected_calibration_error,
                                        first_test_images, mean_curve, single_draw_accuracy, tsne_embedding)
@@ -36,5 +36,5 @@ __all__ = [
     # figures
     "noise_densities", "example_grid", "activation_heatmaps", "accuracy_vs_budget", "clean_accuracy_bars",
     "learning_curves", "confidence_histograms", "tsne_features", "training_distributions",
-    "reliability_diagram", "accuracy_vs_samples", "forest_plot", "robust_accuracy_vs_eps", "save_figure",
+    "reliability_diagram", "accuracy_vs_samples", "learned_noise_std", "forest_plot", "robust_accuracy_vs_eps", "save_figure",
 ]
