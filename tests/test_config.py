@@ -30,10 +30,13 @@ SHIPPED = {
     "sign_logistic_score": ("sign", "logistic", "additive", 0.05, "score"),
     "relu_adversarial_fgsm": ("relu", None, "additive", None, None),
     "relu_adversarial_pgd": ("relu", None, "additive", None, None),
+    "relu_gaussian_learnable": ("relu", "gaussian", "additive", 0.25, None),  # std: the initial value
+    "relu_gaussian_learnable_pgd": ("relu", "gaussian", "additive", 0.25, None),
 }
 
 # name -> (method, eps) of adversarial training; the others train on clean data
-ADVERSARIAL = {"relu_adversarial_fgsm": ("fgsm_mixture", 0.07), "relu_adversarial_pgd": ("pgd", 0.1)}
+ADVERSARIAL = {"relu_adversarial_fgsm": ("fgsm_mixture", 0.07), "relu_adversarial_pgd": ("pgd", 0.1),
+               "relu_gaussian_learnable_pgd": ("pgd", 0.1)}
 
 THESIS_MULTIPLICATIVE_RELU = {"model": {"activation": {"kind": "relu", "noise": "gaussian",
                                                        "mode": "multiplicative", "std": 0.1, "mean": 0.0}}}
@@ -83,6 +86,12 @@ def test_shipped_config_trains_adversarially_only_when_its_name_says(name):
     adversarial = load_config(CONFIG_DIR / f"{name}.yaml").train.adversarial
     method, eps = ADVERSARIAL.get(name, (None, 0.07))
     assert (adversarial.method, adversarial.eps) == (method, pytest.approx(eps))
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_config_learns_its_noise_std_only_when_its_name_says(name):
+    learnable_std = load_config(CONFIG_DIR / f"{name}.yaml").model.activation.learnable_std
+    assert (learnable_std is not None and learnable_std.granularity) == ("learnable" in name and "layer")
 
 
 def test_thesis_adversarial_baseline_regenerates_every_20_epochs():

@@ -15,6 +15,8 @@ each to a unit's noise, giving an :data:`Estimator` of ``(a, y)``.
   value is the sample, the backward pass is the gradient of E[y], 2p(a). Logistic
   noise gives the tanh proxy, uniform noise hard-tanh, Gaussian the erf.
   For a single layer this is exactly d/dθ E[y]; through several layers it is biased.
+  With a learnable (tensor) std s, E[y] = 2F₀((a − μ)/s) − 1 in terms of the unit-std
+  CDF F₀, so the backward pass also gives d/ds E[y] = −2p₀((a − μ)/s)·(a − μ)/s².
 - ``"classic_ste"``: the classic deterministic estimator for sign networks (Bengio et
   al. 2013, with the saturation of Hubara et al. 2016): gradient 1 where |a| ≤ 1, 0
   elsewhere. Equal to ``"ste"`` with uniform noise of half-width 1.
@@ -22,7 +24,8 @@ each to a unit's noise, giving an :data:`Estimator` of ``(a, y)``.
   networks of sign units. The output carries no gradient; all gradient signal for
   the parameters before a sign unit comes from ``(L − b)·∇ log p(y | a)``, see
   :func:`score_function_surrogate`. Unbiased for any baseline b that does not depend
-  on the current noise draw.
+  on the current noise draw. log p(y | a) depends on a learnable std s through the
+  log-CDF, so autograd gives the score of s too.
 
 Without a noise draw (noise off, or a deterministic sign unit) there is no randomness
 to score: a sign unit keeps the forward value sign(a) and back-propagates through the
@@ -120,7 +123,15 @@ def classic_straight_through_derivative(pre_activation: torch.Tensor) -> torch.T
 
 def straight_through(pre_activation: torch.Tensor, sample: torch.Tensor, noise: Noise | None
                      ) -> tuple[torch.Tensor, None]:
-    """Sample value forward, gradient of E[y] = 2F(a) − 1 backward (thesis eq. 2.8)."""
+    """Sample value forward, gradient of E[y] = 2F(a) − 1 backward (thesis eq. 2.8).
+
+    With a tensor std s (a learnable scale) the derivative 2p₀ of the unit-std member is applied at
+    z = (a − μ)/s, built by autograd: E[y] = 2F₀(z) − 1, so the chain rule through z gives both
+    d/da = 2p₀(z)/s = 2p(a) and d/ds = −2p₀(z)·(a − μ)/s². A number std keeps the one-kernel path.
+    """
+    if noise is not None and noise.std_is_tensor:
+        standard = noise.standard()
+        return with_gradient_of(sample, noise.standardise(pre_activation), straight_through_derivative(standard)), None
     return with_gradient_of(sample, pre_activation, straight_through_derivative(noise)), None
 
 

@@ -18,12 +18,19 @@ ReLU units use the ordinary pathwise gradient. Sign units need an estimator
 derivative of the smooth function their estimator stands for. Sign with multiplicative
 noise is refused: sign(a·ξ) = sign(a)·sign(ξ) has a distribution that does not depend
 on |a|, so no estimator gets a learning signal.
+
+The std of ξ can be learnt (Parametric Noise Injection, He, Rakin, Fan, CVPR 2019,
+https://arxiv.org/abs/1811.09310): a log-scale parameter, one per layer or one per channel,
+trained by the same optimizer and loss as the weights and kept positive by the exponential.
+ξ = μ + s·ε is then reparameterised (:mod:`stochrelax.noise`), so ReLU units pass the pathwise
+gradient to s; sign units' estimators give theirs (:mod:`stochrelax.estimators`).
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -38,6 +45,7 @@ __all__ = [
     "ACTIVATIONS",
     "GradientProxy",
     "MODES",
+    "STD_GRANULARITIES",
     "DEFAULT_NOISE_MEAN",
     "check_activation_args",
     "stochastic_activation",
@@ -50,6 +58,7 @@ __all__ = [
     "straight_through_gradients",
     "NoiseSource",
     "drawing_from",
+    "learned_stds",
 ]
 
 MODES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -75,23 +84,42 @@ ACTIVATIONS: dict[str, _Activation] = {"relu": _Activation(torch.relu, pathwise=
                                        "sign": _Activation(_sign_sample, pathwise=False)}
 
 
+def _channel_shape(channels: int | None) -> tuple[int, ...]:
+    if channels is None:
+        raise ValueError("a learnable std per channel needs the unit's number of channels")
+    return (channels,)
+
+
+STD_GRANULARITIES: dict[str, Callable[[int | None], tuple[int, ...]]] = {
+    "layer": lambda channels: (),  # one std for the whole layer (PNI's "layer-wise")
+    "channel": _channel_shape,  # one std per channel, dim 1 of the pre-activation (PNI's "channel-wise")
+}
+"""Shape of a learnable log-std for each granularity, given the unit's channel count."""
+
+
 def _valid(name: str, value: object, options) -> None:
     if value not in options:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(str, options))}")
 
 
 def check_activation_args(activation: str, noise: str | None, mode: str, std: float | None,
-                          mean: float | None, estimator: str | None) -> str | None:
+                          mean: float | None, estimator: str | None, learnable_std: str | None = None) -> str | None:
     """Validates a stochastic-activation specification; returns the estimator to use.
 
     The default estimator of a sign unit is ``"ste"`` with noise and ``"classic_ste"``
-    without; ReLU units take none.
+    without; ReLU units take none. A learnable std (its granularity, a key of
+    :data:`STD_GRANULARITIES`) needs a noise distribution and ``std``, its initial value.
 
     Raises:
         ValueError: with a one-line message naming the offending argument.
     """
     _valid("activation", activation, ACTIVATIONS)
     _valid("mode", mode, MODES)
+    if learnable_std is not None:
+        _valid("learnable std granularity", learnable_std, STD_GRANULARITIES)
+        if noise is None or std is None:
+            raise ValueError("a learnable std needs a noise distribution and std, its initial value; "
+                             f"set noise to one of {', '.join(NOISES)} and std > 0")
     if noise is None:
         if std is not None or mean is not None:
             raise ValueError("noise std/mean given without a noise distribution; "
@@ -166,6 +194,9 @@ class StochasticActivation(nn.Module):
         mean: mean of ξ; default 0 for additive and 1 for multiplicative noise.
         estimator: for sign units, ``"ste"`` (default with noise), ``"classic_ste"``
             (default without) or ``"score"``; must be ``None`` for ReLU.
+        learnable_std: ``None`` for a fixed std, or the granularity of a learnable one (a key
+            of :data:`STD_GRANULARITIES`), initialised to ``std``.
+        channels: the number of channels (dim 1 of the pre-activation); needed per channel.
 
     Attributes:
         noise_enabled: set ``False`` for the deterministic counterpart f(a).
@@ -176,6 +207,7 @@ class StochasticActivation(nn.Module):
             uses the unit's estimator.
         noise_source: set by :func:`drawing_from` to supply ξ instead of a fresh draw; ``None``
             (the default) draws.
+        log_std: the learnable log-std, shape () or (channels,); ``None`` for a fixed std.
 
     Example:
         >>> layer = StochasticActivation("sign", "logistic", "additive", std=0.05, estimator="ste")
@@ -184,45 +216,78 @@ class StochasticActivation(nn.Module):
     """
 
     def __init__(self, activation: str, noise: str | None = None, mode: str = "additive",
-                 std: float | None = None, mean: float | None = None, estimator: str | None = None) -> None:
+                 std: float | None = None, mean: float | None = None, estimator: str | None = None,
+                 learnable_std: str | None = None, channels: int | None = None) -> None:
         super().__init__()
-        self.estimator = check_activation_args(activation, noise, mode, std, mean, estimator)
+        self.estimator = check_activation_args(activation, noise, mode, std, mean, estimator, learnable_std)
         self.activation = activation
         self.mode = mode
-        self.noise = None if noise is None else make_noise(noise, DEFAULT_NOISE_MEAN[mode] if mean is None else mean, std)
+        self._noise = None if noise is None else make_noise(noise, DEFAULT_NOISE_MEAN[mode] if mean is None else mean, std)
         self.noise_name = noise
+        self.learnable_std = learnable_std
+        self.log_std = None if learnable_std is None else nn.Parameter(
+            torch.full(STD_GRANULARITIES[learnable_std](channels), math.log(std)))
         self.noise_enabled = True
         self.last_log_prob: torch.Tensor | None = None
         self.gradient_proxy: GradientProxy | None = None
         self.noise_source: NoiseSource | None = None
 
+    def noise_for(self, dims: int) -> Noise | None:
+        """The distribution of ξ for pre-activations with ``dims`` dimensions (batch first).
+
+        A learnable std is bound at its current value exp(log_std), differentiably; per channel it
+        is viewed as (C, 1, …, 1) to broadcast along dim 1.
+        """
+        if self.log_std is None:
+            return self._noise
+        std = self.log_std.exp()
+        return replace(self._noise, std=std.view(*std.shape, *(1,) * (dims - 2)) if std.dim() else std)
+
+    @property
+    def noise(self) -> Noise | None:
+        """The distribution of ξ for (B, C, H, W) pre-activations, what attacks and surrogates use."""
+        return self.noise_for(4)
+
     @property
     def is_stochastic(self) -> bool:
         """Whether this unit currently draws noise."""
-        return self.noise is not None and self.noise_enabled
+        return self._noise is not None and self.noise_enabled
 
     def draw(self, pre_activation: torch.Tensor) -> torch.Tensor:
         """A fresh ξ shaped (and laid out) like ``pre_activation``."""
-        return self.noise.sample_like(pre_activation)
+        return self.noise_for(pre_activation.dim()).sample_like(pre_activation)
 
     def forward(self, pre_activation: torch.Tensor) -> torch.Tensor:
         sample = None
         if self.noise_source is not None and self.is_stochastic:
             sample = self.noise_source(self, pre_activation.detach())
         output, self.last_log_prob = stochastic_activation(
-            pre_activation, self.activation, self.noise, self.mode, self.estimator, self.noise_enabled,
-            self.gradient_proxy, sample)
+            pre_activation, self.activation, self.noise_for(pre_activation.dim()), self.mode, self.estimator,
+            self.noise_enabled, self.gradient_proxy, sample)
         return output
 
     def extra_repr(self) -> str:
         parts = [self.activation]
-        if self.noise is not None:
-            parts += [f"noise={self.noise_name}(mean={self.noise.mean:g}, std={self.noise.std:g})", f"mode={self.mode}"]
+        if self._noise is not None:
+            parts += [f"noise={self.noise_name}(mean={self._noise.mean:g}, std={self._std_repr()})", f"mode={self.mode}"]
         if self.estimator is not None:
             parts.append(f"estimator={self.estimator}")
-        if self.noise is not None and not self.noise_enabled:
+        if self._noise is not None and not self.noise_enabled:
             parts.append("noise_enabled=False")
         return ", ".join(parts)
+
+    def _std_repr(self) -> str:
+        if self.log_std is None:
+            return f"{self._noise.std:g}"
+        std = self.log_std.detach().exp()
+        return f"learnable per {self.learnable_std}: {std.item():.4g}" if std.dim() == 0 else (
+            f"learnable per {self.learnable_std}: {std.min().item():.4g}..{std.max().item():.4g}")
+
+
+def learned_stds(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The current std exp(log_std) of each unit of ``module`` with a learnable one, by qualified name, detached."""
+    return {name: unit.log_std.detach().exp() for name, unit in module.named_modules()
+            if isinstance(unit, StochasticActivation) and unit.log_std is not None}
 
 
 def gaussian_input_noise(images: torch.Tensor, std: float, noisy: bool = True,

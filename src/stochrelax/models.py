@@ -26,14 +26,15 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stochrelax.estimators import ESTIMATORS
-from stochrelax.layers import (ACTIVATIONS, MODES, NOISE_LAYERS, GaussianInputNoise, StochasticActivation,
-                               check_activation_args, temporarily)
+from stochrelax.layers import (ACTIVATIONS, MODES, NOISE_LAYERS, STD_GRANULARITIES, GaussianInputNoise,
+                               StochasticActivation, check_activation_args, temporarily)
 from stochrelax.noise import NOISES
 
-__all__ = ["ConfigSection", "ActivationConfig", "InputNoiseConfig", "ModelConfig", "ConvSpec", "ARCHITECTURES", "Normalize", "ConvBlock",
+__all__ = ["ConfigSection", "LearnableStdConfig", "ActivationConfig", "InputNoiseConfig", "ModelConfig", "ConvSpec",
+           "ARCHITECTURES", "Normalize", "ConvBlock",
            "AllConvNet", "PRECISIONS", "computing_in", "precision_of", "fold_batch_norm", "MEMORY_FORMAT",
-           "build_model", "is_stochastic", "input_noise_std", "collect_log_prob", "ROWS_PER_PASS", "draws_per_pass", "sample_logits",
-           "predictive_log_prob", "evaluating"]
+           "build_model", "is_stochastic", "input_noise_std", "collect_log_prob", "ROWS_PER_PASS", "draws_per_pass",
+           "sample_logits", "predictive_log_prob", "evaluating"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,12 @@ class ConfigSection(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+class LearnableStdConfig(ConfigSection):
+    """A learnable noise std, initialised to the activation's ``std`` (Parametric Noise Injection, He et al. 2019)."""
+
+    granularity: Literal[tuple(STD_GRANULARITIES)] = "layer"  # one std per layer or per channel
+
+
 class ActivationConfig(ConfigSection):
     """The unit used after every non-pooling convolution (thesis 4.1)."""
 
@@ -78,10 +85,13 @@ class ActivationConfig(ConfigSection):
     std: Optional[float] = Field(default=None, gt=0)  # standard deviation of ξ
     mean: Optional[float] = None  # mean of ξ; None: 0 for additive, 1 for multiplicative
     estimator: Optional[Literal[tuple(ESTIMATORS)]] = None  # sign only; None: "ste" with noise, else "classic_ste"
+    learnable_std: Optional[LearnableStdConfig] = None  # None: std stays fixed
 
     @model_validator(mode="after")
     def _consistent(self) -> "ActivationConfig":
-        self.estimator = check_activation_args(self.kind, self.noise, self.mode, self.std, self.mean, self.estimator)
+        granularity = None if self.learnable_std is None else self.learnable_std.granularity
+        self.estimator = check_activation_args(self.kind, self.noise, self.mode, self.std, self.mean, self.estimator,
+                                               granularity)
         return self
 
 
@@ -138,7 +148,7 @@ class AllConvNet(nn.Module):
 
     Args:
         specs: the convolutions, in order; the last one gives the class scores at 1×1.
-        make_activation: builds a fresh activation module for each block that has one.
+        make_activation: builds a fresh activation module for each block that has one, given its channels.
         batch_norm: put BatchNorm2d before every activation.
         input_mean: pixel mean subtracted by the first layer.
         input_std: pixel std divided by the first layer.
@@ -154,7 +164,7 @@ class AllConvNet(nn.Module):
         self.normalize = Normalize(input_mean, input_std)
         blocks = OrderedDict()
         for index, spec in enumerate(specs, start=1):
-            activation = make_activation() if spec.activation else None
+            activation = make_activation(spec.out_channels) if spec.activation else None
             blocks[f"block{index}"] = ConvBlock(in_channels, spec, batch_norm, activation)
             in_channels = spec.out_channels
         self.blocks = nn.Sequential(blocks)
@@ -254,9 +264,11 @@ the values, and so every result, are the same."""
 def build_model(config: ModelConfig) -> AllConvNet:
     """Builds the network described by a :class:`ModelConfig`, channels-last."""
     act = config.activation
+    granularity = None if act.learnable_std is None else act.learnable_std.granularity
 
-    def make_activation() -> StochasticActivation:
-        return StochasticActivation(act.kind, act.noise, act.mode, act.std, act.mean, act.estimator)
+    def make_activation(channels: int) -> StochasticActivation:
+        return StochasticActivation(act.kind, act.noise, act.mode, act.std, act.mean, act.estimator, granularity,
+                                    channels)
 
     input_noise_std = None if config.input_noise is None else config.input_noise.std
     model = AllConvNet(ARCHITECTURES[config.architecture], make_activation, config.batch_norm,

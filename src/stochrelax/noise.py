@@ -15,13 +15,20 @@ Each distribution offers ``sample``, ``pdf``, ``cdf`` and the log-CDF / log-surv
 function that the score-function estimator needs (``log P(ξ ≤ x)``, ``log P(ξ > x)``),
 computed stably in the tails, and ``expected_relu``, the mean E[relu(x − ξ)] of a stochastic
 ReLU unit, from which a smooth deterministic surrogate of the unit is built.
+
+The std may also be a positive tensor broadcastable to the pre-activations (e.g. (C, 1, 1) for
+one std per channel of (B, C, H, W)): the learnable scale of Parametric Noise Injection (He,
+Rakin, Fan, CVPR 2019, https://arxiv.org/abs/1811.09310, eq. 2). Samples are then
+reparameterised, ξ = mean + std·ε with ε drawn from the family's unit-std member (``standard``),
+so that autograd carries the pathwise gradient to the std; densities, CDFs and ``expected_relu``
+are differentiable in it as they stand.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -31,14 +38,28 @@ __all__ = ["Noise", "Gaussian", "Logistic", "Uniform", "NOISES", "make_noise"]
 
 @dataclass(frozen=True)
 class Noise(ABC):
-    """A location-scale noise distribution given by its mean and standard deviation."""
+    """A location-scale noise distribution given by its mean and standard deviation (a number, or a
+    positive tensor that broadcasts against the pre-activations)."""
 
     mean: float = 0.0
-    std: float = 1.0
+    std: float | torch.Tensor = 1.0
 
     def __post_init__(self) -> None:
-        if not self.std > 0:
+        if not self.std_is_tensor and not self.std > 0:
             raise ValueError(f"noise std must be > 0, got {self.std}")
+
+    @property
+    def std_is_tensor(self) -> bool:
+        """Whether the std is a tensor, possibly a differentiable one (a learnable scale)."""
+        return torch.is_tensor(self.std)
+
+    def standard(self) -> "Noise":
+        """The family's member with mean 0 and std 1: ε, with ξ = mean + std·ε."""
+        return replace(self, mean=0.0, std=1.0)
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """(x − mean)/std, where the standard member's CDF gives this one's: F(x) = F₀((x − mean)/std)."""
+        return (x - self.mean) / self.std
 
     def sample(self, shape: torch.Size | tuple[int, ...], *, device: torch.device | str | None = None,
                dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -51,7 +72,10 @@ class Noise(ABC):
         Keeping the layout (e.g. channels-last) lets ``a − ξ`` run as one contiguous loop. The
         samples are drawn into the buffer's storage as one flat run: the draws are i.i.d., so
         their order does not matter, and ``normal_`` on a channels-last view is ~10× slower.
+        A tensor std is applied out of place, mean + std·ε, so that the samples carry its gradient.
         """
+        if self.std_is_tensor:
+            return self.standard().sample_like(reference, generator=generator).mul(self.std).add_(self.mean)
         samples = torch.empty_like(reference)  # dense, so its storage is exactly numel elements
         self._fill_(samples.as_strided((samples.numel(),), (1,)), generator)
         return samples
@@ -191,7 +215,7 @@ class Uniform(Noise):
         clamp (gradient 1 at its bound) keeps the derivative at x = μ + w equal to F = 1, not 2.
         """
         w = self.half_width
-        inside = (x - self.mean + w).clamp(0.0, 2.0 * w)
+        inside = (x - self.mean + w).clamp(min=0.0).clamp(max=2.0 * w)  # max may be a tensor, min a number
         return inside * inside / (4.0 * w) + torch.relu(x - self.mean - w)
 
 

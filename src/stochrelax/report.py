@@ -242,6 +242,11 @@ def _run_figures(run: Run, data: FashionMNIST, tsne_count: int) -> list[ReportFi
         figures.append(ReportFigure(f"{name}_accuracy_vs_samples", "Accuracy vs noise samples K",
                                     f"Accuracy of the predictor averaging K noisy passes, against K, on {evaluated} "
                                     "test images.", lambda: plots.accuracy_vs_samples(path, data)))
+    if run.config.model.activation.learnable_std is not None:
+        figures.append(ReportFigure(f"{name}_learned_noise_std", "Learned noise std",
+                                    "The learnable noise std of each layer per epoch (mean over channels, band: "
+                                    "smallest to largest channel), as Parametric Noise Injection learns it.",
+                                    lambda: plots.learned_noise_std(path)))
     return figures
 
 

@@ -15,11 +15,32 @@ from typing import Any
 
 from stochrelax.runs import TENSORBOARD_DIR
 
-__all__ = ["TAGS", "tensorboard_available", "ScalarLog"]
+__all__ = ["TAGS", "MAP_TAGS", "tensorboard_available", "ScalarLog"]
 
 TAGS = {"train_loss": "loss/train", "test_loss": "loss/test", "train_accuracy": "accuracy/train",
         "test_accuracy": "accuracy/test", "train_seconds": "seconds/train", "eval_seconds": "seconds/eval"}
 """Tag of each metric; TensorBoard groups tags by their prefix. Other numbers are logged under ``other/NAME``."""
+
+MAP_TAGS = {"noise_std": "noise_std/mean", "noise_std_min": "noise_std/min", "noise_std_max": "noise_std/max"}
+"""Tag prefix of each metric that maps names to numbers, the learned noise stds per layer
+(:func:`stochrelax.train.noise_std_metrics`): each name's number is logged under ``PREFIX/NAME``.
+Other maps go under ``other/METRIC/NAME``."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """Tag → value of every number of an epoch's record, and of every number in its name → number maps."""
+    scalars = {}
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            prefix = MAP_TAGS.get(name, f"other/{name}")
+            scalars.update({f"{prefix}/{key}": item for key, item in value.items() if _is_number(item)})
+        elif name != "epoch" and _is_number(value):
+            scalars[TAGS.get(name, f"other/{name}")] = value
+    return scalars
 
 
 def tensorboard_available() -> bool:
@@ -47,9 +68,8 @@ class ScalarLog:
         """Logs the numbers of one epoch's ``metrics.jsonl`` record at step ``metrics["epoch"]``."""
         if self._writer is None:
             return
-        for name, value in metrics.items():
-            if name != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._writer.add_scalar(TAGS.get(name, f"other/{name}"), value, metrics["epoch"])
+        for tag, value in _scalars(metrics).items():
+            self._writer.add_scalar(tag, value, metrics["epoch"])
         self._writer.flush()
 
     def close(self) -> None:

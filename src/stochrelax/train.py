@@ -40,6 +40,7 @@ from stochrelax.config import RunConfig, TrainConfig
 from stochrelax.data import FashionMNIST, batches
 from stochrelax.estimators import MovingAverageBaseline, score_function_surrogate
 from stochrelax.evaluate import evaluate_model
+from stochrelax.layers import learned_stds
 from stochrelax.models import build_model, collect_log_prob, computing_in, predictive_log_prob, sample_logits
 from stochrelax.rng import generator_states, host_generator_states, replaying, seeded, set_host_generator_states
 from stochrelax.scalars import ScalarLog
@@ -48,7 +49,7 @@ from stochrelax import checkpoints, records, runs
 from stochrelax.training_strategies import (ADVERSARIAL_TRAINING, CleanTraining, FGSMMixture, PGDTraining,
                                             TrainingStrategy)
 
-__all__ = ["EpochMetrics", "TrainingDiverged", "Checkpoint", "TrainingStrategy", "CleanTraining", "FGSMMixture",
+__all__ = ["EpochMetrics", "noise_std_metrics", "TrainingDiverged", "Checkpoint", "TrainingStrategy", "CleanTraining", "FGSMMixture",
            "PGDTraining", "ADVERSARIAL_TRAINING", "fit", "train_run"]
 
 CHECKPOINT_FORMAT = 2  # 2: Python's and NumPy's generator states
@@ -129,15 +130,35 @@ class EpochMetrics:
     train_seconds: float
     eval_seconds: float
     test_correct: torch.Tensor | None = field(default=None, repr=False, compare=False)  # (N,) bool, per test image
+    learned_std: dict = field(default_factory=dict, compare=False)  # noise_std_metrics after the epoch; {} if fixed
 
     def as_dict(self) -> dict:
-        """The numbers ``metrics.jsonl`` records (the per-image results go to ``summary.json`` only)."""
-        return {item.name: getattr(self, item.name) for item in fields(self) if item.name != "test_correct"}
+        """The numbers ``metrics.jsonl`` records (the per-image results go to ``summary.json`` only), with the
+        learned noise stds' keys when the model has any."""
+        numbers = {item.name: getattr(self, item.name) for item in fields(self)
+                   if item.name not in ("test_correct", "learned_std")}
+        return {**numbers, **self.learned_std}
 
     def summary_line(self, epochs: int) -> str:
         return (f"epoch {self.epoch}/{epochs}  train loss {self.train_loss:.4f} acc {self.train_accuracy:.2%}  "
                 f"test loss {self.test_loss:.4f} acc {self.test_accuracy:.2%}  "
                 f"{self.train_seconds:.1f}s (+{self.eval_seconds:.1f}s eval)")
+
+
+def noise_std_metrics(model: torch.nn.Module) -> dict[str, dict[str, float]]:
+    """The learned noise stds for ``metrics.jsonl``, kept small: ``noise_std`` maps each unit with a learnable
+    std to its mean std; units with one per channel add their smallest and largest in ``noise_std_min`` and
+    ``noise_std_max``. Empty for a model without learnable stds.
+
+    PNI (He et al. 2019) reports the scale shrinking towards 0 under clean training and staying
+    non-zero under adversarial training, which these numbers follow epoch by epoch.
+    """
+    stds = learned_stds(model)
+    per_channel = {name: std for name, std in stds.items() if std.dim()}
+    metrics = {"noise_std": {name: std.mean().item() for name, std in stds.items()},
+               "noise_std_min": {name: std.min().item() for name, std in per_channel.items()},
+               "noise_std_max": {name: std.max().item() for name, std in per_channel.items()}}
+    return {key: values for key, values in metrics.items() if values}
 
 
 @dataclass
@@ -295,7 +316,8 @@ def fit(model: torch.nn.Module, data: FashionMNIST, config: TrainConfig, *,
             trained = time.perf_counter()
             test = evaluate_model(model, test_images, test_labels, config.eval_samples, config.eval_batch_size)
             metrics = EpochMetrics(epoch, train_loss, train_accuracy, test.nll, test.accuracy,
-                                   trained - start, time.perf_counter() - trained, test.correct)
+                                   trained - start, time.perf_counter() - trained, test.correct,
+                                   noise_std_metrics(model))
             history.append(metrics)
             if on_epoch is not None:
                 on_epoch(metrics)

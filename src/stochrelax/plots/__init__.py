@@ -17,7 +17,8 @@ Functions that evaluate a model on the clean test set use the first
 ``data.limit(test_limit=N)`` for fewer.
 """
 
-from stochrelax.plots.beyond import accuracy_vs_samples, certified_accuracy_curve, reliability_diagram
+from stochrelax.plots.beyond import (accuracy_vs_samples, certified_accuracy_curve, learned_noise_std,
+                                     reliability_diagram)
 from stochrelax.plots.measures import (accuracy_by_samples, block_features, calibration_bins, channel_norm_maps,
                                        confidences, default_heatmap_indices, draw_logits, expected_calibration_error,
                                        first_test_images, mean_curve, single_draw_accuracy, tsne_embedding)
@@ -36,6 +37,6 @@ __all__ = [
     # figures
     "noise_densities", "example_grid", "activation_heatmaps", "accuracy_vs_budget", "clean_accuracy_bars",
     "learning_curves", "confidence_histograms", "tsne_features", "training_distributions",
-    "reliability_diagram", "accuracy_vs_samples", "certified_accuracy_curve", "forest_plot", "robust_accuracy_vs_eps",
-    "save_figure",
+    "reliability_diagram", "accuracy_vs_samples", "certified_accuracy_curve", "learned_noise_std", "forest_plot",
+    "robust_accuracy_vs_eps", "save_figure",
 ]

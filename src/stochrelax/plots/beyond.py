@@ -1,5 +1,6 @@
 """Figures beyond the thesis about one run: a reliability diagram, accuracy against the number
-of noise samples averaged, and the certified accuracy of its smoothed classifier against the L2 radius."""
+of noise samples averaged, the learned noise std per layer and epoch, and the certified accuracy of its
+smoothed classifier against the L2 radius."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from stochrelax import runs
+from stochrelax import records, runs
 from stochrelax.certification import CERTIFIED_RADII, certified_accuracy, read_certificates, read_certification
 from stochrelax.data import FashionMNIST
 from stochrelax.models import predictive_log_prob
 from stochrelax.plots.measures import (accuracy_by_samples, calibration_bins, confidences, draw_logits,
                                        expected_calibration_error, first_test_images, single_draw_accuracy)
-from stochrelax.plots.style import EVALUATION_IMAGES, SEED, SINGLE, WIDE, MissingData, figure_legend, new_figure
+from stochrelax.plots.style import (EVALUATION_IMAGES, SEED, SINGLE, WIDE, MissingData, epoch_ticks, figure_legend,
+                                    new_figure, retrain_command)
 from stochrelax.rng import seeded
 
 
@@ -124,4 +126,39 @@ def certified_accuracy_curve(run_dir: str | Path, points: int = 200) -> Figure:
     how = ", ".join(f"{name} {settings[key]:g}" for name, key in (("n", "n"), ("α", "alpha")) if key in settings)
     ax.set_title(f"Certified accuracy of the smoothed {path.name}, σ = {record.get('sigma', float('nan')):g}\n"
                  f"on {len(rows)} test images" + (f" ({how})" if how else ""), fontsize=9)
+
+
+def learned_noise_std(run_dir: str | Path) -> Figure:
+    """The learned noise std of each layer per epoch, from ``metrics.jsonl`` (not in the thesis).
+
+    One line per layer with a learnable std (its mean over channels), a band from the smallest to
+    the largest channel's std when there is one per channel, and the initial std dashed. PNI (He
+    et al. 2019) reports the std shrinking towards 0 under clean training and staying away from 0
+    under adversarial training.
+
+    Raises:
+        MissingData: if the run has no metrics, or its metrics hold no learned std.
+    """
+    path = Path(run_dir)
+    metrics = [entry for entry in records.read_metrics(path) if "noise_std" in entry]
+    if not metrics:
+        raise MissingData(f"{path / runs.METRICS_FILE} holds no learned noise std (model.activation.learnable_std): "
+                          f"train the run again with {retrain_command(path)}")
+    epochs = [entry["epoch"] for entry in metrics]
+    figure = new_figure(SINGLE)
+    ax = figure.subplots()
+    for layer in metrics[-1]["noise_std"]:
+        line, = ax.plot(epochs, [entry["noise_std"][layer] for entry in metrics], marker="o", markersize=3,
+                        label=layer)
+        if layer in metrics[-1].get("noise_std_min", {}):
+            ax.fill_between(epochs, [entry["noise_std_min"][layer] for entry in metrics],
+                            [entry["noise_std_max"][layer] for entry in metrics], color=line.get_color(), alpha=0.15,
+                            linewidth=0)
+    ax.axhline(runs.load_run(path).config.model.activation.std, linestyle="--", color="gray", label="initial std")
+    ax.set_ylim(bottom=0.0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learned noise std")
+    epoch_ticks(ax)
+    ax.legend(fontsize="small")
+    ax.set_title(f"Learned noise std per layer of {path.name}", fontsize=9)
     return figure
