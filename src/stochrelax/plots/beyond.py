@@ -126,6 +126,7 @@ def certified_accuracy_curve(run_dir: str | Path, points: int = 200) -> Figure:
     how = ", ".join(f"{name} {settings[key]:g}" for name, key in (("n", "n"), ("α", "alpha")) if key in settings)
     ax.set_title(f"Certified accuracy of the smoothed {path.name}, σ = {record.get('sigma', float('nan')):g}\n"
                  f"on {len(rows)} test images" + (f" ({how})" if how else ""), fontsize=9)
+    return figure
 
 
 def learned_noise_std(run_dir: str | Path) -> Figure:
