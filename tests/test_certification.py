@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from matplotlib.figure import Figure
 
 from stochrelax import plots, runs

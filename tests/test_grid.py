@@ -60,8 +60,16 @@ def test_duplicate_run_names_are_refused() -> None:
 
 def test_thesis_study_expresses_the_thesis_grid() -> None:
     runs = {run.name: run.config for run in load_grid(THESIS_STUDY)}
-    assert len(runs) == 28
+    assert len(runs) == 33
     assert all(config.train.epochs == 100 and config.train.batch_size == 64 for config in runs.values())
+    beyond = {name for name, config in runs.items() if config.model.beyond_thesis}
+    assert beyond == {"relu_learnable", "relu_learnable_pgd", "relu_input_noise-0.12", "relu_input_noise-0.25",
+                      "relu_input_noise-0.5"}
+    assert {runs[f"relu_input_noise-{std}"].model.input_noise.std for std in ("0.12", "0.25", "0.5")} == {0.12, 0.25, 0.5}
+    pni = runs["relu_learnable_pgd"]
+    assert (pni.model.activation.learnable_std.granularity, pni.model.activation.std) == ("layer", 0.25)
+    assert (pni.train.adversarial.method, pni.train.adversarial.eps) == ("pgd", 0.1)
+    assert runs["relu_learnable"].train.adversarial.method is None
     relu_noise = [config.model.activation for name, config in runs.items() if name.startswith("relu_noise-")]
     assert {(a.noise, a.mode, a.std) for a in relu_noise} == {
         (noise, mode, std) for noise in ("gaussian", "logistic", "uniform")

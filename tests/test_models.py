@@ -253,3 +253,18 @@ def test_input_noise_config_refuses_a_bad_section(section: dict) -> None:
 
     with pytest.raises((ConfigError, ValueError), match="input_noise"):
         parse_config({"model": {"input_noise": section}})
+
+
+@pytest.mark.parametrize(("model", "stochastic", "beyond_thesis"), [
+    ({}, False, False),
+    ({"activation": {"kind": "relu", "noise": "logistic", "std": 0.05}}, True, False),
+    ({"input_noise": {"std": 0.25}}, True, True),
+    ({"activation": {"kind": "relu", "noise": "gaussian", "std": 0.25, "learnable_std": {"granularity": "layer"}}},
+     True, True),
+])
+def test_a_config_says_whether_its_network_draws_noise_and_whether_the_thesis_studied_it(model, stochastic,
+                                                                                         beyond_thesis):
+    config = ModelConfig(**model)
+    assert (config.stochastic, config.beyond_thesis) == (stochastic, beyond_thesis)
+    with seeded(0):
+        assert is_stochastic(build_model(config)) == stochastic

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from stochrelax import plots, runs
 from stochrelax.data import CLASS_NAMES
+from stochrelax.results import ResultRow
 
 pytestmark = pytest.mark.slow
 
@@ -286,3 +287,35 @@ def test_save_figure_writes_png_of_figure_size_times_dpi(tmp_path):
     height, width = matplotlib.image.imread(path).shape[:2]
     expected_width, expected_height = figure.get_size_inches() * plots.DPI
     assert (width, height) == (round(expected_width), round(expected_height))
+
+
+# --- the study's empirical and certified robustness ----------------------------------------------
+
+def _worst_case_row(configuration: str, units: str, values: dict[int, float], eps: float = 0.1,
+                    adversarial: str = "none") -> ResultRow:
+    return ResultRow(configuration, "worst-case", "eps", eps, "worst-case", 4, values, 200, units, adversarial, 2)
+
+
+def test_robustness_and_certificates_puts_every_configuration_beside_the_smoothed_ones_certificates():
+    rows = [_worst_case_row("relu", "relu, deterministic", {0: 0.0, 1: 0.02}),
+            _worst_case_row("relu_input_noise-0.25", "relu, deterministic, input noise std 0.25", {0: 0.3, 1: 0.4}),
+            _worst_case_row("relu_input_noise-0.25", "relu, deterministic, input noise std 0.25", {0: 0.6, 1: 0.7},
+                            eps=0.03)]
+    certified = {"relu_input_noise-0.25": [{0.0: 0.8, 0.25: 0.6, 0.5: 0.3}, {0.0: 0.7, 0.25: 0.5, 0.5: 0.1}]}
+    figure = plots.robustness_and_certificates(rows, certified)
+    bars, curves = figure.axes
+    widths = {tick.get_text(): patch.get_width() for tick, patch in zip(bars.get_yticklabels(), bars.patches)}
+    assert widths == {"relu": pytest.approx(0.01), "relu_input_noise-0.25": pytest.approx(0.35)}  # at eps 0.1
+    colours = [patch.get_facecolor() for patch in bars.patches]
+    assert colours[0] != colours[1]  # beyond the thesis in another colour
+    (line,) = curves.lines
+    assert list(line.get_xdata()) == [0.0, 0.25, 0.5]
+    assert list(line.get_ydata()) == pytest.approx([0.75, 0.55, 0.2])
+    assert "different guarantees" in figure.get_suptitle() and _has_labels_and_title(figure)
+
+
+def test_robustness_and_certificates_without_certificates_says_which_runs_can_have_them():
+    figure = plots.robustness_and_certificates([_worst_case_row("relu", "relu, deterministic", {0: 0.1})], {})
+    assert "model.input_noise" in figure.axes[1].texts[0].get_text()
+    with pytest.raises(plots.MissingData, match="no worst-case rows"):
+        plots.robustness_and_certificates([], {})

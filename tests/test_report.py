@@ -3,6 +3,7 @@ in headless Chromium."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from stochrelax import runs
 from stochrelax.claims import load_claims
 from stochrelax.cli import main
-from stochrelax.report import VERDICT_BACKGROUNDS, build_report, summary_table
+from stochrelax.report import VERDICT_BACKGROUNDS, build_report, certified_by_configuration, summary_table
 from stochrelax.study import analyse_study
 from tests.synthetic_runs import thesis_like_study
 
@@ -80,7 +81,8 @@ def test_report_over_a_study_opens_with_the_verdicts_their_forest_plot_and_robus
     sections = [text.index(f'<section id="{anchor}">') for anchor in SECTIONS]
     assert sections == sorted(sections)
     order = [text.index(marker) for marker in ('<figure id="forest_plot">', '<table class="verdicts">',
-                                               '<figure id="robust_accuracy_vs_eps">', '<table class="results">')]
+                                               '<figure id="robust_accuracy_vs_eps">',
+                                               'id="robustness_and_certificates"', '<table class="results">')]
     assert order == sorted(order)
     assert markdown.splitlines()[2] == "Study not made by `stochrelax sweep`: every claim judged."
     assert f"From {study}." in markdown
@@ -222,3 +224,15 @@ def test_a_report_of_damaged_runs_only_is_a_one_line_error(small_run_dirs, real_
     status = main(["report", str(damaged), "--out", str(tmp_path / "report"), "--data-dir", str(real_data_dir),
                    "--no-progress"])
     assert status == 2 and not (tmp_path / "report" / "index.html").exists()
+
+
+def test_certified_accuracy_is_gathered_per_configuration_over_its_seeds(tmp_path):
+    for name, accuracy in (("smoothed-seed0", 0.5), ("smoothed-seed1", 0.7), ("other-seed0", 0.2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / runs.CERTIFY_JSON).write_text(json.dumps(
+            {"sigma": 0.25, "certified_accuracy": [{"radius": 0.0, "accuracy": accuracy + 0.1},
+                                                   {"radius": 0.5, "accuracy": accuracy}]}))
+    (tmp_path / "uncertified-seed0").mkdir()
+    assert certified_by_configuration(tmp_path) == {
+        "other": [{0.0: pytest.approx(0.3), 0.5: 0.2}],
+        "smoothed": [{0.0: pytest.approx(0.6), 0.5: 0.5}, {0.0: pytest.approx(0.8), 0.5: 0.7}]}

@@ -16,8 +16,9 @@ import pytest
 
 from stochrelax import records, runs
 from stochrelax.cli import main
-from stochrelax.results import (RESULTS_CAPTION, Cell, aggregate, read_results, read_study, results_table,
-                                write_results)
+from stochrelax.config import parse_config
+from stochrelax.results import (RESULTS_CAPTION, Cell, aggregate, describe_units, read_results, read_study,
+                                results_table, write_results)
 from stochrelax.records import find_failed_runs
 
 from tests.synthetic_runs import BASELINE, BASELINE_NAME, GAUSSIAN, IMAGES, LOGISTIC, LOGISTIC_NAME, nested_correct, write_run
@@ -204,3 +205,14 @@ def test_an_attack_cell_reads_the_worst_case_at_its_eps_under_the_worst_case_var
     assert Cell.parse("worst-case eps=0.1") == Cell("worst-case", "eps", 0.1)
     with pytest.raises(ValueError, match="takes a budget eps"):
         Cell.parse("worst-case p=0.1")
+
+
+@pytest.mark.parametrize(("model", "units"), [
+    ({"activation": {"kind": "sign", "noise": "logistic", "std": 0.05, "estimator": "ste"}},
+     "sign, logistic additive std 0.05, ste"),
+    ({"activation": {"kind": "relu", "noise": "gaussian", "std": 0.25, "learnable_std": {"granularity": "channel"}}},
+     "relu, gaussian additive std 0.25 learnable per channel"),
+    ({"input_noise": {"std": 0.12}}, "relu, deterministic, input noise std 0.12"),
+])
+def test_units_are_described_with_a_learnable_std_and_input_noise(model, units):
+    assert describe_units(parse_config({"model": model})) == units

@@ -17,10 +17,11 @@ import yaml
 
 from stochrelax import checkpoints, records, runs
 from stochrelax.attack_table import AttackSettings
+from stochrelax.certification import CertifySettings, read_certification
 from stochrelax.config import ConfigError
 from stochrelax.grid import PlannedRun, Preset, expand_grid
 from stochrelax.jobs import plan_jobs
-from stochrelax.sweep import SWEEP_FILE, run_sweep
+from stochrelax.sweep import SWEEP_FILE, run_sweep, unfinished_work
 
 @pytest.mark.parametrize("name", ["../x", "../../x", "/tmp/abs"])
 def test_planning_refuses_a_run_directory_outside_the_study_directory(name: str, tmp_path: Path) -> None:
@@ -117,6 +118,40 @@ def test_sweep_trains_and_attacks_every_run_and_seed_and_a_rerun_redoes_nothing(
         label: record["jobs"][label] for label in ("relu-seed1", "noisy-seed1")}
 
 
+CERTIFYING = dataclasses.replace(TINY, certify_limit=4, certify=CertifySettings(n0=20, n=200, batch=200))
+SMOOTHED_GRID = {"base": {"train": {"epochs": 100}},
+                 "groups": {"smoothed": {"set": {"model.activation.kind": "relu", "model.input_noise.std": 0.25}},
+                            "relu": {"set": {"model.activation.kind": "relu"}}}}
+
+
+@pytest.mark.slow
+def test_a_sweep_certifies_the_runs_with_input_noise_and_a_rerun_certifies_only_what_is_missing(
+        real_data_dir, tmp_path) -> None:
+    study = tmp_path / "study"
+    results = {result.label: result for result in run_sweep(expand_grid(SMOOTHED_GRID), study, preset=CERTIFYING,
+                                                              workers=1, data_dir=real_data_dir)}
+    assert (results["smoothed-seed0"].certified, results["relu-seed0"].certified) == (True, False)
+    assert results["smoothed-seed0"].work == "trained, attacked and certified"
+    certification = read_certification(study / "smoothed-seed0")
+    assert certification["examples"] == 4 and certification["sigma"] == 0.25
+    assert certification["settings"] == dataclasses.asdict(dataclasses.replace(CERTIFYING.certify, seed=0))
+    assert not (study / "relu-seed0" / runs.CERTIFY_JSON).exists()
+    # the rows of a model with input noise are those of a stochastic model: with and without EOT
+    assert ("fgsm", 0.05, 2) in attack_rows(study / "smoothed-seed0")
+    assert unfinished_work(study) == []
+    (study / "smoothed-seed0" / runs.CERTIFY_JSON).unlink()
+    assert unfinished_work(study) == ["smoothed-seed0: certificates incomplete"]
+    record = json.loads((study / SWEEP_FILE).read_text())  # a study begun before certification existed resumes
+    for key in ("certify", "certify_limit"):
+        del record["preset_settings"][key]
+    (study / SWEEP_FILE).write_text(json.dumps(record))
+    again = {result.label: result for result in run_sweep(expand_grid(SMOOTHED_GRID), study, preset=CERTIFYING,
+                                                            workers=1, data_dir=real_data_dir)}
+    assert (again["smoothed-seed0"].work, again["relu-seed0"].work) == ("certified", "skipped (already complete)")
+    assert read_certification(study / "smoothed-seed0") == certification | {
+        "seconds": read_certification(study / "smoothed-seed0")["seconds"]}
+
+
 def test_a_sweep_into_a_study_of_another_preset_is_refused_before_any_work(tmp_path: Path) -> None:
     study = tmp_path / "study"
     study.mkdir()
@@ -127,8 +162,8 @@ def test_a_sweep_into_a_study_of_another_preset_is_refused_before_any_work(tmp_p
     with pytest.raises(ConfigError) as error:
         run_sweep(expand_grid(TINY_GRID), study, preset="smoke")
     assert str(error.value) == (f"{study.resolve()} is a study made with the custom preset; this sweep asks for smoke, "
-                                "which differs in train_limit, test_limit, attack_limit, attack: continue it "
-                                "with --preset custom or choose another --out")
+                                "which differs in train_limit, test_limit, attack_limit, attack, certify_limit, certify: "
+                                "continue it with --preset custom or choose another --out")
     assert written_files(study) == before and (study / SWEEP_FILE).read_text() == json.dumps(record)
 
 

@@ -81,8 +81,12 @@ def _units(config: RunConfig) -> str:
 
 
 def _noise(config: RunConfig) -> str:
-    activation = config.model.activation
-    return "none" if activation.noise is None else f"{activation.noise} {activation.mode} std {activation.std:g}"
+    activation, input_noise = config.model.activation, config.model.input_noise
+    parts = [] if activation.noise is None else [
+        f"{activation.noise} {activation.mode} std {activation.std:g}"
+        + ("" if activation.learnable_std is None else f" learnable per {activation.learnable_std.granularity}")]
+    parts += [] if input_noise is None else [f"input gaussian std {input_noise.std:g}"]
+    return ", ".join(parts) or "none"
 
 
 def _worst_case(run_dir: Path) -> tuple[float, float, int] | None:
@@ -222,7 +226,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> Table:
         summaries.append(read_summary(path))
         table = read_attack_table(path)
         attack_cells.append(_attack_cells((table or {"rows": []})["rows"]))
-        stochastic.append(config.model.activation.noise is not None)
+        stochastic.append(config.model.stochastic)
     fields = [key for key in configs[0] if len({json.dumps(config.get(key)) for config in configs}) > 1]
     fields += [key for config in configs[1:] for key in config if key not in configs[0] and key not in fields]
     rows = [[field, *(_value_text(config.get(field)) for config in configs)] for field in fields]

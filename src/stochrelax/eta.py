@@ -49,7 +49,7 @@ class Kind(NamedTuple):
 def job_kind(config: RunConfig) -> Kind:
     """The kind of a job's configuration."""
     activation = config.model.activation
-    return Kind(activation.kind, activation.noise is not None, activation.estimator, config.train.adversarial.method)
+    return Kind(activation.kind, config.model.stochastic, activation.estimator, config.train.adversarial.method)
 
 
 class Cost(NamedTuple):
@@ -83,7 +83,7 @@ def work_factors(config: RunConfig, prediction_samples: int, eot_samples: int,
     adversarial_passes = {None: 0, "fgsm_mixture": 1, "pgd": adversarial.pgd_steps}[adversarial.method]
     training_noise, attack_noise = (prior if ratio is None else ratio for ratio, prior in zip(
         noise_ratios, (TRAINING_NOISE_FACTOR, math.sqrt(prediction_samples * eot_samples))))
-    stochastic = config.model.activation.noise is not None
+    stochastic = config.model.stochastic
     return (training_noise if stochastic else 1.0) * (1 + adversarial_passes), attack_noise if stochastic else 1.0
 
 

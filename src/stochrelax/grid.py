@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from stochrelax.attack_table import DEFAULT_BUDGETS, THESIS_ATTACKS, WORST_CASE, AttackSettings
+from stochrelax.certification import CertifySettings
 from stochrelax.config import (ConfigError, RunConfig, check_keys, expand_dotted_keys, merge_mappings, parse_config,
                                read_yaml)
 
@@ -137,6 +138,8 @@ class Preset:
     attack: AttackSettings  # attacks, budgets, draws, steps and proxies (the seed is the run's)
     converged: bool = False  # trains long enough to judge claims about absolute accuracy (stochrelax.claims)
     pipeline_check: bool = False  # only checks that the pipeline runs: its verdicts are not evidence
+    certify_limit: int = 0  # first N test images certified for runs with input noise (0: none)
+    certify: CertifySettings = CertifySettings()  # draws and α of the certification (the seed is the run's)
 
     def apply(self, config: RunConfig, seed: int) -> RunConfig:
         """``config`` with this preset's epochs and data limits and the given seed."""
@@ -148,7 +151,8 @@ class Preset:
     def from_dict(cls, record: dict[str, Any]) -> "Preset":
         """The preset as :func:`dataclasses.asdict` wrote it into ``sweep.json``."""
         attack = {key: tuple(value) if isinstance(value, list) else value for key, value in record["attack"].items()}
-        return cls(**{**record, "attack": AttackSettings(**attack)})
+        certify = CertifySettings(**record["certify"]) if "certify" in record else CertifySettings()
+        return cls(**{**record, "attack": AttackSettings(**attack), "certify": certify})
 
 
 _STUDY_ATTACKS = (*THESIS_ATTACKS, WORST_CASE)
@@ -158,21 +162,21 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(epochs=2, train_limit=2000, test_limit=500, attack_limit=100, attack=AttackSettings(
         attacks=_STUDY_ATTACKS, eps=(0.03, 0.07, 0.1), p=(0.3,), eot_samples=4, prediction_samples=4,
         worst_case_steps=10, apgd_steps=10, square_queries=50, probe_examples=50, check_convergence=False),
-        pipeline_check=True),
+        pipeline_check=True, certify_limit=20, certify=CertifySettings(n0=50, n=500, batch=500)),
     # well under an hour on 2 CPU cores with 2 seeds: claims about differences get a first answer
     "quick": Preset(epochs=3, train_limit=10_000, test_limit=2000, attack_limit=200, attack=AttackSettings(
         attacks=_STUDY_ATTACKS, eps=(0.0, 0.03, 0.07, 0.1), p=(0.0, 0.1, 0.3, 0.5), eot_samples=4,
         prediction_samples=8, worst_case_steps=20, apgd_steps=10, square_queries=50, probe_examples=100,
-        check_convergence=False)),
+        check_convergence=False), certify_limit=100, certify=CertifySettings(n=10_000)),
     # overnight on 2 CPU cores with 3 seeds: every claim. 10 epochs on all data (the baseline is within
     # 1 point of its 10-epoch accuracy after 3), the whole test set, attacks on 1000 test images
     "standard": Preset(epochs=10, train_limit=None, test_limit=None, attack_limit=1000, attack=AttackSettings(
         attacks=_STUDY_ATTACKS, eps=(0.0, 0.03, 0.07, 0.1), p=(0.0, 0.1, 0.3, 0.5), eot_samples=4,
         prediction_samples=8, worst_case_steps=20, apgd_steps=10, square_queries=50, probe_examples=100,
-        check_convergence=False), converged=True),
+        check_convergence=False), converged=True, certify_limit=500, certify=CertifySettings(n=10_000)),
     # the thesis protocol (100 epochs, all data) and budgets; attacks on 1000 test images
     "thesis": Preset(epochs=None, train_limit=None, test_limit=None, attack_limit=1000, attack=AttackSettings(
         attacks=_STUDY_ATTACKS, eps=DEFAULT_BUDGETS["eps"], p=DEFAULT_BUDGETS["p"], eot_samples=16,
         prediction_samples=16, worst_case_steps=50, apgd_steps=100, square_queries=1000, check_convergence=True),
-        converged=True),
+        converged=True, certify_limit=500, certify=CertifySettings()),
 }

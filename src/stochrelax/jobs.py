@@ -2,8 +2,8 @@
 
 :func:`plan_jobs` turns a grid's runs into jobs; :func:`run_job` does one, in whichever worker
 process or Ray task it lands, and reports a :class:`JobResult`: what it did (trained from the
-start, resumed after an epoch, attacked, or skipped because it was complete) and how long
-training and attacks took, which the sweep's remaining-time estimate learns from
+start, resumed after an epoch, attacked, certified (a run with input noise), or skipped because
+it was complete) and how long training and the evaluation after it took, which the sweep's remaining-time estimate learns from
 (:mod:`stochrelax.progress`).
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
 from stochrelax.attack_table import budget_key
+from stochrelax.certification import CertifySettings, certify_run, read_certification
 from stochrelax.config import ConfigError, RunConfig
 from stochrelax.data import FashionMNIST, load_fashion_mnist
 from stochrelax.grid import RUN_NAME_RULE, PlannedRun, Preset
@@ -26,7 +27,8 @@ from stochrelax.robustness import attack_plan, attack_run
 from stochrelax.runs import RunDirError, is_finished, load_run, read_attack_table
 from stochrelax.train import TrainingDiverged, train_run
 
-__all__ = ["SweepJob", "JobResult", "plan_jobs", "planned_attacks", "attacks_complete", "run_job"]
+__all__ = ["SweepJob", "JobResult", "plan_jobs", "planned_attacks", "attacks_complete", "planned_certification",
+           "certification_complete", "run_job"]
 
 
 @dataclass(frozen=True)
@@ -56,15 +58,24 @@ class JobResult:
     error: str | None = None
     resumed_from: int = 0  # the epoch training continued after (0: from the start, or not trained)
     train_seconds: float = 0.0
-    attack_seconds: float = 0.0
+    attack_seconds: float = 0.0  # the attacks and, for a run with input noise, its certification
+    certified: bool = False  # certification ran (not found complete)
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether anything ran after training: attacks or certification."""
+        return self.attacked or self.certified
 
     @property
     def work(self) -> str:
         """What the job did, in words: e.g. ``resumed after epoch 2 and attacked``, ``skipped (already complete)``."""
         training = (f"resumed after epoch {self.resumed_from}" if self.resumed_from else "trained") \
             if self.trained else ""
-        done = [step for step in (training, "attacked" if self.attacked else "") if step]
-        return " and ".join(done) or "skipped (already complete)"
+        done = [step for step in (training, "attacked" if self.attacked else "", "certified" if self.certified else "")
+                if step]
+        if not done:
+            return "skipped (already complete)"
+        return " and ".join(done) if len(done) < 3 else f"{', '.join(done[:-1])} and {done[-1]}"
 
 
 def plan_jobs(runs: Iterable[PlannedRun], seeds: int, preset: Preset, out_dir: str | Path) -> list[SweepJob]:
@@ -95,8 +106,7 @@ def _data(data_dir: str | None) -> FashionMNIST:
 
 def planned_attacks(config: RunConfig, preset: Preset) -> list[tuple[str, float, int]]:
     """(attack, budget, EOT draws) of every row the preset measures on a run of ``config``."""
-    stochastic = config.model.activation.noise is not None
-    return attack_plan(preset.attack, stochastic)
+    return attack_plan(preset.attack, config.model.stochastic)
 
 
 def attacks_complete(run_dir: Path, planned: list[tuple[str, float, int]]) -> bool:
@@ -108,9 +118,26 @@ def attacks_complete(run_dir: Path, planned: list[tuple[str, float, int]]) -> bo
     return all((name, budget_key(budget), eot) in measured for name, budget, eot in planned)
 
 
+def planned_certification(config: RunConfig, preset: Preset, seed: int) -> CertifySettings | None:
+    """How the preset certifies a run of ``config`` with seed ``seed``: ``None`` for a run without input
+    noise (Cohen et al.'s certificate needs noise on the input) or a preset that certifies no image."""
+    if config.model.input_noise is None or not preset.certify_limit:
+        return None
+    return replace(preset.certify, seed=seed)
+
+
+def certification_complete(run_dir: Path, settings: CertifySettings | None, images: int) -> bool:
+    """Whether the run's ``certify.json`` certified ``images`` images with ``settings`` (always, for ``None``)."""
+    if settings is None:
+        return True
+    record = read_certification(run_dir)
+    return record is not None and record.get("examples") == images and record.get("settings") == asdict(settings)
+
+
 def run_job(job: SweepJob, preset: Preset, data_dir: str | None = None, device: str = "cpu",
             threads: int | None = None) -> JobResult:
-    """Trains (or resumes, or skips a finished) run and attacks it unless its table is complete.
+    """Trains (or resumes, or skips a finished) run, attacks it unless its table is complete, and certifies
+    a run with input noise unless its certificates are (:func:`planned_certification`).
 
     Runs in a worker process: ``threads`` sets torch's intra-op threads there. A run
     whose training diverges, or whose directory holds something else, is reported as
@@ -133,7 +160,11 @@ def run_job(job: SweepJob, preset: Preset, data_dir: str | None = None, device: 
     if attacked:
         attack_run(load_run(job.run_dir), data.limit(test_limit=preset.attack_limit),
                    replace(preset.attack, seed=job.seed), device=device)
+    certification = planned_certification(job.config, preset, job.seed)
+    certified = not certification_complete(job.run_dir, certification, preset.certify_limit)
+    if certified:
+        certify_run(load_run(job.run_dir), data.limit(test_limit=preset.certify_limit), certification, device=device)
     end = time.perf_counter()
     return JobResult(job.label, "done", trained, attacked, end - start, summary["test_accuracy"],
                      resumed_from=resumed[0] if trained and resumed else 0, train_seconds=trained_at - start,
-                     attack_seconds=end - trained_at)
+                     attack_seconds=end - trained_at, certified=certified)

@@ -113,6 +113,16 @@ class ModelConfig(ConfigSection):
     activation: ActivationConfig = ActivationConfig()
     input_noise: Optional[InputNoiseConfig] = None  # None: no noise on the input pixels
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether the network draws noise: at its units or on its input pixels."""
+        return self.activation.noise is not None or self.input_noise is not None
+
+    @property
+    def beyond_thesis(self) -> bool:
+        """Whether the network has what the thesis did not study: a learnable noise std or input noise."""
+        return self.activation.learnable_std is not None or self.input_noise is not None
+
 
 class Normalize(nn.Module):
     """(x − mean) / std, so that the model takes raw [0, 1] pixels."""

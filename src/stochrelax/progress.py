@@ -102,7 +102,7 @@ class SweepTracker:
         """Records a finished job, and what it measured."""
         self.results[result.label] = result
         state = self._read(self._by_label[result.label])
-        if result.attacked:
+        if result.evaluated:
             state.attack_seconds = result.attack_seconds
         self.states[result.label] = state
 

@@ -33,14 +33,14 @@ from stochrelax.attack_table import WORST_CASE
 from stochrelax.certification import CERTIFIED_RADII, certified_accuracy, read_certificates, read_certification
 from stochrelax.config import ConfigError
 from stochrelax.data import FashionMNIST
-from stochrelax.results import (RESULTS_CAPTION, RESULTS_CSV, Table, describe_adversarial_training, describe_units,
-                                images_text, markdown_table, read_results, results_table)
-from stochrelax.runs import CERTIFY_CSV, Run, RunDirError, load_run, read_attack_table
+from stochrelax.results import (RESULTS_CAPTION, RESULTS_CSV, Table, configuration_name, describe_adversarial_training,
+                                describe_units, images_text, markdown_table, read_results, results_table)
+from stochrelax.runs import CERTIFY_CSV, CERTIFY_JSON, Run, RunDirError, load_run, read_attack_table
 from stochrelax.verdicts import (FAILS, HOLDS, INCONCLUSIVE, NOT_JUDGED, NOT_MEASURED, VERDICTS_CAPTION, VERDICTS_CSV,
                                  read_verdicts, scope_headline, verdict_table)
 
 __all__ = ["SUMMARY_BUDGETS", "VERDICT_BACKGROUNDS", "TRAINING_DISTRIBUTIONS", "ReportFigure", "summary_table",
-           "certification_table", "build_report"]
+           "certification_table", "certified_by_configuration", "build_report"]
 
 # Budgets shown in the summary table (thesis Figs. 5.3–5.5 span these).
 SUMMARY_BUDGETS: dict[str, tuple[float, ...]] = {"eps": (0.03, 0.07, 0.1), "p": (0.1, 0.3)}
@@ -129,7 +129,7 @@ def summary_table(runs: Sequence[Run], left_out: Sequence[str] = ()) -> Table:
                describe_adversarial_training(run.config),
                str(run.summary.get("epochs", "?")), f"{run.summary['test_accuracy']:.1%}"]
         table = tables[run.path]
-        stochastic = run.config.model.activation.noise is not None
+        stochastic = run.config.model.stochastic
         if table is None:
             notes.append(f"{run.path.name} has no attack table: run `stochrelax attack {run.path}`")
             row += ["—"] * (len(header) - len(row))
@@ -294,7 +294,19 @@ class _Study:
     verdicts: _TableSection
     forest: ReportFigure
     robustness: ReportFigure  # robust accuracy against eps
+    guarantees: ReportFigure  # empirical L∞ robustness beside certified L2 robustness
     results: _TableSection
+
+
+def certified_by_configuration(study_root: str | Path) -> dict[str, list[dict[float, float]]]:
+    """Per configuration, the certified accuracy at each radius of every run below ``study_root`` that
+    ``stochrelax certify`` (or a sweep) certified, one mapping per seed, from the runs' ``certify.json``."""
+    certified: dict[str, list[dict[float, float]]] = {}
+    for path in sorted(Path(study_root).rglob(CERTIFY_JSON)):
+        record = read_certification(path.parent)
+        certified.setdefault(configuration_name(path.parent), []).append(
+            {float(point["radius"]): float(point["accuracy"]) for point in record["certified_accuracy"]})
+    return certified
 
 
 def _read_study(study_root: str | Path) -> _Study:
@@ -322,6 +334,13 @@ def _read_study(study_root: str | Path) -> _Study:
         ReportFigure("robust_accuracy_vs_eps", "Robust accuracy against eps",
                      f"Every configuration's robust accuracy on {attacked} test images: the mean over seeds, the band "
                      "from the lowest to the highest seed.", lambda: plots.robust_accuracy_vs_eps(rows)),
+        ReportFigure("robustness_and_certificates", "Empirical and certified robustness",
+                     "Two different guarantees, not to be compared number for number. Left: every configuration's "
+                     "robust accuracy under the adaptive L∞ worst case, an empirical upper bound (a stronger attack "
+                     "could only lower it). Right: the certified L2 accuracy of the smoothed classifiers of the runs "
+                     "with Gaussian input noise (randomized smoothing, Cohen et al. 2019), a lower bound that holds "
+                     "with probability 1 − α per image, for the smoothed classifier only, in another norm.",
+                     lambda: plots.robustness_and_certificates(rows, certified_by_configuration(study_root))),
         _TableSection("Results over seeds", RESULTS_CAPTION, results_table(rows), "results"))
 
 
@@ -420,7 +439,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
     certified = _TableSection("Certified robustness", "Randomized smoothing: the runs certified with "
                               "`stochrelax certify`.", certification_table(runs), "certified")
     shared, per_run = _shared_figures(runs, data), [(run, _run_figures(run, data, tsne_count)) for run in runs]
-    to_draw = [(figure, 3, "") for figure in ([study.forest, study.robustness] if study else []) + shared]
+    to_draw = [(figure, 3, "") for figure in ([study.forest, study.robustness, study.guarantees] if study else [])
+               + shared]
     to_draw += [(figure, 4, run.path.name) for run, figures in per_run for figure in figures]
     drawn = {figure.key: _figure_html(figure, out_dir, level, about)
              for figure, level, about in tqdm(to_draw, desc="figures", disable=not progress)}
@@ -429,7 +449,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Fash
         sections += [
             _PageSection("verdicts", "Verdicts", drawn[study.forest.key] + _html_table(study.verdicts)
                          + f"<p>{html.escape(study.verdicts.intro)}</p>"),
-            _PageSection("robustness", "Robustness curves", drawn[study.robustness.key]),
+            _PageSection("robustness", "Robustness curves", drawn[study.robustness.key] + drawn[study.guarantees.key]),
             _PageSection("results", study.results.heading,
                          f"<p>{html.escape(study.results.intro)}</p>{_html_table(study.results)}"),
         ]

@@ -77,14 +77,20 @@ def text_table(table: Table) -> str:
 
 
 def describe_units(config: RunConfig) -> str:
-    """The units of a network in words, e.g. ``relu, logistic additive std 0.05``."""
+    """The units of a network in words, e.g. ``relu, logistic additive std 0.05``; a learnable std and
+    noise on the input are named too (``relu, gaussian additive std 0.25 learnable per layer``,
+    ``relu, deterministic, input noise std 0.25``)."""
     activation = config.model.activation
     if activation.noise is None:
         units = f"{activation.kind}, deterministic"
     else:
         units = f"{activation.kind}, {activation.noise} {activation.mode} std {activation.std:g}"
+    if activation.learnable_std is not None:
+        units += f" learnable per {activation.learnable_std.granularity}"
     if activation.estimator:
         units += f", {activation.estimator}"
+    if config.model.input_noise is not None:
+        units += f", input noise std {config.model.input_noise.std:g}"
     return units
 
 
@@ -155,6 +161,11 @@ VARIANT_NAMES = {"single": "single-draw", "eot": "EOT", "worst-case": "worst cas
 Values = dict[int, float]  # a number per seed
 
 _SEED_SUFFIX = re.compile(r"-seed\d+$")
+
+
+def configuration_name(run_dir: str | Path) -> str:
+    """The configuration a run of a sweep belongs to: its directory's name without ``-seed{S}``."""
+    return _SEED_SUFFIX.sub("", Path(run_dir).name)
 _CELL_TEXT = re.compile(r"^(?P<metric>[\w-]+)(?:\s+(?P<budget_name>\w+)=(?P<budget>\S+))?$")
 
 
@@ -269,7 +280,7 @@ def _configurations(runs: Sequence[RunResults]) -> list[_Configuration]:
     configurations: dict[str, _Configuration] = {}
     for group in group_by_seed({run.path: run.config for run in runs}):
         members = tuple(by_path[path] for path in group)
-        name = _SEED_SUFFIX.sub("", members[0].path.name)
+        name = configuration_name(members[0].path)
         if name in configurations:
             raise RunDirError(f"two different configurations are named {name}: {configurations[name].runs[0].path} "
                               f"and {members[0].path}; aggregate them separately")
@@ -287,7 +298,7 @@ def _eot_can_change(config: RunConfig, attack: str) -> bool:
     """Whether EOT changes an attack on this model: a stochastic model, and an attack that queries it
     (an attack missing from the registry counts as one, so no number is reused on a guess)."""
     queries_model = attack not in ATTACKS or ATTACKS[attack].eot_argument is not None
-    return config.model.activation.noise is not None and queries_model
+    return config.model.stochastic and queries_model
 
 
 class _Measured(NamedTuple):

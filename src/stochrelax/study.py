@@ -69,7 +69,7 @@ def analyse_study(root: str | Path, out_dir: str | Path | None = None, scope: St
 
 
 FIGURE_RUNS = ("relu_deterministic-batch_norm", "relu_adversarial_fgsm", "relu_noise-gaussian-additive-0.05",
-               "relu_noise-logistic-additive-0.05", "sign_noise-logistic-ste")
+               "relu_noise-logistic-additive-0.05", "sign_noise-logistic-ste", "relu_learnable", "relu_input_noise-0.25")
 """Configurations of the thesis study whose seed-0 run gets the per-run figures of the report."""
 
 

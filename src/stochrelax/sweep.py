@@ -34,7 +34,8 @@ from tqdm import tqdm
 from stochrelax.config import ConfigError, load_config
 from stochrelax.files import write_text_atomically
 from stochrelax.grid import PRESETS, PlannedRun, Preset
-from stochrelax.jobs import JobResult, SweepJob, attacks_complete, plan_jobs, planned_attacks, run_job
+from stochrelax.jobs import (JobResult, SweepJob, attacks_complete, certification_complete, plan_jobs, planned_attacks,
+                             planned_certification, run_job)
 from stochrelax.progress import SweepProgress, SweepTracker
 from stochrelax.runs import CONFIG_FILE, LOCK_FILE, RunDirError, is_finished, read_json, run_lock
 
@@ -271,7 +272,8 @@ def _recorded_jobs(out_dir: Path, preset_name: str, settings: Preset) -> dict[st
         return {}
     record = _read_record(out_dir)
     recorded, wanted = asdict(record.preset), asdict(settings)
-    differences = [key for key, value in wanted.items() if key not in _DECLARATIONS and recorded[key] != value]
+    differences = [key for key, value in wanted.items()  # a field added since the study began applies as it is
+                   if key not in _DECLARATIONS and key in record.settings_recorded and recorded[key] != value]
     if differences:
         raise ConfigError(f"{out_dir} is a study made with the {record.name} preset; this sweep asks for "
                           f"{preset_name}, which differs in {', '.join(differences)}: continue it with --preset "
@@ -292,10 +294,16 @@ def unfinished_work(out_dir: str | Path) -> list[str]:
         run_dir = out_dir / label
         if job["status"] != "done":
             problems.append(f"{label}: {job['status']}" + (f" ({job['error']})" if job.get("error") else ""))
-        elif not is_finished(run_dir):
+            continue
+        if not is_finished(run_dir):
             problems.append(f"{label}: not trained")
-        elif not attacks_complete(run_dir, planned_attacks(load_config(run_dir / CONFIG_FILE), preset)):
+            continue
+        config = load_config(run_dir / CONFIG_FILE)
+        if not attacks_complete(run_dir, planned_attacks(config, preset)):
             problems.append(f"{label}: attack results incomplete")
+        elif not certification_complete(run_dir, planned_certification(config, preset, config.train.seed),
+                                        preset.certify_limit):
+            problems.append(f"{label}: certificates incomplete")
     return problems
 
 
@@ -313,6 +321,7 @@ class _Record(NamedTuple):
     name: str  # the preset's name ("custom" for one given as settings)
     preset: Preset
     jobs: dict[str, dict[str, Any]]  # label -> the job's plan and outcome
+    settings_recorded: frozenset[str]  # the preset's fields it recorded (an older version records fewer)
 
 
 def _read_record(out_dir: Path) -> _Record:
@@ -331,7 +340,7 @@ def _read_record(out_dir: Path) -> _Record:
             raise ValueError("a field of the wrong type")
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise RunDirError(f"{path} is damaged ({type(error).__name__}: {error}); {fix}") from None
-    return _Record(record["preset"], preset, record["jobs"])
+    return _Record(record["preset"], preset, record["jobs"], frozenset(record["preset_settings"]))
 
 
 def _write_sweep_file(out_dir: Path, record: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from stochrelax.plots.beyond import (accuracy_vs_samples, certified_accuracy_cur
 from stochrelax.plots.measures import (accuracy_by_samples, block_features, calibration_bins, channel_norm_maps,
                                        confidences, default_heatmap_indices, draw_logits, expected_calibration_error,
                                        first_test_images, mean_curve, single_draw_accuracy, tsne_embedding)
-from stochrelax.plots.study import forest_plot, robust_accuracy_vs_eps
+from stochrelax.plots.study import forest_plot, robust_accuracy_vs_eps, robustness_and_certificates
 from stochrelax.plots.style import DPI, EVALUATION_IMAGES, MissingData, save_figure
 from stochrelax.plots.thesis import (accuracy_vs_budget, activation_heatmaps, clean_accuracy_bars, confidence_histograms,
                                      example_grid, learning_curves, noise_densities, training_distributions,
@@ -38,5 +38,5 @@ __all__ = [
     "noise_densities", "example_grid", "activation_heatmaps", "accuracy_vs_budget", "clean_accuracy_bars",
     "learning_curves", "confidence_histograms", "tsne_features", "training_distributions",
     "reliability_diagram", "accuracy_vs_samples", "certified_accuracy_curve", "learned_noise_std", "forest_plot",
-    "robust_accuracy_vs_eps", "save_figure",
+    "robust_accuracy_vs_eps", "robustness_and_certificates", "save_figure",
 ]

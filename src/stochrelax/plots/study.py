@@ -1,14 +1,16 @@
-"""The study's figures: the verdicts as a forest plot and robust accuracy against eps over seeds."""
+"""The study's figures: the verdicts as a forest plot, robust accuracy against eps over seeds, and the
+empirical L∞ robustness of every configuration beside the certified L2 robustness of the smoothed ones."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import cycle
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from stochrelax.claims import UNITS
 from stochrelax.plots.style import BUDGET_LABELS, WIDE, MissingData, figure_legend, new_figure, panels
@@ -78,8 +80,16 @@ def forest_plot(records: Sequence[VerdictRecord]) -> Figure:
     return figure
 
 
+def _beyond_thesis(row: ResultRow) -> bool:
+    """Whether a configuration has what the thesis did not study (a learnable noise std, input noise), as
+    :func:`~stochrelax.results.describe_units` names it."""
+    return "learnable" in row.units or "input noise" in row.units
+
+
 def _family(row: ResultRow) -> str:
     """The panel of a configuration in :func:`robust_accuracy_vs_eps`: its unit kind and noise."""
+    if _beyond_thesis(row):
+        return "beyond the thesis"
     if row.adversarial_training not in ("", "none"):
         return "adversarially trained"
     kind, _, noise = row.units.partition(", ")  # e.g. "relu", "logistic additive std 0.05, ste"
@@ -125,4 +135,64 @@ def robust_accuracy_vs_eps(rows: Sequence[ResultRow]) -> Figure:
     what = "the per-example worst case" if metric == "worst-case" else "FGSM with EOT (no worst case in this study)"
     figure.suptitle(f"Robust accuracy against {what}: mean over seeds, band from the lowest to the highest seed",
                     fontsize=10)
+    return figure
+
+
+GUARANTEE_COLOURS = {"thesis": "tab:gray", "beyond the thesis": "tab:purple"}
+
+
+def robustness_and_certificates(rows: Sequence[ResultRow], certified: Mapping[str, Sequence[Mapping[float, float]]],
+                                eps: float | None = None) -> Figure:
+    """Every configuration's empirical L∞ robust accuracy beside the certified L2 accuracy of the smoothed ones.
+
+    Left: the per-example worst case at ``eps`` (default: the largest eps it was run at), mean over
+    seeds with a bar from the lowest to the highest seed; configurations beyond the thesis in
+    purple. It is an upper bound on robustness: an attack the ensemble lacks might do better.
+    Right: the certified accuracy of each smoothed configuration (Cohen et al. 2019) against the L2
+    radius, mean over seeds with a min–max band; a lower bound that holds with probability 1 − α
+    per image. The two answer different questions (another norm, another kind of guarantee).
+
+    Args:
+        rows: results over seeds (:func:`stochrelax.results.aggregate`).
+        certified: configuration -> one mapping radius -> certified accuracy per certified seed.
+        eps: the L∞ budget of the left panel.
+
+    Raises:
+        MissingData: if no configuration has a worst case.
+    """
+    worst = [row for row in rows if row.metric == "worst-case" and row.variant == "worst-case" and row.budget]
+    if not worst:
+        raise MissingData("no worst-case rows in results.csv: run the study's attacks, then `stochrelax results`")
+    eps = max(row.budget for row in worst) if eps is None else eps
+    shown = sorted((row for row in worst if row.budget == eps), key=lambda row: (_beyond_thesis(row), row.configuration))
+    figure = new_figure((WIDE[0], max(3.0, 0.22 * len(shown) + 1.2)))
+    bars, curves = figure.subplots(1, 2, width_ratios=(1.3, 1.0))
+    for position, row in enumerate(reversed(shown)):
+        values = list(row.values.values())
+        mean = float(np.mean(values))
+        colour = GUARANTEE_COLOURS["beyond the thesis" if _beyond_thesis(row) else "thesis"]
+        bars.barh(position, mean, xerr=[[mean - min(values)], [max(values) - mean]] if len(values) > 1 else None,
+                  color=colour, capsize=2, height=0.7)
+    bars.set_yticks(range(len(shown)), [row.configuration for row in reversed(shown)], fontsize=6)
+    bars.set_xlim(0.0, 1.0)
+    bars.set_xlabel(f"empirical robust accuracy, L∞ ε = {eps:g} (worst case over the attacks)", fontsize=8)
+    bars.set_title("Empirical: an upper bound, L∞", fontsize=9)
+    bars.legend(handles=[Patch(color=colour, label=label) for label, colour in GUARANTEE_COLOURS.items()],
+                fontsize="x-small", loc="lower right")
+    for colour, (name, per_seed) in zip(cycle(matplotlib.colormaps["tab10"].colors), sorted(certified.items())):
+        radii = sorted(per_seed[0])
+        accuracy = np.array([[seed[radius] for radius in radii] for seed in per_seed])  # (seeds, radii)
+        curves.plot(radii, accuracy.mean(axis=0), "-o", color=colour, markersize=3, label=f"{name} (n={len(per_seed)})")
+        curves.fill_between(radii, accuracy.min(axis=0), accuracy.max(axis=0), color=colour, alpha=0.2, linewidth=0)
+    if not certified:
+        curves.text(0.5, 0.5, "no configuration certified\n(only runs with model.input_noise can be)",
+                    ha="center", va="center", fontsize=8, transform=curves.transAxes)
+    else:
+        curves.legend(fontsize="x-small", loc="upper right")
+    curves.set_ylim(0.0, 1.02)
+    curves.set_xlabel("L2 radius (pixels)", fontsize=8)
+    curves.set_ylabel("certified accuracy", fontsize=8)
+    curves.set_title("Certified: a lower bound, L2 (smoothed classifiers)", fontsize=9)
+    figure.suptitle("Two different guarantees: empirical L∞ robustness of every configuration, certified L2 "
+                    "robustness of the smoothed ones", fontsize=10)
     return figure

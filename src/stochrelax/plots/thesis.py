@@ -219,7 +219,9 @@ def accuracy_vs_budget(run_dirs: Sequence[str | Path], budget_name: str = "eps")
 # --- thesis Fig. 5.6 ---------------------------------------------------------------------------
 
 def _role(config: RunConfig) -> str:
-    """How a run enters the clean-accuracy figure: its own bar, a noise bar, or the baseline line."""
+    """How a run enters the clean-accuracy figure: its own bar, a noise bar, the baseline line, or not at all."""
+    if config.model.beyond_thesis:
+        return "beyond the thesis"
     if config.train.adversarial.method is not None:
         return "adversarial"
     return "deterministic" if config.model.activation.noise is None else "stochastic"
@@ -238,13 +240,15 @@ def clean_accuracy_bars(run_dirs: Sequence[str | Path]) -> Figure:
     stochastic runs follow, grouped by noise mode and distribution (colour: distribution,
     hatching: multiplicative mode) and sorted by noise std; each deterministic clean-trained
     configuration is a dashed horizontal line. Runs that differ only in ``train.seed``
-    share a bar (mean, with a ± std error bar) or a line (mean).
+    share a bar (mean, with a ± std error bar) or a line (mean). Runs beyond the thesis
+    (:attr:`~stochrelax.models.ModelConfig.beyond_thesis`) are left out.
     """
     loaded = {Path(run_dir): runs.load_run(run_dir) for run_dir in run_dirs}
     if not loaded:
         raise ValueError("clean_accuracy_bars needs at least one run directory")
     groups = runs.group_by_seed({path: run.config for path, run in loaded.items()})
-    roles: dict[str, list[list[Path]]] = {"adversarial": [], "stochastic": [], "deterministic": []}
+    roles: dict[str, list[list[Path]]] = {"adversarial": [], "stochastic": [], "deterministic": [],
+                                          "beyond the thesis": []}
     for group in groups:
         roles[_role(loaded[group[0]].config)].append(group)
     roles["stochastic"].sort(key=lambda group: _bar_order(loaded[group[0]].config))
