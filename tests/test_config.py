@@ -32,6 +32,7 @@ SHIPPED = {
     "relu_adversarial_pgd": ("relu", None, "additive", None, None),
     "relu_gaussian_learnable": ("relu", "gaussian", "additive", 0.25, None),  # std: the initial value
     "relu_gaussian_learnable_pgd": ("relu", "gaussian", "additive", 0.25, None),
+    "relu_input_noise": ("relu", None, "additive", None, None),  # the noise is on the input
 }
 
 # name -> (method, eps) of adversarial training; the others train on clean data
@@ -86,6 +87,13 @@ def test_shipped_config_trains_adversarially_only_when_its_name_says(name):
     adversarial = load_config(CONFIG_DIR / f"{name}.yaml").train.adversarial
     method, eps = ADVERSARIAL.get(name, (None, 0.07))
     assert (adversarial.method, adversarial.eps) == (method, pytest.approx(eps))
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_config_adds_input_noise_only_when_its_name_says(name):
+    input_noise = load_config(CONFIG_DIR / f"{name}.yaml").model.input_noise
+    assert (input_noise is not None) == ("input_noise" in name)
+    assert input_noise is None or input_noise.std == 0.25
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

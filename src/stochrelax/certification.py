@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from stochrelax.data import FashionMNIST
+from stochrelax.models import fold_batch_norm
 from stochrelax.runs import (CERTIFY_CSV, CERTIFY_JSON, Run, RunDirError, error_reason, read_json, run_lock,
                              write_run_file)
 from stochrelax.smoothing import certify, smoothing_sigma
@@ -111,6 +112,8 @@ def certify_run(run: Run, data: FashionMNIST, settings: CertifySettings = Certif
 
     Writes ``certify.csv`` and ``certify.json`` into the run directory, each all or nothing,
     under the run's lock (:func:`stochrelax.runs.run_lock`); an earlier certification is replaced.
+    The smoothed classifier is evaluated with BatchNorm folded into the convolutions
+    (:func:`~stochrelax.models.fold_batch_norm`, the same function in eval mode, one layer less).
 
     Args:
         run: a finished run whose model adds Gaussian input noise (``model.input_noise``).
@@ -125,7 +128,7 @@ def certify_run(run: Run, data: FashionMNIST, settings: CertifySettings = Certif
     """
     sigma = _check_certifiable(run, settings.sigma)
     with run_lock(run.path):
-        model = run.model.to(device)
+        model = fold_batch_norm(run.model.to(device))  # certification runs in eval mode: BatchNorm is affine
         images, labels = data.test_images.to(device), data.test_labels.tolist()
         rows, start = [], time.perf_counter()
         for index in tqdm(range(len(labels)), desc="certify", disable=not progress):
