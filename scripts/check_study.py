@@ -1,6 +1,7 @@
 """CI check: each study directory holds every run x seed its sweep planned, with every attack
-result, and a results table whose every configuration has all seeds in every cell; when given
-two studies of the same sweep (local and Ray backends), their results tables are identical.
+result and certificate, and a results table whose every configuration has all seeds in every cell;
+when given two studies of the same sweep (local and Ray backends), their results tables and certified
+accuracies are identical.
 
 Usage: python scripts/check_study.py STUDY [STUDY ...]
 """
@@ -12,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from stochrelax.report import certified_by_configuration
 from stochrelax.sweep import SWEEP_FILE, unfinished_work
 
 
@@ -33,6 +35,9 @@ def main(studies: list[Path]) -> int:
     tables = {study: (study / "results.csv").read_text() for study in studies}
     if len(set(tables.values())) > 1:
         problems.append("the results tables differ between " + " and ".join(map(str, studies)))
+    certified = [certified_by_configuration(study) for study in studies]
+    if any(certificates != certified[0] for certificates in certified[1:]):
+        problems.append("the certified accuracies differ between " + " and ".join(map(str, studies)))
     for problem in problems:
         print(f"incomplete: {problem}")
     if not problems:
