@@ -150,7 +150,7 @@ def test_page_in_headless_chromium_opens_with_the_forest_plot_and_the_verdicts_a
         driver.quit()
     assert len(images) >= 16
     assert all(complete and width > 0 for _, complete, width in images), images
-    assert rows == [len(small_run_dirs), len(load_claims()), 28]  # every configuration of the thesis study
+    assert rows == [len(small_run_dirs), len(load_claims()), 33]  # every configuration of the thesis study
     forest, verdicts, height = first_screen
     assert forest < verdicts < height  # the forest plot, then the verdict table, on the first screen
     assert (tmp_path / "report.png").stat().st_size > 10_000
