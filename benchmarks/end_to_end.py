@@ -21,8 +21,9 @@ def project_thesis_study(rows: Sequence[Row], runs: Sequence[RunConfig], cores: 
     network (ReLU deterministic / logistic noise, sign STE / score; FGSM-mixture epochs see
     twice the images, PGD-10 training costs 11 passes per image). Attacks: the thesis
     budgets on 1,000 images — 10 FGSM steps and 260 iterative-FGSM steps — at the measured
-    PGD cost per gradient step, ×17 for a stochastic run (single-draw plus EOT-16). One
-    run per core, perfectly packed: a lower bound for the sweep.
+    PGD cost per gradient step, ×17 for a stochastic run (noise in the units or on the input:
+    single-draw plus EOT-16). Not counted: the worst case and the certification of runs with
+    input noise. One run per core, perfectly packed: a lower bound for the sweep.
     """
     rate = {row.key.split("/", 1)[1]: row.ours for row in rows if row.key.startswith("train/")}
     pgd = next(row for row in rows if row.key == "attack/pgd-20")
@@ -35,7 +36,7 @@ def project_thesis_study(rows: Sequence[Row], runs: Sequence[RunConfig], cores: 
                    "sign-score" if activation.estimator == "score" else "sign-ste")
         images = 100 * 60_000 * {None: 1.0, "fgsm_mixture": 1.99, "pgd": 11.0}[config.train.adversarial.method]
         total += images / rate[variant]
-        total += 1000 * (10 + 260) * seconds_per_gradient_step * (17 if activation.noise is not None else 1)
+        total += 1000 * (10 + 260) * seconds_per_gradient_step * (17 if config.model.stochastic else 1)
     return total / cores, (f"{len(runs)} runs x 100 epochs on 60,000 images, thesis attack budgets on 1,000 images, "
                            f"{cores} cores")
 
