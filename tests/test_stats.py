@@ -19,7 +19,8 @@ from stochrelax import records, runs
 from stochrelax.config import TrainConfig, parse_config
 from stochrelax.models import build_model, evaluating
 from stochrelax.rng import seeded
-from stochrelax.stats import HISTOGRAM_BINS, SUMMARY_KEYS, TrainingStatsRecorder, histogram_epochs
+from stochrelax.stats import (HISTOGRAM_BINS, SUMMARY_KEYS, TrainingStatsRecorder, histogram_counts, histogram_epochs,
+                              histogram_range)
 from stochrelax.train import TrainingDiverged, fit, train_run
 
 BLOCKS = [f"block{index}" for index in range(1, 11)]
@@ -287,3 +288,18 @@ def test_fgsm_mixture_records_the_mixed_epoch_but_not_the_fgsm_generation(fashio
     fit(model, fashion_mnist.limit(64, 32), config, recorder=recorder)
     totals = [histogram_total(stats["layers"]["block1"]["activation"]) for stats in recorder.history]
     assert totals == [64 * per_example, 128 * per_example]  # epoch 2: clean + FGSM copy, one step each
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels-last"])
+def test_histogram_counts_are_torch_histc_of_the_clamped_values_bin_for_bin(channels_last):
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(100):  # scales from 1e-4 to 1e2, ReLU-like and signed, the edges themselves, NaN and ±inf
+        scale = 10 ** torch.empty(()).uniform_(-4, 2, generator=generator).item()
+        values = torch.randn(8, 5, 7, 7, generator=generator) * scale
+        values = values.relu() if trial % 3 == 0 else values
+        low, high = histogram_range(*torch.stack(torch.aminmax(values[:2])).tolist())
+        special = torch.cat([torch.linspace(low, high, HISTOGRAM_BINS + 1), torch.tensor([math.nan, math.inf, -math.inf])])
+        values.view(-1)[:len(special)] = special
+        values = values.to(memory_format=torch.channels_last) if channels_last else values
+        expected = torch.histc(values.clamp(low, high), HISTOGRAM_BINS, low, high)
+        assert torch.equal(histogram_counts(values, low, high), expected.long()), trial

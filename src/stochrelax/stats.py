@@ -31,7 +31,7 @@ reductions: ``sum``, ``vector_norm``, ``aminmax``; ``var_mean`` is avoided, it i
 slower on the CPU) — and the end of the epoch adds them up in float64 and fetches all
 layers in one transfer: mean = Σx/N, std = sqrt(Σx²/N − mean²). The per-batch sums are
 float32 with torch's cascade summation, so the variance keeps ~5 significant digits
-unless |mean| ≫ std. ``torch.histc`` (plus a clamp) runs only on histogram epochs.
+unless |mean| ≫ std. The histograms (:func:`histogram_counts`) are counted only on histogram epochs.
 
 Usage (what :func:`stochrelax.train.fit` does with its ``recorder`` argument)::
 
@@ -57,8 +57,8 @@ from typing import Any, Collection, Iterator
 import torch
 import torch.nn as nn
 
-__all__ = ["HISTOGRAM_BINS", "SUMMARY_KEYS", "histogram_epochs", "histogram_range", "TrainingStatsRecorder",
-           "NullRecorder"]
+__all__ = ["HISTOGRAM_BINS", "SUMMARY_KEYS", "histogram_epochs", "histogram_range", "histogram_counts",
+           "TrainingStatsRecorder", "NullRecorder"]
 
 HISTOGRAM_BINS = 40
 SUMMARY_KEYS = ("mean", "std", "min", "max", "histogram")
@@ -84,6 +84,23 @@ def histogram_range(low: float, high: float) -> tuple[float, float]:
     return low, high
 
 
+def histogram_counts(values: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """(HISTOGRAM_BINS,) counts of ``values`` in equal bins over [low, high]; values outside count in the end
+    bins, NaNs in none.
+
+    Bin for bin what ``torch.histc(values.clamp(low, high), HISTOGRAM_BINS, low, high)`` gives (the same
+    float32 arithmetic: ⌊(x − low)·bins / (high − low)⌋), as a linear bin index and ``bincount``: on a
+    CPU histc is a scalar loop of ~3.5 ns an element, 40× a ReLU, which made the histogram epochs of
+    training 28% slower; this is 4× faster.
+    """
+    low_edge, high_edge = (torch.tensor(edge, dtype=torch.float32, device=values.device) for edge in (low, high))
+    position = (values.detach().float() - low_edge) * HISTOGRAM_BINS / (high_edge - low_edge)
+    index = position.clamp_(0, HISTOGRAM_BINS - 1).nan_to_num_(nan=HISTOGRAM_BINS).to(torch.int32)
+    channels_last = index.dim() == 4 and index.is_contiguous(memory_format=torch.channels_last)
+    flat = (index.permute(0, 2, 3, 1) if channels_last else index).reshape(-1)  # a view: the order does not matter
+    return torch.bincount(flat, minlength=HISTOGRAM_BINS + 1)[:HISTOGRAM_BINS]  # NaNs in the extra bin
+
+
 class _Moments:
     """Per-batch summaries of one quantity of one layer, kept on the device until the epoch ends."""
 
@@ -100,8 +117,8 @@ class _Moments:
         norm = torch.linalg.vector_norm(values, dtype=precision)
         self.summaries.append(torch.stack([values.sum(dtype=precision), norm, low.to(precision), high.to(precision)]))
         if edges is not None:
-            counts = torch.histc(values.float().clamp(*edges), HISTOGRAM_BINS, *edges)
-            self.histogram = counts.double() if self.histogram is None else self.histogram.add_(counts)
+            counts = histogram_counts(values, *edges).double()
+            self.histogram = counts if self.histogram is None else self.histogram.add_(counts)
 
     def combined(self, device: torch.device) -> torch.Tensor:
         """(4,) float64 on ``device``: mean, std, min, max over every batch (NaN if none)."""
