@@ -122,3 +122,28 @@ def test_input_noise_is_recorded_and_replayed_like_the_units_noise(fashion_mnist
     assert torch.equal(judge.predict(pixels)[1], expected)
     subset = torch.tensor([29, 0, 14])
     assert torch.equal(judge.predict(pixels[subset], subset)[1], expected[:, subset])
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "ifgsm-ll", "pgd"])
+def test_budgets_attacked_together_give_each_budget_s_row_alone(stochastic_victim, attack: str) -> None:
+    model, images, labels = stochastic_victim.model, stochastic_victim.images[:50], stochastic_victim.labels[:50]
+    settings = AttackSettings(batch_size=16, prediction_samples=4, pgd_steps=3)  # 4 batches, the last of 2
+    budgets = [0.03, 0.0, 0.07]
+    with seeded(2):
+        together = attack_rows.attack_budgets(model, attack, budgets, images, labels, settings, eot_samples=2)
+    for budget, row in zip(budgets, together):
+        with seeded(2):
+            alone = attack_model(model, attack, budget, images, labels, settings, eot_samples=2)
+        assert (row.budget, row.eot_samples, row.steps) == (budget, 2, alone.steps)
+        assert row.correct == alone.correct, f"{attack} at eps {budget}"  # the same images broken
+        assert (row.accuracy, row.accuracy_single_draw, row.success_rate, row.mean_l2) == (
+            alone.accuracy, alone.accuracy_single_draw, alone.success_rate, alone.mean_l2)
+    assert together[1].seconds == 0.0 and together[1].mean_linf == 0.0
+    assert together[2].mean_linf == pytest.approx(0.07, abs=1e-6)  # attacked, to the edge of its ball
+
+
+def test_shared_iterative_fgsm_splits_its_time_by_steps(stochastic_victim) -> None:
+    rows = attack_rows.attack_budgets(stochastic_victim.model, "ifgsm-ll", [0.03, 0.1], stochastic_victim.images[:20],
+                                      stochastic_victim.labels[:20], AttackSettings(prediction_samples=2))
+    assert [row.steps for row in rows] == [9, 29]
+    assert rows[0].seconds > 0 and rows[1].seconds == pytest.approx(rows[0].seconds * 29 / 9)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
 from stochrelax.attack_table import WORST_CASE, AttackResult, AttackSettings
-from stochrelax.attacks import ATTACKS, make_attack
+from stochrelax.attacks import ATTACKS, Attack, make_attack
 from stochrelax.attacks.fgsm import kurakin_steps
 from stochrelax.attacks.proxies import Proxy, ProxyGradients, has_sign_units
 from stochrelax.layers import drawing_from
@@ -32,7 +32,7 @@ from stochrelax.models import (draws_per_pass, evaluating, is_stochastic, precis
 from stochrelax.rng import seeded
 from stochrelax.runs import pack_correct
 
-__all__ = ["FixedDrawJudge", "as_pixels", "in_batches", "judged_row", "through_proxy", "attack_model"]
+__all__ = ["FixedDrawJudge", "as_pixels", "in_batches", "judged_row", "through_proxy", "attack_model", "attack_budgets"]
 
 
 NOISE_BANK_BYTES = 2 * 2**30
@@ -183,17 +183,26 @@ def in_batches(attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ima
 
 
 def judged_row(attack: str, budget_name: str, budget: float, eot_samples: int, judge: FixedDrawJudge,
-               clean: torch.Tensor, adversarial: torch.Tensor, images: torch.Tensor, success: torch.Tensor,
-               success_denominator: int, seconds: float, **measured_with: Any) -> AttackResult:
-    """A row from the judged clean and adversarial images."""
-    correct, single = judge(adversarial)
+               clean: torch.Tensor, adversarial: torch.Tensor, images: torch.Tensor, seconds: float, *,
+               targets: torch.Tensor | None = None, **measured_with: Any) -> AttackResult:
+    """A row from one judgement of the adversarial images.
+
+    Its success rate is the share of ``targets`` reached over all images for a targeted attack
+    (``targets`` given), else the share of the clean-correct images misclassified.
+    """
+    predicted, single_predicted = judge.predict(adversarial)  # (N,), (K, N)
+    correct, single = predicted == judge.labels, single_predicted == judge.labels
+    if targets is None:
+        success, denominator = clean & ~correct, int(clean.sum())
+    else:
+        success, denominator = predicted == targets, len(judge.labels)
     examples = len(judge.labels)
     single_accuracy = single.float().mean(dim=1)  # (K,)
     perturbation = (adversarial - images).flatten(1)  # (N, C·H·W)
     return AttackResult(
         attack, budget_name, float(budget), eot_samples, judge.samples, correct.float().mean().item(),
         single_accuracy.mean().item(), single_accuracy.std().item() if judge.samples > 1 else 0.0,
-        success.sum().item() / max(success_denominator, 1), perturbation.abs().amax(dim=1).mean().item(),
+        success.sum().item() / max(denominator, 1), perturbation.abs().amax(dim=1).mean().item(),
         perturbation.norm(dim=1).mean().item(), seconds, examples, clean.float().mean().item(),
         correct=pack_correct(correct), precision=precision_of(judge.model), **measured_with)
 
@@ -230,31 +239,75 @@ def attack_model(model: torch.nn.Module, attack_name: str, budget: float, images
         judge: the fixed evaluation draws of ``model`` on ``labels`` (default: built from ``settings``);
             pass one to share its judgement of the clean images across rows.
     """
+    return attack_budgets(model, attack_name, [budget], images, labels, settings, eot_samples=eot_samples,
+                          judge=judge)[0]
+
+
+def attack_budgets(model: torch.nn.Module, attack_name: str, budgets: Sequence[float], images: torch.Tensor,
+                   labels: torch.Tensor, settings: AttackSettings = AttackSettings(), *,
+                   eot_samples: int = 1, judge: FixedDrawJudge | None = None) -> list[AttackResult]:
+    """:func:`attack_model`'s row at each of ``budgets``, in their order.
+
+    An attack that serves several budgets from shared work (:meth:`~stochrelax.attacks.FGSM.each`: one
+    gradient; :meth:`~stochrelax.attacks.IterativeFGSM.toward_each`: one trajectory until the
+    budgets' projections part) attacks all of them at once from one generator state, each row
+    what the attack at that budget alone gives from that state; the rows split the time it took
+    in proportion to their steps. Other attacks run budget after budget. A targeted attack's
+    targets are chosen once, for every budget.
+    """
     info = ATTACKS[attack_name]
-    options = {info.budget_name: budget, **settings.attack_options(attack_name)}
-    if info.eot_argument is not None:
-        options[info.eot_argument] = eot_samples
     pixels = as_pixels(images)
     with evaluating(model):
         judge = judge or FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
         clean = judge.clean(pixels)
-        attack = make_attack(attack_name, through_proxy(model, Proxy.parse(settings.proxy)), **options)
-        targeted = hasattr(attack, "targets")
-        start = time.perf_counter()
-        targets = in_batches(attack.targets, pixels, labels, settings.batch_size) if targeted else None
-        if budget == 0:  # every attack returns the clean input at zero budget
-            adversarial = pixels
-        elif targeted:
-            adversarial = in_batches(attack.toward, pixels, targets, settings.batch_size)
-        else:
-            adversarial = in_batches(attack, pixels, labels, settings.batch_size)
-        seconds = time.perf_counter() - start
-        if targeted:
-            success, denominator = judge.predict(adversarial)[0] == targets, len(labels)
-        else:
-            correct, _ = judge(adversarial)
-            success, denominator = clean & ~correct, int(clean.sum())
-        return judged_row(attack_name, info.budget_name, budget, eot_samples if info.eot_argument else 1, judge,
-                          clean, adversarial, pixels, success, denominator, seconds,
-                          proxy=settings.proxy if info.gradient_based else "-",
-                          steps=_steps(attack_name, budget, settings), seed=settings.seed)
+        proxied = through_proxy(model, Proxy.parse(settings.proxy))
+        attacks = [make_attack(attack_name, proxied, **_options(attack_name, budget, settings, eot_samples))
+                   for budget in budgets]
+        targeted = hasattr(attacks[0], "targets")
+        targets = in_batches(attacks[0].targets, pixels, labels, settings.batch_size) if targeted else None
+        adversarials, seconds = _attacked(attack_name, attacks, budgets, pixels,
+                                          labels if targets is None else targets, settings, targeted)
+        return [judged_row(attack_name, info.budget_name, budget, eot_samples if info.eot_argument else 1, judge,
+                           clean, adversarial, pixels, took, targets=targets,
+                           proxy=settings.proxy if info.gradient_based else "-",
+                           steps=_steps(attack_name, budget, settings), seed=settings.seed)
+                for budget, adversarial, took in zip(budgets, adversarials, seconds)]
+
+
+def _options(attack_name: str, budget: float, settings: AttackSettings, eot_samples: int) -> dict[str, Any]:
+    """The keyword arguments of a registered attack at ``budget``."""
+    info = ATTACKS[attack_name]
+    options = {info.budget_name: budget, **settings.attack_options(attack_name)}
+    if info.eot_argument is not None:
+        options[info.eot_argument] = eot_samples
+    return options
+
+
+def _attacked(attack_name: str, attacks: list[Attack], budgets: Sequence[float], pixels: torch.Tensor,
+              aims: torch.Tensor, settings: AttackSettings, targeted: bool) -> tuple[list[torch.Tensor], list[float]]:
+    """Adversarial images at each budget and the seconds each took (the clean pixels at budget 0).
+
+    ``aims`` are the labels, or a targeted attack's targets. Batch ``b`` is attacked from the generator
+    state ``base + b``, ``base`` drawn once from the caller's generator, so that what a budget's
+    batch draws does not depend on what the batches before it drew at other budgets.
+    """
+    adversarials, seconds = [pixels] * len(budgets), [0.0] * len(budgets)
+    attacked = [index for index, budget in enumerate(budgets) if budget != 0]  # every attack is the identity at 0
+    shared = getattr(attacks[0], "toward_each" if targeted else "each", None)
+    if shared is not None and len(attacked) > 1:
+        runs = [(attacked, lambda images, aim: shared(images, aim, [budgets[index] for index in attacked]))]
+    else:
+        runs = [([index], lambda images, aim, attack=attacks[index]: [(attack.toward if targeted else attack)(
+            images, aim)]) for index in attacked]
+    base = int(torch.randint(2**62, ()))
+    for indices, run in runs:
+        start, parts = time.perf_counter(), []  # parts: per batch, the adversarial images of each index
+        for first in range(0, len(aims), settings.batch_size):
+            with seeded(base + first // settings.batch_size, pixels.device):
+                parts.append(run(pixels[first:first + settings.batch_size], aims[first:first + settings.batch_size]))
+        took = time.perf_counter() - start
+        steps = [_steps(attack_name, budgets[index], settings) or 1 for index in indices]
+        for position, index in enumerate(indices):
+            adversarials[index] = torch.cat([part[position] for part in parts]) if parts else pixels.clone()
+            seconds[index] = took * steps[position] / sum(steps)
+    return adversarials, seconds

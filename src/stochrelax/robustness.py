@@ -27,7 +27,7 @@ from typing import NamedTuple, Sequence
 import torch
 from tqdm import tqdm
 
-from stochrelax.attack_rows import FixedDrawJudge, as_pixels, attack_model, through_proxy
+from stochrelax.attack_rows import FixedDrawJudge, as_pixels, attack_budgets, attack_model, through_proxy
 from stochrelax.attack_table import WORST_CASE, AttackResult, AttackSettings, merge_rows
 from stochrelax.attacks import ATTACKS
 from stochrelax.attacks.proxies import Proxy, has_sign_units
@@ -126,6 +126,23 @@ class _Measured(NamedTuple):
     convergence_eps: float | None
 
 
+def _per_attack_rows(model: torch.nn.Module, plan: Sequence[tuple[str, float, int]], pixels: torch.Tensor,
+                     labels: torch.Tensor, settings: AttackSettings, judge: FixedDrawJudge,
+                     progress: bool) -> list[AttackResult]:
+    """The rows of ``plan``, in its order; each attack's budgets at one EOT level are attacked together
+    (:func:`~stochrelax.attack_rows.attack_budgets`: FGSM and iterative FGSM share their work)."""
+    groups: dict[tuple[str, int], list[int]] = {}  # (attack, EOT samples) -> positions in the plan
+    for position, (name, _, eot) in enumerate(plan):
+        groups.setdefault((name, eot), []).append(position)
+    rows: list[AttackResult | None] = [None] * len(plan)
+    for (name, eot), positions in tqdm(groups.items(), desc="attacks", disable=not progress):
+        budgets = [plan[position][1] for position in positions]
+        for position, row in zip(positions, attack_budgets(model, name, budgets, pixels, labels, settings,
+                                                           eot_samples=eot, judge=judge)):
+            rows[position] = row
+    return rows
+
+
 def _measure(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: AttackSettings,
              transfer_source: torch.nn.Module | None, progress: bool) -> _Measured:
     """Attacks ``model`` and runs the probes (see :func:`robustness_sweep`)."""
@@ -134,8 +151,7 @@ def _measure(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     pixels = as_pixels(images)
     with evaluating(model):
         judge = FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
-        rows = [attack_model(model, name, budget, pixels, labels, settings, eot_samples=eot, judge=judge)
-                for name, budget, eot in tqdm(plan, desc="attacks", disable=not progress)]
+        rows = _per_attack_rows(model, plan, pixels, labels, settings, judge, progress)
         if WORST_CASE in settings.attacks:
             rows += worst_case(model, pixels, labels, settings.eps, settings, transfer_source, progress, judge)
         clean = judge.clean(pixels).float().mean().item()

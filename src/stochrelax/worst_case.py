@@ -138,7 +138,7 @@ def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
                 log.append({"attack": member.name, "proxy": proxy, "adaptive": member.is_adaptive(proxy),
                             "broke": int(broken.sum()), "seconds": round(member_seconds, 3)})
             rows.append(judged_row(WORST_CASE, "eps", budget, settings.eot_samples if is_stochastic(model) else 1,
-                                   judge, clean, adversarial, pixels, clean & ~standing, int(clean.sum()), seconds,
+                                   judge, clean, adversarial, pixels, seconds,
                                    proxy=",".join(settings.proxies) if has_sign_units(model) else "-",
                                    steps=settings.worst_case_steps, seed=settings.seed, members=tuple(log)))
         bar.close()

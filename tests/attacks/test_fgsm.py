@@ -261,3 +261,56 @@ def test_budget_is_respected_exactly(relu_victim, eps: float) -> None:
         assert_in_budget(adversarial, images, eps)
         if eps == 0.0:
             assert torch.equal(adversarial, images)
+
+
+# --------------------------------------------------------------------------------------------
+# Several budgets at once
+
+
+def _forward_passes(model: torch.nn.Module):
+    """A list that grows by one at every forward pass of ``model``, and the hook's handle."""
+    passes: list[int] = []
+    return passes, model.register_forward_hook(lambda module, inputs, output: passes.append(len(inputs[0])))
+
+
+def test_fgsm_each_budget_is_fgsm_alone_from_the_same_generator_state(stochastic_victim) -> None:
+    model, images, labels = first_images(stochastic_victim, 30)
+    budgets = [0.1, 0.0, 0.03, 0.1]
+    with seeded(3):
+        each = FGSM(model, eot_samples=3).each(images, labels, budgets)
+        after = torch.get_rng_state()
+    for eps, adversarial in zip(budgets, each):
+        with seeded(3):
+            assert torch.equal(adversarial, FGSM(model, eps=eps, eot_samples=3)(images, labels))
+            assert torch.equal(torch.get_rng_state(), after)
+
+
+def test_iterative_fgsm_each_budget_is_the_attack_alone_for_fewer_gradients(stochastic_victim) -> None:
+    model, images, labels = first_images(stochastic_victim, 30)
+    budgets, draws = [0.03, 0.1, 0.0, 0.07, 0.03], 2
+    with seeded(5):
+        targets = IterativeFGSM(model, eot_samples=draws).targets(images, labels)
+    passes, hook = _forward_passes(model)
+    try:
+        with seeded(9):
+            each = IterativeFGSM(model, eot_samples=draws).toward_each(images, targets, budgets)
+            after = torch.get_rng_state()
+        shared = len(passes)
+        alone_passes = []
+        for eps, adversarial in zip(budgets, each):
+            passes.clear()
+            with seeded(9):
+                alone = IterativeFGSM(model, eps=eps, eot_samples=draws).toward(images, targets)
+                state = torch.get_rng_state()
+            alone_passes.append(len(passes))
+            assert torch.equal(adversarial, alone), f"eps {eps}"
+            assert_in_budget(adversarial, images, eps)
+            if eps == max(budgets):  # the generator ends where the longest run alone leaves it
+                assert torch.equal(state, after)
+    finally:
+        hook.remove()
+    assert [kurakin_steps(eps) for eps in budgets] == [9, 29, 1, 21, 9] == alone_passes
+    # One trajectory until an iterate leaves a smaller ball: the 8th for eps 0.03 (7/255 < 0.03 < 8/255),
+    # the 18th for eps 0.07; from there a branch needs its own gradients, (9 − 8) and (21 − 18). Eps 0 and
+    # the repeated 0.03 need none: 29 + 1 + 3 passes instead of the 69 of the five runs alone.
+    assert shared == 29 + 1 + 3

@@ -1,13 +1,22 @@
-"""FGSM and the targeted iterative FGSM of the thesis (eqs. 4.5, 4.6)."""
+"""FGSM and the targeted iterative FGSM of the thesis (eqs. 4.5, 4.6).
+
+Both can attack several budgets at once (:meth:`FGSM.each`, :meth:`IterativeFGSM.toward_each`),
+each budget's images exactly what the attack with that budget alone returns from the same
+generator state, for less work: neither attack's step depends on eps until the projection
+onto the eps-ball changes an iterate.
+"""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Sequence
 
 import torch
 
 from stochrelax.attacks.core import (check_eps, check_images, cross_entropy_loss, expected_gradient,
                                      project_linf, targeted_cross_entropy_loss)
 from stochrelax.models import predictive_log_prob, sample_logits
+from stochrelax.rng import generator_states, replaying
 
 __all__ = ["FGSM", "IterativeFGSM", "kurakin_steps"]
 
@@ -39,9 +48,14 @@ class FGSM:
         self.model, self.eps, self.eot_samples = model, check_eps(eps), eot_samples
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.each(images, labels, [self.eps])[0]
+
+    def each(self, images: torch.Tensor, labels: torch.Tensor, budgets: Sequence[float]) -> list[torch.Tensor]:
+        """Adversarial images at every eps of ``budgets``, from one gradient: the step's direction does not
+        depend on eps, so each is what FGSM with that eps returns from the same generator state."""
         check_images(images, labels)
         gradient = expected_gradient(self.model, images, labels, cross_entropy_loss, self.eot_samples).gradient
-        return project_linf(images + self.eps * gradient.sign(), images, self.eps).detach()
+        return [project_linf(images + eps * gradient.sign(), images, eps).detach() for eps in map(check_eps, budgets)]
 
     def __repr__(self) -> str:
         return f"FGSM(eps={self.eps:g}, eot_samples={self.eot_samples})"
@@ -92,8 +106,13 @@ class IterativeFGSM:
         if not step_size > 0:
             raise ValueError(f"step_size must be > 0, got {step_size}")
         self.model, self.eps, self.step_size = model, check_eps(eps), float(step_size)
-        self.steps = kurakin_steps(self.eps) if steps is None else int(steps)
+        self._fixed_steps = None if steps is None else int(steps)
+        self.steps = self.steps_for(self.eps)
         self.target, self.eot_samples = target, eot_samples
+
+    def steps_for(self, eps: float) -> int:
+        """Iterations at budget ``eps``: the given ``steps``, else :func:`kurakin_steps`."""
+        return kurakin_steps(eps) if self._fixed_steps is None else self._fixed_steps
 
     @torch.no_grad()
     def targets(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -114,13 +133,54 @@ class IterativeFGSM:
 
     def toward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Adversarial images pulled towards the given (B,) target classes."""
-        adversarial = images.clone()
-        for _ in range(self.steps):
-            gradient = expected_gradient(self.model, adversarial, targets, targeted_cross_entropy_loss,
-                                         self.eot_samples).gradient
-            adversarial = project_linf(adversarial + self.step_size * gradient.sign(), images, self.eps)
-        return adversarial.detach()
+        return self.toward_each(images, targets, [self.eps])[0]
+
+    def toward_each(self, images: torch.Tensor, targets: torch.Tensor,
+                    budgets: Sequence[float]) -> list[torch.Tensor]:
+        """Adversarial images at every eps of ``budgets``, each what :meth:`toward` with that eps returns
+        from the same generator state, for fewer gradients.
+
+        The step α·sign(∇) does not depend on eps, so the budgets follow one trajectory until their
+        projections of an iterate differ (for α = 1/255, after about eps·255 steps); there it
+        branches. Every branch takes step k's gradient from the generator state of step k (the
+        first draws it, the others replay it), and the generator ends where the longest budget's
+        run alone leaves it.
+        """
+        budgets = [check_eps(eps) for eps in budgets]
+        steps = [self.steps_for(eps) for eps in budgets]
+        adversarial: list[torch.Tensor | None] = [None] * len(budgets)
+        trajectories = [(images.clone(), list(range(len(budgets))))]  # (iterate, indices of the budgets on it)
+        for step in range(max(steps, default=0)):
+            states = generator_states(images.device)
+            ongoing = [(point, [index for index in members if steps[index] > step]) for point, members in trajectories]
+            trajectories = []
+            for branch, (point, members) in enumerate([(point, members) for point, members in ongoing if members]):
+                with nullcontext() if branch == 0 else replaying(states, images.device):
+                    gradient = expected_gradient(self.model, point, targets, targeted_cross_entropy_loss,
+                                                 self.eot_samples).gradient
+                moved = point + self.step_size * gradient.sign()
+                trajectories += _projections(moved, images, {index: budgets[index] for index in members})
+            for point, members in trajectories:
+                for index in members:
+                    if steps[index] == step + 1:
+                        adversarial[index] = point.detach()
+        return adversarial
 
     def __repr__(self) -> str:
         return (f"IterativeFGSM(eps={self.eps:g}, step_size={self.step_size:g}, steps={self.steps}, "
                 f"target={self.target!r}, eot_samples={self.eot_samples})")
+
+
+def _projections(moved: torch.Tensor, images: torch.Tensor,
+                 budgets: dict[int, float]) -> list[tuple[torch.Tensor, list[int]]]:
+    """``moved`` projected onto each budget's ball, one entry per distinct projection with the
+    indices of the budgets that give it."""
+    distinct: list[tuple[torch.Tensor, list[int]]] = []
+    for index, eps in budgets.items():
+        point = project_linf(moved, images, eps)
+        same = next((members for projected, members in distinct if torch.equal(projected, point)), None)
+        if same is None:
+            distinct.append((point, [index]))
+        else:
+            same.append(index)
+    return distinct
