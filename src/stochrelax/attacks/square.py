@@ -7,8 +7,8 @@ import math
 import torch
 
 from stochrelax.attacks.core import check_eps, check_images, project_linf
+from stochrelax.layers import drawing_from
 from stochrelax.models import is_stochastic, predictive_log_prob, sample_logits
-from stochrelax.rng import generator_states, replaying
 
 __all__ = ["Square", "square_fraction"]
 
@@ -135,10 +135,17 @@ class Square:
     def _paired_margins(self, current: torch.Tensor, candidate: torch.Tensor,
                         labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Margins of the current points and the candidates, both from the same noise draws (common random
-        numbers): their difference is the square's effect, not the luck of two independent draws."""
-        states = generator_states(current.device)
-        current_margin = self.margin(current, labels)
-        with replaying(states, current.device):
+        numbers): their difference is the square's effect, not the luck of two independent draws. The
+        draws of the first are recorded and given again to the second, which draws nothing."""
+        recorded: dict[torch.nn.Module, list[torch.Tensor]] = {}  # per noise layer, its draws in pass order
+
+        def record(layer: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+            recorded.setdefault(layer, []).append(layer.draw(inputs))
+            return recorded[layer][-1]
+
+        with drawing_from(self.model, record):
+            current_margin = self.margin(current, labels)
+        with drawing_from(self.model, lambda layer, inputs: recorded[layer].pop(0)):
             return current_margin, self.margin(candidate, labels)
 
     def __repr__(self) -> str:
