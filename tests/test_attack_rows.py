@@ -147,3 +147,20 @@ def test_shared_iterative_fgsm_splits_its_time_by_steps(stochastic_victim) -> No
                                       stochastic_victim.labels[:20], AttackSettings(prediction_samples=2))
     assert [row.steps for row in rows] == [9, 29]
     assert rows[0].seconds > 0 and rows[1].seconds == pytest.approx(rows[0].seconds * 29 / 9)
+
+
+def test_a_row_at_budget_zero_reuses_the_clean_judgement(stochastic_victim) -> None:
+    model, labels = stochastic_victim.model, stochastic_victim.labels[:40]
+    pixels = attack_rows.as_pixels(stochastic_victim.images[:40])
+    judge = FixedDrawJudge(model, labels, samples=4, batch_size=16, seed=0)
+    clean = judge.clean(pixels)
+    passes: list[int] = []
+    hook = model.register_forward_hook(lambda module, inputs, output: passes.append(len(inputs[0])))
+    try:
+        row = attack_model(model, "fgsm", 0.0, pixels, labels, eot_samples=2, judge=judge)
+        assert passes == []  # neither attacked nor judged again
+        attack_model(model, "fgsm", 0.05, pixels, labels, eot_samples=2, judge=judge)
+        assert passes  # a real budget is
+    finally:
+        hook.remove()
+    assert row.accuracy == pytest.approx(clean.float().mean().item()) and row.success_rate == 0.0
