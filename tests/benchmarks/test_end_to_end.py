@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks.end_to_end import project_thesis_study
+from benchmarks.end_to_end import iterative_fgsm_gradients, project_thesis_study
 from benchmarks.harness import Row, compare_row
 from benchmarks.suite import TRAIN_VARIANTS
 from stochrelax.config import parse_config
@@ -23,8 +23,8 @@ def rows_at(train_rate: float, pgd_rate: float) -> list[Row]:
 def test_one_deterministic_run_is_its_epochs_plus_its_attack_steps() -> None:
     run = parse_config({"model": {"activation": {"kind": "relu"}}})
     seconds, detail = project_thesis_study(rows_at(1000.0, 50.0), [run], 1)
-    # 100 epochs × 60,000 images at 1,000 images/s + 1,000 images × 270 steps at 50 × 20 steps/s
-    assert seconds == pytest.approx(6000.0 + 270.0)
+    # 100 epochs × 60,000 images at 1,000 images/s + 1,000 images × (1 + 95) gradients at 50 × 20 per second
+    assert seconds == pytest.approx(6000.0 + 96.0)
     assert detail.startswith("1 runs x 100 epochs")
 
 
@@ -34,3 +34,12 @@ def test_every_run_of_the_thesis_grid_is_projected_and_the_projection_scales_wit
     assert math.isfinite(seconds) and seconds > 0 and detail.startswith(f"{len(runs)} runs")
     assert project_thesis_study(rows_at(2000.0, 100.0), runs, 2)[0] == pytest.approx(seconds / 2)
     assert project_thesis_study(rows_at(1000.0, 50.0), runs, 4)[0] == pytest.approx(seconds / 2)
+
+
+def test_iterative_fgsm_gradients_count_the_shared_trajectory_and_its_branches() -> None:
+    # By hand: eps 0.03, 0.07, 0.1 take 9, 21, 29 steps and part from the 0.1 trajectory at iterates
+    # 8 and 18 (the first beyond 7.65/255 and 17.85/255): 29 + (9 − 8) + (21 − 18), as tests/attacks counts.
+    assert iterative_fgsm_gradients([0.0, 0.03, 0.07, 0.1]) == 33
+    # The thesis' budgets: 80 steps for 0.3, and 0, 0, 1, 2, 3, 3, 3, 3 after the branches of the smaller ones.
+    assert iterative_fgsm_gradients([0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3]) == 95
+    assert iterative_fgsm_gradients([0.05]) == 15 and iterative_fgsm_gradients([0.0]) == 0
