@@ -290,12 +290,15 @@ def test_fgsm_mixture_records_the_mixed_epoch_but_not_the_fgsm_generation(fashio
     assert totals == [64 * per_example, 128 * per_example]  # epoch 2: clean + FGSM copy, one step each
 
 
+@pytest.mark.parametrize("shape,trials", [((8, 5, 7, 7), 100), ((5, 1, 97, 101), 12), ((64, 12, 24, 24), 12),
+                                          ((1, 1, 1, 250_001), 12)],
+                         ids=["counted-singly", "in-pairs", "in-triples", "in-triples-and-a-rest"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels-last"])
-def test_histogram_counts_are_torch_histc_of_the_clamped_values_bin_for_bin(channels_last):
+def test_histogram_counts_are_torch_histc_of_the_clamped_values_bin_for_bin(channels_last, shape, trials):
     generator = torch.Generator().manual_seed(0)
-    for trial in range(100):  # scales from 1e-4 to 1e2, ReLU-like and signed, the edges themselves, NaN and ±inf
+    for trial in range(trials):  # scales from 1e-4 to 1e2, ReLU-like and signed, the edges themselves, NaN and ±inf
         scale = 10 ** torch.empty(()).uniform_(-4, 2, generator=generator).item()
-        values = torch.randn(8, 5, 7, 7, generator=generator) * scale
+        values = torch.randn(*shape, generator=generator) * scale
         values = values.relu() if trial % 3 == 0 else values
         low, high = histogram_range(*torch.stack(torch.aminmax(values[:2])).tolist())
         special = torch.cat([torch.linspace(low, high, HISTOGRAM_BINS + 1), torch.tensor([math.nan, math.inf, -math.inf])])
