@@ -1,7 +1,8 @@
 """One row of a robustness table: an attack run in batches and judged on fixed evaluation draws.
 
 A per-attack row (the thesis' protocol, Figs. 5.3–5.5, :func:`attack_model`) is one
-registered attack at one budget. A model-based attack on a stochastic network is measured
+registered attack at one budget; :func:`attack_budgets` measures an attack's budgets together,
+sharing what FGSM and iterative FGSM can share between them. A model-based attack on a stochastic network is measured
 twice, with one noise draw per gradient and with Expectation over Transformation over K
 draws (Athalye et al. 2018). Sign units are differentiated through
 ``AttackSettings.proxy`` (by default ``own``: the gradient estimator the network was
