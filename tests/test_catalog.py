@@ -135,9 +135,9 @@ def test_the_runs_command_refuses_a_missing_directory_in_one_line(tmp_path, caps
 @pytest.mark.parametrize(("model", "noise"), [
     ({"activation": {"kind": "relu", "noise": "gaussian", "std": 0.25, "learnable_std": {"granularity": "layer"}}},
      "gaussian additive std 0.25 learnable per layer"),
-    ({"input_noise": {"std": 0.5}}, "input gaussian std 0.5"),
+    ({"input_noise": {"std": 0.5}}, "input noise std 0.5"),
     ({"activation": {"kind": "relu", "noise": "logistic", "std": 0.05}, "input_noise": {"std": 0.12}},
-     "logistic additive std 0.05, input gaussian std 0.12"),
+     "logistic additive std 0.05, input noise std 0.12"),
 ])
 def test_the_noise_column_names_a_learnable_std_and_input_noise(tmp_path, model, noise):
     run_dir = runs.create_run_dir(tmp_path / "run")

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 from stochrelax.attack_table import WORST_CASE
 from stochrelax.config import ConfigError, RunConfig, load_config
 from stochrelax.records import read_failure, read_metrics
-from stochrelax.results import Table, describe_adversarial_training
+from stochrelax.results import Table, describe_adversarial_training, describe_input_noise, describe_unit_noise
 from stochrelax.runs import (CHECKPOINT_FILE, CONFIG_FILE, RUN_FILE, SUMMARY_FILE, RunDirError, check_layout,
                              read_attack_table, read_summary)
 
@@ -81,12 +81,7 @@ def _units(config: RunConfig) -> str:
 
 
 def _noise(config: RunConfig) -> str:
-    activation, input_noise = config.model.activation, config.model.input_noise
-    parts = [] if activation.noise is None else [
-        f"{activation.noise} {activation.mode} std {activation.std:g}"
-        + ("" if activation.learnable_std is None else f" learnable per {activation.learnable_std.granularity}")]
-    parts += [] if input_noise is None else [f"input gaussian std {input_noise.std:g}"]
-    return ", ".join(parts) or "none"
+    return ", ".join(part for part in (describe_unit_noise(config), describe_input_noise(config)) if part) or "none"
 
 
 def _worst_case(run_dir: Path) -> tuple[float, float, int] | None:

@@ -42,7 +42,8 @@ from stochrelax.records import find_failed_runs
 from stochrelax.runs import (CONFIG_FILE, SUMMARY_FILE, RunDirError, find_runs, group_by_seed,
                              read_attack_table, read_summary)
 
-__all__ = ["Table", "markdown_table", "text_table", "csv_text", "describe_units", "describe_adversarial_training",
+__all__ = ["Table", "markdown_table", "text_table", "csv_text", "describe_units", "describe_unit_noise",
+           "describe_input_noise", "describe_adversarial_training",
            "RunResults", "read_run_results", "read_study", "failed_runs_text",
            "VARIANTS", "VARIANT_NAMES", "Cell", "CLEAN", "ResultRow", "aggregate", "results_table",
            "images_text", "RESULTS_CAPTION", "RESULTS_CSV", "RESULTS_MD", "read_csv", "write_results", "read_results"]
@@ -76,22 +77,29 @@ def text_table(table: Table) -> str:
     return "\n".join(lines + [f"note: {note}" for note in table.notes])
 
 
+def describe_unit_noise(config: RunConfig) -> str | None:
+    """The noise in the units in words, e.g. ``gaussian additive std 0.25 learnable per layer``; ``None`` without."""
+    activation = config.model.activation
+    if activation.noise is None:
+        return None
+    learnable = "" if activation.learnable_std is None else f" learnable per {activation.learnable_std.granularity}"
+    return f"{activation.noise} {activation.mode} std {activation.std:g}{learnable}"
+
+
+def describe_input_noise(config: RunConfig) -> str | None:
+    """The noise on the input in words, ``input noise std 0.25``; ``None`` without."""
+    input_noise = config.model.input_noise
+    return None if input_noise is None else f"input noise std {input_noise.std:g}"
+
+
 def describe_units(config: RunConfig) -> str:
     """The units of a network in words, e.g. ``relu, logistic additive std 0.05``; a learnable std and
     noise on the input are named too (``relu, gaussian additive std 0.25 learnable per layer``,
     ``relu, deterministic, input noise std 0.25``)."""
     activation = config.model.activation
-    if activation.noise is None:
-        units = f"{activation.kind}, deterministic"
-    else:
-        units = f"{activation.kind}, {activation.noise} {activation.mode} std {activation.std:g}"
-    if activation.learnable_std is not None:
-        units += f" learnable per {activation.learnable_std.granularity}"
-    if activation.estimator:
-        units += f", {activation.estimator}"
-    if config.model.input_noise is not None:
-        units += f", input noise std {config.model.input_noise.std:g}"
-    return units
+    parts = [activation.kind, describe_unit_noise(config) or "deterministic", activation.estimator,
+             describe_input_noise(config)]
+    return ", ".join(part for part in parts if part)
 
 
 def describe_adversarial_training(config: RunConfig) -> str:
