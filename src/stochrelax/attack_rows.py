@@ -73,7 +73,6 @@ class FixedDrawJudge:
         """:meth:`__call__`'s (N,) for the clean images, judged once and shared by every row (a row at
         budget 0, whose images are these, is not judged again)."""
         if self._clean is None or self._clean[0] is not images:
-            self._clean = None
             self._clean = images, self.predict(images)
         return self._clean[1][0] == self.labels
 

@@ -151,10 +151,11 @@ class IterativeFGSM:
         adversarial: list[torch.Tensor | None] = [None] * len(budgets)
         trajectories = [(images.clone(), list(range(len(budgets))))]  # (iterate, indices of the budgets on it)
         for step in range(max(steps, default=0)):
-            states = generator_states(images.device)
             ongoing = [(point, [index for index in members if steps[index] > step]) for point, members in trajectories]
+            ongoing = [(point, members) for point, members in ongoing if members]
+            states = generator_states(images.device) if len(ongoing) > 1 else None  # for the branches to replay
             trajectories = []
-            for branch, (point, members) in enumerate([(point, members) for point, members in ongoing if members]):
+            for branch, (point, members) in enumerate(ongoing):
                 with nullcontext() if branch == 0 else replaying(states, images.device):
                     gradient = expected_gradient(self.model, point, targets, targeted_cross_entropy_loss,
                                                  self.eot_samples).gradient
