@@ -110,9 +110,17 @@ def thesis_like_study(root: Path, eot_erases_the_gain: bool = False, leave_out: 
 
 # --- claims on synthetic studies ---------------------------------------------------------------
 
-def claim(claim_id: str, measure: str, arguments: dict, criterion: dict) -> dict:
-    return {"id": claim_id, "claim": f"{claim_id} in words", "where": "5.3", "thesis": "1", "measure": measure,
-            "arguments": arguments, "criterion": criterion}
+NULLS = {"difference_to_reference": 0.0, "matched_difference": 0.0, "ratio_to_reference": 1.0}  # no effect
+
+
+def claim(claim_id: str, measure: str, arguments: dict, criterion: dict, margin: float | None = None) -> dict:
+    """A claim entry; one whose threshold is no effect gets ``margin`` (default 1 point, or ×1.1)."""
+    entry = {"id": claim_id, "claim": f"{claim_id} in words", "where": "5.3", "thesis": "1", "measure": measure,
+             "arguments": arguments, "criterion": criterion}
+    if NULLS.get(measure) in criterion.values():
+        default = 1.1 if measure == "ratio_to_reference" else 0.01
+        entry["margin"] = {"size": default if margin is None else margin, "reason": "the test's"}
+    return entry
 
 
 def against_baseline(cells: list[str], pick: str = "largest", candidates: list | None = None) -> dict:

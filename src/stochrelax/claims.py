@@ -28,13 +28,17 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from stochrelax.config import ConfigError, check_keys, read_yaml, validation_message
-from stochrelax.intervals import ImageResamples, Interval, interval, pick_interval
+from stochrelax.intervals import (Arm, BinomialFloor, ImageResamples, Interval, SeedVariance, interval, pick_interval,
+                                  pooled_seed_variance)
 from stochrelax.results import VARIANT_NAMES, VARIANTS, Cell, ResultRow
 from stochrelax.runs import unpack_correct
 
 __all__ = ["ClaimsError", "Unit", "UNITS", "Measurement", "Measure", "MEASURES", "COMPARISONS", "NameGrid",
            "OneConfiguration", "AgainstReference", "MatchedPairs", "Claim", "CLAIMS_FILE", "parse_claims",
            "load_claims", "measure_claims"]
+
+
+WORST_CASE_VARIANT = VARIANTS[2]  # reads every L∞ attack cell as the worst case at its eps
 
 
 class ClaimsError(ConfigError):
@@ -54,13 +58,16 @@ class Unit:
     suffix: str = ""
     signed: bool = False
     bounds: tuple[float, float] = (-math.inf, math.inf)  # where the true value can lie; intervals are cut to it
+    null: float | None = None  # the value of no effect (0 points, ×1); None for an absolute number
+    multiplicative: bool = False  # effects are factors (a ratio): the mirror of ×1.1 is ×1/1.1
 
     def text(self, value: float) -> str:
         return f"{self.prefix}{value * self.scale:{'+' if self.signed else ''}.{self.decimals}f}{self.suffix}"
 
     def threshold_text(self, value: float) -> str:
-        """A criterion's threshold, shortest form: ``88%``, ``×1.5``, ``0 points``."""
-        return f"{self.prefix}{value * self.scale:g}{self.suffix}"
+        """A criterion's threshold, shortest form: ``88%``, ``×1.5``, ``0 points``, ``1 point``."""
+        suffix = self.suffix.removesuffix("s") if abs(value * self.scale) == 1 else self.suffix
+        return f"{self.prefix}{value * self.scale:g}{suffix}"
 
     def interval_text(self, estimate: float, low: float, high: float) -> str:
         """``72.1% [68.0, 76.2]``; ``[−∞, ∞]`` for an unbounded interval."""
@@ -72,8 +79,10 @@ class Unit:
 
 
 UNITS = {unit.name: unit for unit in (Unit("accuracy", 100, 1, suffix="%", bounds=(0.0, 1.0)),
-                                      Unit("points", 100, 1, suffix=" points", signed=True, bounds=(-1.0, 1.0)),
-                                      Unit("ratio", 1, 2, prefix="×", bounds=(0.0, math.inf)))}
+                                      Unit("points", 100, 1, suffix=" points", signed=True, bounds=(-1.0, 1.0),
+                                           null=0.0),
+                                      Unit("ratio", 1, 2, prefix="×", bounds=(0.0, math.inf), null=1.0,
+                                           multiplicative=True))}
 
 
 # --- measures ------------------------------------------------------------------------------------
@@ -128,7 +137,7 @@ class _Lookup:
                     vectors[seed] = self.resamples.accuracy(unpack_correct(correct, examples))
                 else:
                     self._unpaired.setdefault(row.configuration, set()).add(seed)
-                    key_of_draws = (row.configuration, str(row.cell), row.variant, seed)
+                    key_of_draws = (row.configuration, str(row.cell), row.variant)  # the same images every seed
                     vectors[seed] = self.resamples.binomial(accuracy, max(examples, 1), key_of_draws)
             self._cache[key] = vectors
         return self._cache[key]
@@ -138,8 +147,13 @@ class _Lookup:
         return tuple(f"{name} seed {seed}" for name in sorted(set(configurations))
                      for seed in sorted(self._unpaired.get(name, ())))
 
+    def images(self, configuration: str, cells: Sequence[Cell], variant: str) -> int:
+        """The fewest test images any of ``cells`` was measured on (at least 1)."""
+        return max(min(self.rows[(configuration, cell, variant)].examples for cell in read_cells(cells, variant)), 1)
+
     def seed_vectors(self, configuration: str, cells: Sequence[Cell], variant: str) -> tuple[Vectors, list[str]]:
-        """Per seed, the mean over ``cells`` as a vector; or what is missing."""
+        """Per seed, the mean over ``cells`` as a vector (each read once, :func:`read_cells`); or what is missing."""
+        cells = read_cells(cells, variant)
         if configuration not in self.configurations:
             return {}, [f"{configuration} (no finished run)"]
         missing = [f"{configuration}: {cell} ({VARIANT_NAMES[variant]})" for cell in cells
@@ -153,27 +167,63 @@ class _Lookup:
         return {seed: np.mean([vectors[seed] for vectors in per_cell], axis=0) for seed in seeds}, []
 
 
-def _stack(vectors: Vectors) -> np.ndarray:
-    return np.stack([vectors[seed] for seed in sorted(vectors)])  # (S, 1 + R)
+def read_cells(cells: Sequence[Cell], variant: str) -> tuple[Cell, ...]:
+    """The cells a variant reads, each number once: the worst case reads every L∞ attack's cell at one eps
+    as the same worst case, so that FGSM and iterative FGSM at eps 0.07 count it once, not twice."""
+    if variant != WORST_CASE_VARIANT:
+        return tuple(cells)
+    readings = {(cell.budget_name, cell.budget) if cell.budget_name == "eps" else cell: cell for cell in cells}
+    return tuple(dict.fromkeys(readings.values()))
 
 
-def _measured(vectors: Vectors, result: Interval, unpaired: tuple[str, ...], detail: str = "") -> Measurement:
-    return Measurement(result, {seed: float(vector[0]) for seed, vector in sorted(vectors.items())}, detail,
-                       unpaired=unpaired)
+def _on_seeds(vectors: Vectors, seeds: Sequence[int]) -> np.ndarray:
+    return np.stack([vectors[seed] for seed in seeds])  # (S, 1 + R)
 
 
-def _paired(first: Vectors, second: Vectors, combine: Callable[[np.ndarray, np.ndarray], np.ndarray],
-            names: tuple[str, str]) -> tuple[Vectors, list[str]]:
-    seeds = sorted(first.keys() & second.keys())
+def _log_linearized(per_seed: np.ndarray, trials: int) -> np.ndarray:
+    """(S, 1 + R) accuracies → their linearization about the log of their seed mean ȳ (the delta method):
+    log ȳ + (y − ȳ)/ȳ, whose seed mean is log ȳ exactly, so that a ratio of means is a difference of
+    logs. A mean of 0 is taken as half an image of the ``trials`` counted, so that the log is finite."""
+    mean = float(per_seed[:, 0].mean())
+    scale = max(mean, 0.5 / max(trials, 1))
+    return math.log(scale) + (per_seed - mean) / scale
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """Configurations on the seeds they share, with what a contrast between them needs."""
+
+    per_seed: dict[str, np.ndarray]  # configuration -> (S, 1 + R), on the measure's scale
+    measured: dict[str, np.ndarray]  # configuration -> (S,) accuracies as measured
+    accuracies: dict[str, float]  # configuration -> seed-mean accuracy (for the binomial floor)
+    trials: int  # images × seeds behind each configuration's mean
+    seeds: tuple[int, ...]
+
+    def pooled(self, weights_squared: float) -> SeedVariance | None:
+        """The pooled seed variance of a contrast whose weights' squares sum to ``weights_squared``."""
+        table = np.stack([values[:, 0] for values in self.per_seed.values()])  # (C, S)
+        pooled = pooled_seed_variance(table)
+        return None if pooled is None else replace(pooled, variance=pooled.variance * weights_squared)
+
+
+def _comparison(lookup: "_Lookup", names: Sequence[str], cells: Sequence[Cell], variant: str, log: bool
+                ) -> tuple[_Comparison | None, list[str]]:
+    vectors, missing = {}, []
+    for name in dict.fromkeys(names):
+        vectors[name], lacking = lookup.seed_vectors(name, cells, variant)
+        missing += lacking
+    if missing:
+        return None, missing
+    seeds = tuple(sorted(set.intersection(*(set(found) for found in vectors.values()))))
     if not seeds:
-        return {}, [f"no seed in common between {names[0]} and {names[1]}"]
-    return {seed: combine(first[seed], second[seed]) for seed in seeds}, []
-
-
-def _ratio(value: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """value / reference; infinite where the reference is 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(reference > 0, value / np.where(reference > 0, reference, 1.0), math.inf)
+        return None, [f"no seed in common among {', '.join(vectors)}"]
+    trials = min(lookup.images(name, cells, variant) for name in vectors) * len(seeds)
+    per_seed = {name: _on_seeds(found, seeds) for name, found in vectors.items()}
+    measured = {name: values[:, 0] for name, values in per_seed.items()}
+    accuracies = {name: float(values.mean()) for name, values in measured.items()}
+    if log:
+        per_seed = {name: _log_linearized(values, trials) for name, values in per_seed.items()}
+    return _Comparison(per_seed, measured, accuracies, trials, seeds), []
 
 
 # Arguments of the measures, validated when claims.yaml is read.
@@ -266,55 +316,66 @@ class MatchedPairs(_Arguments):
 
 
 def _mean_accuracy(lookup: _Lookup, variant: str, arguments: OneConfiguration) -> Measurement:
-    vectors, missing = lookup.seed_vectors(arguments.configuration, arguments.cells, variant)
+    found, missing = _comparison(lookup, [arguments.configuration], arguments.cells, variant, log=False)
     if missing:
         return _not_measured(missing)
-    return _measured(vectors, interval(_stack(vectors)), lookup.unpaired([arguments.configuration]))
+    per_seed = found.per_seed[arguments.configuration]
+    floor = BinomialFloor(Arm(found.accuracies[arguments.configuration], found.trials))
+    return Measurement(interval(per_seed, floor=floor), dict(zip(found.seeds, map(float, per_seed[:, 0]))),
+                       unpaired=lookup.unpaired([arguments.configuration]))
 
 
-def _against_reference(lookup: _Lookup, variant: str, arguments: AgainstReference,
-                       combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Measurement:
-    reference, missing = lookup.seed_vectors(arguments.reference, arguments.cells, variant)
+def _against_reference(lookup: _Lookup, variant: str, arguments: AgainstReference, ratio: bool) -> Measurement:
+    """Each candidate minus the reference (a difference), or log candidate minus log reference (the log of
+    a ratio of seed means, by the delta method); a pick among several candidates."""
     names = [name for grid in arguments.candidates for name in grid.names()]
-    compared: dict[str, Vectors] = {}
-    for name in names:
-        values, lacking = lookup.seed_vectors(name, arguments.cells, variant)
-        missing += lacking
-        if not lacking and reference:
-            compared[name], lacking = _paired(values, reference, combine, (name, arguments.reference))
-            missing += lacking
+    found, missing = _comparison(lookup, [*names, arguments.reference], arguments.cells, variant, log=ratio)
     if missing:
         return _not_measured(missing)
-    unpaired = lookup.unpaired([*names, arguments.reference])
+    reference = arguments.reference
+    pooled = found.pooled(weights_squared=2.0) if len(names) > 1 else None
+    candidates = {name: {"per_seed": found.per_seed[name] - found.per_seed[reference], "seed_variance": pooled,
+                         "log": ratio,
+                         "floor": BinomialFloor(Arm(found.accuracies[name], found.trials),
+                                                Arm(found.accuracies[reference], found.trials), log=ratio)}
+                  for name in names}
+    unpaired = lookup.unpaired([*names, reference])
     if len(names) == 1:
-        return _measured(compared[names[0]], interval(_stack(compared[names[0]])), unpaired)
-    chosen, result = pick_interval({name: _stack(vectors) for name, vectors in compared.items()},
-                                   largest=arguments.pick == "largest")
-    return _measured(compared[chosen], result, unpaired,
-                     f"{chosen} ({arguments.pick} of {len(names)}; Bonferroni over the {len(names)} candidates)")
+        chosen, result, detail = names[0], interval(**candidates[names[0]]), ""
+    else:
+        chosen, result = pick_interval(candidates, largest=arguments.pick == "largest")
+        side = "low" if arguments.pick == "largest" else "high"
+        detail = (f"{chosen} ({arguments.pick} of {len(names)}; Bonferroni over the {len(names)} candidates "
+                  f"on the {side} bound, the one picking can push)")
+    value, against = found.measured[chosen], found.measured[reference]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = value / against if ratio else value - against
+    return Measurement(result, dict(zip(found.seeds, map(float, values))), _with_source(detail, result),
+                       unpaired=unpaired)
 
 
 def _matched_difference(lookup: _Lookup, variant: str, arguments: MatchedPairs) -> Measurement:
     pairs = [(arguments.better.format(**values), arguments.worse.format(**values))
              for values in _combinations(arguments.over)]
-    differences, missing = [], []
-    for better, worse in pairs:
-        better_values, lacking_better = lookup.seed_vectors(better, arguments.cells, variant)
-        worse_values, lacking_worse = lookup.seed_vectors(worse, arguments.cells, variant)
-        missing += lacking_better + lacking_worse
-        if not lacking_better + lacking_worse:
-            difference, lacking = _paired(better_values, worse_values, operator.sub, (better, worse))
-            missing += lacking
-            differences.append(difference)
+    found, missing = _comparison(lookup, [name for pair in pairs for name in pair], arguments.cells, variant,
+                                 log=False)
     if missing:
         return _not_measured(missing)
-    seeds = sorted(set.intersection(*(set(difference) for difference in differences)))
-    if not seeds:
-        return _not_measured([f"no seed in common among the pairs {pairs}"])
-    vectors = {seed: np.mean([difference[seed] for difference in differences], axis=0) for seed in seeds}
-    return _measured(vectors, interval(_stack(vectors)), lookup.unpaired([name for pair in pairs for name in pair]),
-                     f"mean over {len(pairs)} pairs" if len(pairs) > 1 else "")
+    per_seed = np.mean([found.per_seed[better] - found.per_seed[worse] for better, worse in pairs], axis=0)
+    better_accuracy = float(np.mean([found.accuracies[better] for better, _ in pairs]))
+    worse_accuracy = float(np.mean([found.accuracies[worse] for _, worse in pairs]))
+    result = interval(per_seed, seed_variance=found.pooled(weights_squared=2.0 / len(pairs)),
+                      floor=BinomialFloor(Arm(better_accuracy, found.trials), Arm(worse_accuracy, found.trials)))
+    detail = f"mean over {len(pairs)} pairs" if len(pairs) > 1 else ""
+    return Measurement(result, dict(zip(found.seeds, map(float, per_seed[:, 0]))), _with_source(detail, result),
+                       unpaired=lookup.unpaired([name for pair in pairs for name in pair]))
 
+
+def _with_source(detail: str, result: Interval) -> str:
+    """A measure's detail, and where its seed variance came from when it was pooled."""
+    if result.seed_variance is None or result.seed_variance.pooled_over == 1:
+        return detail
+    return "; ".join(filter(None, [detail, result.seed_variance.source]))
 
 @dataclass(frozen=True)
 class Measure:
@@ -329,13 +390,13 @@ class Measure:
 
 MEASURES: dict[str, Measure] = {
     "mean_accuracy": Measure(OneConfiguration, _mean_accuracy, UNITS["accuracy"], absolute=True),
-    # candidate minus reference, and candidate over reference (a baseline at 0% gives an infinite ratio)
-    "difference_to_reference": Measure(AgainstReference, partial(_against_reference, combine=operator.sub),
-                                       UNITS["points"]),
-    "ratio_to_reference": Measure(AgainstReference, partial(_against_reference, combine=_ratio), UNITS["ratio"]),
+    # candidate minus reference, and candidate over reference (a ratio of seed means, on the log scale)
+    "difference_to_reference": Measure(AgainstReference, partial(_against_reference, ratio=False), UNITS["points"]),
+    "ratio_to_reference": Measure(AgainstReference, partial(_against_reference, ratio=True), UNITS["ratio"]),
     "matched_difference": Measure(MatchedPairs, _matched_difference, UNITS["points"]),
 }
 
+_TOWARD_LARGER = ("at_least", "above")  # criteria claiming a larger value
 COMPARISONS: dict[str, tuple[Callable[[float, float], bool], str]] = {
     "at_least": (operator.ge, "≥"), "at_most": (operator.le, "≤"), "above": (operator.gt, ">"),
     "below": (operator.lt, "<"),
@@ -355,6 +416,8 @@ class Claim:
     measure: str  # a key of MEASURES
     arguments: BaseModel  # the measure's validated arguments
     criterion: dict[str, float]  # COMPARISONS key → threshold; all must hold
+    margin: float | None = None  # the smallest effect worth claiming, where a threshold is the null
+    margin_reason: str = ""
 
     @property
     def unit(self) -> Unit:
@@ -365,8 +428,25 @@ class Claim:
         return MEASURES[self.measure].absolute
 
     def criterion_text(self) -> str:
-        return " and ".join(f"{COMPARISONS[name][1]} {self.unit.threshold_text(threshold)}"
+        text = " and ".join(f"{COMPARISONS[name][1]} {self.unit.threshold_text(threshold)}"
                             for name, threshold in self.criterion.items())
+        return text if self.margin is None else f"{text} (margin {self.unit.threshold_text(self.margin)})"
+
+    def fail_boundary(self, name: str, threshold: float) -> float:
+        """Where a criterion part fails: the interval must lie wholly short of it. A threshold at the null
+        (no effect) fails short of the margin instead: an effect too small to matter is no effect claimed."""
+        if self.margin is None or threshold != self.unit.null:
+            return threshold
+        if name in _TOWARD_LARGER:
+            return self.margin
+        return self.unit.null ** 2 / self.margin if self.unit.multiplicative else 2 * self.unit.null - self.margin
+
+
+class _Margin(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: float  # in the measure's unit: 0.01 = 1 point, 1.1 = ×1.1
+    reason: str = Field(min_length=1)
 
 
 class _ClaimEntry(BaseModel):
@@ -379,10 +459,27 @@ class _ClaimEntry(BaseModel):
     measure: str
     arguments: dict[str, Any]
     criterion: dict[Literal[tuple(COMPARISONS)], float] = Field(min_length=1)
+    margin: _Margin | None = None
+
 
 
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 CLAIMS_FILE_KEYS = ("claims", "definitions")  # definitions: YAML anchors (cell lists) the claims refer to
+
+
+def _check_margin(entry: _ClaimEntry, unit: Unit, where: str) -> None:
+    """A comparison whose threshold is the null (no effect) needs a margin beyond the null, else an
+    effect near zero could never be decided."""
+    at_null = unit.null is not None and unit.null in entry.criterion.values()
+    if at_null and entry.margin is None:
+        raise ClaimsError(f"{where}: a threshold at {unit.threshold_text(unit.null)} (no effect) needs a margin: "
+                          f"'margin: {{size: ..., reason: ...}}', the smallest effect worth claiming")
+    if entry.margin is not None and not at_null:
+        raise ClaimsError(f"{where}: a margin applies only to a threshold at {unit.threshold_text(unit.null)} "
+                          "(no effect)" if unit.null is not None else f"{where}: an absolute measure takes no margin")
+    if entry.margin is not None and not entry.margin.size > unit.null:
+        raise ClaimsError(f"{where}: margin size {entry.margin.size:g} must lie beyond "
+                          f"{unit.null:g}, the value of no effect")
 
 
 def parse_claims(raw: Any, source: str = "claims") -> list[Claim]:
@@ -413,8 +510,10 @@ def parse_claims(raw: Any, source: str = "claims") -> list[Claim]:
                               f"{validation_message(error, MEASURES[parsed.measure].arguments)}") from None
         if parsed.id in claims:
             raise ClaimsError(f"{where}: the id occurs twice")
+        _check_margin(parsed, MEASURES[parsed.measure].unit, where)
         claims[parsed.id] = Claim(parsed.id, parsed.claim, parsed.where, parsed.thesis, parsed.measure, arguments,
-                                  dict(parsed.criterion))
+                                  dict(parsed.criterion), parsed.margin.size if parsed.margin else None,
+                                  parsed.margin.reason if parsed.margin else "")
     return list(claims.values())
 
 

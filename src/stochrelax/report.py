@@ -36,8 +36,8 @@ from stochrelax.data import FashionMNIST
 from stochrelax.results import (RESULTS_CAPTION, RESULTS_CSV, Table, configuration_name, describe_adversarial_training,
                                 describe_units, images_text, markdown_table, read_results, results_table)
 from stochrelax.runs import CERTIFY_CSV, CERTIFY_JSON, Run, RunDirError, load_run, read_attack_table
-from stochrelax.verdicts import (FAILS, HOLDS, INCONCLUSIVE, NOT_JUDGED, NOT_MEASURED, VERDICTS_CAPTION, VERDICTS_CSV,
-                                 read_verdicts, scope_headline, verdict_table)
+from stochrelax.verdicts import (FAILS, HOLDS, INCONCLUSIVE, NOT_JUDGED, NOT_MEASURED, TOO_SMALL, VERDICTS_CAPTION,
+                                 VERDICTS_CSV, read_verdicts, scope_headline, verdict_table)
 
 __all__ = ["SUMMARY_BUDGETS", "VERDICT_BACKGROUNDS", "TRAINING_DISTRIBUTIONS", "ReportFigure", "summary_table",
            "certification_table", "certified_by_configuration", "build_report"]
@@ -277,7 +277,7 @@ def _class_attribute(css_class: str | None) -> str:
 
 
 # Background of a verdict cell by the verdict's state: green holds, red fails, amber inconclusive, greys no verdict.
-VERDICT_BACKGROUNDS: dict[str, str] = {HOLDS: "#cdebd3", FAILS: "#f5cccc", INCONCLUSIVE: "#fde3b5",
+VERDICT_BACKGROUNDS: dict[str, str] = {HOLDS: "#cdebd3", FAILS: "#f5cccc", TOO_SMALL: "#e6ecc4", INCONCLUSIVE: "#fde3b5",
                                        NOT_MEASURED: "#e2e2e2", NOT_JUDGED: "#d8e1f0"}
 
 
@@ -321,8 +321,10 @@ def _read_study(study_root: str | Path) -> _Study:
             raise RunDirError(f"{root / name} is missing: run `stochrelax results {root}` first")
     records, rows = read_verdicts(root / VERDICTS_CSV), read_results(root / RESULTS_CSV)
     table = verdict_table(records)
-    verdict_cells = {(row, len(table.header) - 1): _verdict_class(record.verdict)
-                     for row, record in enumerate(records) if record.verdict in VERDICT_BACKGROUNDS}
+    verdict_cells = {(row, len(table.header) - column): _verdict_class(state)
+                     for row, record in enumerate(records)
+                     for column, state in ((1, record.verdict), (2, record.worst_case_verdict))
+                     if state in VERDICT_BACKGROUNDS}
     attacked = images_text(row.examples for row in rows if row.budget_name == "eps")
     return _Study(
         scope_headline(records),

@@ -2,15 +2,20 @@
 
 The verdict on a claim (:mod:`stochrelax.claims`) is
 
-- **holds** — the whole interval satisfies the criterion;
-- **fails** — the whole interval violates it;
-- **inconclusive** — the interval straddles it, or one seed leaves the spread between trainings unknown;
+- **holds** — the whole interval satisfies the criterion: beyond no effect in the claimed
+  direction, or beyond the size the thesis states;
+- **fails** — the whole interval lies short of it: short of the claimed size, or, for a claim
+  of "an effect", short of its margin (the smallest effect worth claiming);
+- **too small to matter** — the interval lies between no effect and the margin: a real effect,
+  smaller than any worth claiming;
+- **inconclusive** — neither, or one seed leaves the spread between trainings unknown;
 - **not measured** — the study lacks a run or a cell the claim needs;
 - **not judged** — a claim about absolute accuracy after the thesis' protocol, in a study whose
   preset does not train to convergence.
 
-It judges the robust accuracy by the worst case where the study has it (else by EOT attacks)
-and says when the thesis' single-draw attacks would have judged otherwise.
+A claim is judged on the attacks it names, with EOT where the model is stochastic, and says when
+the thesis' single-draw attacks would have judged otherwise; the adaptive worst case gets a
+verdict of its own beside it, never in its place.
 :func:`write_verdicts` writes ``verdicts.csv`` and ``verdicts.md``; :func:`read_verdicts`
 reads the CSV back for the report.
 """
@@ -28,13 +33,14 @@ from stochrelax.files import write_text_atomically
 from stochrelax.intervals import LEVEL, ImageResamples
 from stochrelax.results import VARIANT_NAMES, VARIANTS, ResultRow, Table, csv_text, markdown_table, read_csv
 
-__all__ = ["HOLDS", "FAILS", "INCONCLUSIVE", "NOT_MEASURED", "NOT_JUDGED", "VERDICTS", "StudyScope", "judge",
+__all__ = ["HOLDS", "FAILS", "TOO_SMALL", "judge_bounds", "INCONCLUSIVE", "NOT_MEASURED", "NOT_JUDGED", "VERDICTS", "StudyScope", "judge",
            "ClaimResult", "evaluate_claims", "VerdictRecord", "verdict_records", "verdict_table", "scope_headline",
            "VERDICTS_CAPTION", "write_verdicts", "read_verdicts", "VERDICTS_CSV", "VERDICTS_MD"]
 
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED, NOT_JUDGED = "holds", "fails", "inconclusive", "not measured", "not judged"
-VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED, NOT_JUDGED)
+TOO_SMALL = "too small to matter"
+VERDICTS = (HOLDS, FAILS, TOO_SMALL, INCONCLUSIVE, NOT_MEASURED, NOT_JUDGED)
 
 
 @dataclass(frozen=True)
@@ -47,17 +53,27 @@ class StudyScope:
 
 
 def judge(claim: Claim, measurement: Measurement) -> str:
-    """Holds, fails or inconclusive by where the interval lies against every part of the criterion."""
+    """Holds, fails, too small to matter or inconclusive by where the interval lies against every
+    part of the criterion: it holds where the whole interval meets every part, fails where it lies
+    wholly short of a part's fail boundary (:meth:`~stochrelax.claims.Claim.fail_boundary`: the
+    threshold, or the margin for a threshold of no effect), and both at once is an effect too small."""
     if not measurement.measured:
         return NOT_MEASURED
-    bounds = (measurement.interval.low, measurement.interval.high)
     if not measurement.interval.bounded:
         return INCONCLUSIVE
-    satisfied = [all(COMPARISONS[name][0](bound, threshold) for bound in bounds)
-                 for name, threshold in claim.criterion.items()]
-    violated = [not any(COMPARISONS[name][0](bound, threshold) for bound in bounds)
-                for name, threshold in claim.criterion.items()]
-    return HOLDS if all(satisfied) else FAILS if any(violated) else INCONCLUSIVE
+    return judge_bounds(claim, measurement.interval.low, measurement.interval.high)
+
+
+def judge_bounds(claim: Claim, low: float, high: float) -> str:
+    """:func:`judge` of an interval given by its bounds."""
+    bounds = (low, high)
+    satisfied = all(COMPARISONS[name][0](bound, threshold) for name, threshold in claim.criterion.items()
+                    for bound in bounds)
+    violated = any(not any(COMPARISONS[name][0](bound, claim.fail_boundary(name, threshold)) for bound in bounds)
+                   for name, threshold in claim.criterion.items())
+    if satisfied and violated:
+        return TOO_SMALL
+    return HOLDS if satisfied else FAILS if violated else INCONCLUSIVE
 
 
 @dataclass(frozen=True)
@@ -68,8 +84,9 @@ class ClaimResult:
     single: Measurement
     eot: Measurement
     worst_case: Measurement
-    verdict: str  # one of VERDICTS
+    verdict: str  # one of VERDICTS, on the attacks the claim names (EOT where the model is stochastic)
     reason: str  # why, in words, where the verdict needs one
+    worst_case_verdict: str  # one of VERDICTS, against the adaptive worst case
 
     @property
     def measurements(self) -> tuple[Measurement, Measurement, Measurement]:
@@ -77,27 +94,28 @@ class ClaimResult:
         return self.single, self.eot, self.worst_case
 
 
-def _verdict(claim: Claim, single: Measurement, judged: Measurement, judged_name: str,
-             scope: StudyScope) -> tuple[str, str]:
+def _verdict(claim: Claim, measurement: Measurement, scope: StudyScope) -> tuple[str, str]:
     if claim.absolute and not scope.converged:
         return NOT_JUDGED, (f"an absolute accuracy after the thesis' protocol; the {scope.preset} preset does not "
                             "train to convergence (use --preset standard or thesis)")
-    if not (single.measured and judged.measured):
+    if not measurement.measured:
         return NOT_MEASURED, "the study lacks what it needs (see the notes)"
-    if judged.interval.seeds < 2:
+    if measurement.interval.seeds < 2 and measurement.interval.seed_variance is None:
         return INCONCLUSIVE, "one seed: the spread between trainings is unknown, so no interval; run more seeds"
-    state, thesis_state = judge(claim, judged), judge(claim, single)
-    if thesis_state != state:
-        return state, f"{thesis_state} against the thesis' single-draw attacks, {state} against the {judged_name}"
+    state = judge(claim, measurement)
+    if state == TOO_SMALL:
+        return state, (f"a real effect, but the interval excludes every effect of the margin "
+                       f"{claim.unit.threshold_text(claim.margin)} or more ({claim.margin_reason})")
     return state, ""
 
 
 def evaluate_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], scope: StudyScope = StudyScope(),
                     resamples: ImageResamples | None = None) -> list[ClaimResult]:
-    """Measures every claim on the aggregated rows, once per attack variant, and gives its verdict.
+    """Measures every claim on the aggregated rows, once per attack variant, and gives its verdicts.
 
-    The verdict judges the worst case where the study has it, else the EOT attacks; its reason
-    says when the thesis' single-draw attacks would have judged otherwise.
+    The verdict judges the attacks the claim names with EOT (the same numbers as single-draw for a
+    deterministic model); its reason says when the thesis' single-draw attacks would have judged
+    otherwise. The worst case has a verdict of its own.
 
     Args:
         claims: what to check (:func:`load_claims`).
@@ -107,8 +125,12 @@ def evaluate_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], scope: S
     """
     results = []
     for claim, (single, eot, worst) in zip(claims, measure_claims(claims, rows, resamples)):
-        judged, judged_name = (worst, "worst case") if worst.measured else (eot, "EOT attacks")
-        results.append(ClaimResult(claim, single, eot, worst, *_verdict(claim, single, judged, judged_name, scope)))
+        verdict, reason = _verdict(claim, eot, scope)
+        thesis_verdict = _verdict(claim, single, scope)[0]
+        if verdict in (HOLDS, FAILS, TOO_SMALL, INCONCLUSIVE) and thesis_verdict != verdict:
+            reason = "; ".join(filter(None, [reason, f"{thesis_verdict} against the thesis' single-draw attacks"]))
+        worst_verdict = _verdict(claim, worst, scope)[0] if worst.measured else NOT_MEASURED
+        results.append(ClaimResult(claim, single, eot, worst, verdict, reason, worst_verdict))
     return results
 
 
@@ -130,6 +152,7 @@ class VerdictRecord(NamedTuple):
     notes: tuple[str, ...]
     preset: str  # "" when unknown
     scope: str  # "pipeline check", "no convergence" or "converged"
+    worst_case_verdict: str
 
 
 def _notes(result: ClaimResult, listed: int = 5) -> list[str]:
@@ -139,7 +162,7 @@ def _notes(result: ClaimResult, listed: int = 5) -> list[str]:
         more = f" and {len(missing) - listed} more" if len(missing) > listed else ""
         notes.append(f"not measured: missing {'; '.join(missing[:listed])}{more}")
     elif not result.worst_case.measured:
-        notes.append("no worst case in this study: judged by the EOT attacks, which overstate sign networks")
+        notes.append("no worst case in this study: the EOT attacks overstate sign networks")
     details = {VARIANT_NAMES[variant]: measurement.detail
                for variant, measurement in zip(VARIANTS, result.measurements) if measurement.detail}
     if len(set(details.values())) == 1:
@@ -166,7 +189,8 @@ def verdict_records(results: Sequence[ClaimResult], scope: StudyScope = StudySco
     return [VerdictRecord(result.claim.id, result.claim.text, result.claim.where, result.claim.thesis,
                           result.claim.criterion_text(), dict(result.claim.criterion), result.claim.unit.name,
                           {variant: estimate(m) for variant, m in zip(VARIANTS, result.measurements)},
-                          result.verdict, result.reason, tuple(_notes(result)), scope.preset or "", _scope_name(scope))
+                          result.verdict, result.reason, tuple(_notes(result)), scope.preset or "", _scope_name(scope),
+                          result.worst_case_verdict)
             for result in results]
 
 
@@ -190,15 +214,17 @@ VERDICTS_CAPTION = (f"Each claim measured with single-draw attacks (the thesis' 
                     f"estimate over seeds and its {LEVEL:.0%} confidence interval, which counts the spread between "
                     f"seeds (Student's t) and the finite test set (a bootstrap over test images, paired between "
                     f"configurations). Holds: the whole interval meets the criterion; fails: the whole interval "
-                    f"misses it; inconclusive: it straddles. The verdict judges the worst case (EOT where there is "
-                    f"none).")
+                    f"lies short of it (short of the margin, the smallest effect worth claiming, for a claim of an "
+                    f"effect); too small to matter: between no effect and the margin; inconclusive: neither. The "
+                    f"verdict judges the attacks the claim names (EOT on stochastic models); the worst case has its "
+                    f"own verdict.")
 
 
 def verdict_table(records: Sequence[VerdictRecord]) -> Table:
     """One row per claim: the claim, the thesis' number, the criterion, our estimate and interval with
     single-draw and EOT attacks and against the worst case, the number of seeds, and the verdict."""
     header = ["claim", "thesis", "criterion", *(f"ours: {VARIANT_NAMES[variant]}" for variant in VARIANTS), "seeds",
-              "verdict"]
+              "worst-case verdict", "verdict"]
     rows = []
     for record in records:
         unit = UNITS[record.unit]
@@ -207,7 +233,7 @@ def verdict_table(records: Sequence[VerdictRecord]) -> Table:
         seeds = max((found[3] for found in record.estimates.values() if found is not None), default=0)
         verdict = record.verdict + (f" — {record.reason}" if record.reason else "")
         rows.append([f"{record.id}: {record.claim} ({record.where})", record.thesis, record.criterion, *cells,
-                     str(seeds), verdict])
+                     str(seeds), record.worst_case_verdict, verdict])
     notes = [f"{record.id}: {note}" for record in records for note in record.notes]
     return Table(header, rows, notes)
 
@@ -216,7 +242,7 @@ _VARIANT_FIELDS = ("estimate", "low", "high", "seeds")
 VERDICTS_CSV, VERDICTS_MD = "verdicts.csv", "verdicts.md"
 _HEADER = ["id", "claim", "where", "thesis", "criterion", "thresholds", "unit",
            *(f"{variant.replace('-', '_')}_{name}" for variant in VARIANTS for name in _VARIANT_FIELDS),
-           "verdict", "reason", "notes", "preset", "scope"]
+           "verdict", "reason", "notes", "preset", "scope", "worst_case_verdict"]
 
 
 def _number(value: float) -> str:
@@ -235,7 +261,7 @@ def write_verdicts(results: Sequence[ClaimResult], out_dir: str | Path,
                                  (*map(_number, record.estimates[variant][:3]), record.estimates[variant][3]))]
         rows.append([record.id, record.claim, record.where, record.thesis, record.criterion,
                      json.dumps(record.thresholds), record.unit, *numbers, record.verdict, record.reason,
-                     " | ".join(record.notes), record.preset, record.scope])
+                     " | ".join(record.notes), record.preset, record.scope, record.worst_case_verdict])
     out_dir = Path(out_dir)
     csv_path, md_path = out_dir / VERDICTS_CSV, out_dir / VERDICTS_MD
     write_text_atomically(csv_path, csv_text(_HEADER, rows))
@@ -261,7 +287,7 @@ def read_verdicts(path: str | Path) -> list[VerdictRecord]:
         records.append(VerdictRecord(row["id"], row["claim"], row["where"], row["thesis"], row["criterion"],
                                      json.loads(row["thresholds"]), row["unit"], estimates, row["verdict"],
                                      row["reason"], tuple(filter(None, row["notes"].split(" | "))),
-                                     row["preset"], row["scope"]))
+                                     row["preset"], row["scope"], row["worst_case_verdict"]))
     return records
 
 

@@ -19,7 +19,7 @@ from stochrelax.verdicts import VerdictRecord
 
 
 VARIANT_STYLES = {"single": ("tab:gray", "o"), "eot": ("tab:blue", "s"), "worst-case": ("tab:red", "D")}
-VERDICT_COLOURS = {"holds": "tab:green", "fails": "tab:red", "inconclusive": "tab:orange"}
+VERDICT_COLOURS = {"holds": "tab:green", "fails": "tab:red", "too small to matter": "olive", "inconclusive": "tab:orange"}
 FOREST_ROW_INCHES = 0.32  # height per claim in the forest plot
 
 
