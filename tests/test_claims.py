@@ -167,6 +167,23 @@ def test_a_malformed_claims_file_is_a_one_line_error(raw, message):
         parse_claims(raw, source="claims.yaml")
 
 
+def test_a_claim_of_an_effect_needs_a_margin_and_only_it_takes_one():
+    bare = claim("bare", "difference_to_reference", against_baseline(["clean"]), {"above": 0.0})
+    del bare["margin"]
+    with pytest.raises(ClaimsError, match=r"claim bare: a threshold at 0 points \(no effect\) needs a margin"):
+        parse_claims({"claims": [bare]})
+    sized = {**claim("sized", "ratio_to_reference", against_baseline(["clean"]), {"at_least": 1.5}),
+             "margin": {"size": 1.1, "reason": "r"}}
+    with pytest.raises(ClaimsError, match=r"claim sized: a margin applies only to a threshold at ×1"):
+        parse_claims({"claims": [sized]})
+    wrong_side = claim("wrong", "difference_to_reference", against_baseline(["clean"]), {"below": 0.0}, margin=-0.01)
+    with pytest.raises(ClaimsError, match="margin size -0.01 must lie beyond 0"):
+        parse_claims({"claims": [wrong_side]})
+    [below] = parse_claims({"claims": [claim("b", "difference_to_reference", against_baseline(["clean"]),
+                                             {"below": 0.0})]})
+    assert below.fail_boundary("below", 0.0) == pytest.approx(-0.01)
+
+
 def test_a_missing_claims_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="claims file not found"):
         load_claims(tmp_path / "claims.yaml")

@@ -14,9 +14,10 @@ import pytest
 
 from stochrelax import runs
 from stochrelax.cli import main
+from stochrelax.config import parse_config
 from stochrelax.grid import PRESETS
 from stochrelax.sweep import SWEEP_FILE
-from stochrelax.verdicts import (FAILS, HOLDS, INCONCLUSIVE, NOT_JUDGED, NOT_MEASURED, StudyScope, read_verdicts,
+from stochrelax.verdicts import (FAILS, HOLDS, INCONCLUSIVE, NOT_JUDGED, NOT_MEASURED, TOO_SMALL, StudyScope, read_verdicts,
                                  verdict_records, verdict_table, write_verdicts)
 from tests.synthetic_runs import (BASELINE, BASELINE_NAME, GAIN, GAUSSIAN, GAUSSIAN_NAME, LOGISTIC, LOGISTIC_NAME,
                                   against_baseline, claim, gain_study, judged, write_run)
@@ -35,6 +36,20 @@ def test_the_verdict_follows_where_the_interval_lies(tmp_path, differences, verd
     assert result.single.interval.estimate == pytest.approx(np.mean(differences), abs=1e-3)
     if len(differences) == 1:
         assert result.reason.startswith("one seed")
+
+
+@pytest.mark.parametrize("differences, verdict", [
+    ([0.020, 0.025, 0.030], HOLDS),  # beyond no effect
+    ([0.003, 0.004, 0.005], TOO_SMALL),  # beyond no effect, and short of the 1-point margin
+    ([0.001, -0.001, 0.000], FAILS),  # excludes every effect of 1 point or more
+    ([0.004, 0.010, 0.016], INCONCLUSIVE),  # reaches both beyond the margin and below no effect
+])
+def test_a_claim_of_an_effect_fails_short_of_its_margin_and_is_too_small_between(tmp_path, differences, verdict):
+    result = judged(gain_study(tmp_path, differences, seeds_images=10_000), [GAIN])["gain"]
+    found = result.eot.interval
+    assert result.verdict == verdict, (found.low, found.high)
+    if verdict == TOO_SMALL:
+        assert 0 < found.low < found.high < 0.01 and "the margin 1 point or more" in result.reason
 
 
 def test_intervals_are_cut_to_where_the_true_value_can_lie(tmp_path):
@@ -78,6 +93,47 @@ def test_absolute_accuracy_is_not_judged_when_the_preset_does_not_converge(tmp_p
     assert results["level"].verdict == NOT_JUDGED and "the quick preset does not train" in results["level"].reason
     assert results["gain"].verdict == HOLDS  # a difference is judged
     assert judged(tmp_path, [level])["level"].verdict == HOLDS
+
+
+def test_the_worst_case_reads_each_eps_once(tmp_path):
+    # FGSM and iterative FGSM at eps 0.1 both read as the worst case at 0.1: it is averaged with the
+    # missing-features cell once, not twice (0.5·(0.2 + 0.6), not (0.2 + 0.2 + 0.6)/3)
+    cells = ["fgsm eps=0.1", "ifgsm-ll eps=0.1", "missing p=0.3"]
+    for seed in (0, 1, 2):
+        numbers = {("fgsm", 0.1, 1): 0.3, ("ifgsm-ll", 0.1, 1): 0.3, ("missing", 0.3, 1): 0.6,
+                   ("worst-case", 0.1, 1): 0.2}
+        write_run(tmp_path, BASELINE_NAME, BASELINE, seed, 0.9, numbers)
+    level = claim("level", "mean_accuracy", {"configuration": BASELINE_NAME, "cells": cells}, {"at_least": 0.1})
+    result = judged(tmp_path, [level])["level"]
+    assert result.worst_case.interval.estimate == pytest.approx(0.4, abs=1e-3)
+    assert result.eot.interval.estimate == pytest.approx(0.4, abs=1e-3)  # (0.3 + 0.3 + 0.6)/3
+
+
+def test_a_ratio_is_of_the_seed_means(tmp_path):
+    for seed, (reference, candidate) in enumerate([(0.1, 0.3), (0.3, 0.3)]):
+        write_run(tmp_path, BASELINE_NAME, BASELINE, seed, reference, {})
+        write_run(tmp_path, LOGISTIC_NAME, LOGISTIC, seed, candidate, {})
+    ratio = claim("ratio", "ratio_to_reference", against_baseline(["clean"]), {"at_least": 1.5})
+    found = judged(tmp_path, [ratio])["ratio"].eot.interval
+    assert found.estimate == pytest.approx(1.5, abs=1e-3)  # 0.3/0.2, not the mean of the ratios, 2
+    assert found.low < 1.5 < found.high and found.low > 0
+
+
+def test_a_pick_pools_the_seed_variance_of_the_configurations_it_compares_and_says_so(tmp_path):
+    stds = (0.025, 0.05, 0.1)
+    names = [f"relu_noise-logistic-additive-{std}" for std in stds]
+    configs = [parse_config({"model": {"activation": {"kind": "relu", "noise": "logistic", "std": std}}})
+               for std in stds]
+    spread = np.random.default_rng(5).normal(0, 0.01, (4, 3))
+    for seed in range(3):
+        write_run(tmp_path, BASELINE_NAME, BASELINE, seed, 0.80 + spread[0, seed], {})
+        for row, (name, config) in enumerate(zip(names, configs), start=1):
+            write_run(tmp_path, name, config, seed, 0.84 + spread[row, seed], {})
+    best = claim("best", "difference_to_reference", against_baseline(["clean"], "largest", names), {"above": 0.0})
+    result = judged(tmp_path, [best])["best"]
+    pooled = result.eot.interval.seed_variance
+    assert (pooled.pooled_over, pooled.df) == (4, 6)
+    assert "seed variance pooled over 4 configurations (6 df" in result.eot.detail
 
 
 def test_comparisons_pair_runs_by_seed(tmp_path):
