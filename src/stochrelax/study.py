@@ -18,6 +18,7 @@ from stochrelax.claims import Claim, load_claims
 from stochrelax.data import load_fashion_mnist
 from stochrelax.grid import PlannedRun
 from stochrelax.jobs import JobResult
+from stochrelax.power import power_markdown, power_rows, write_power
 from stochrelax.report import build_report
 from stochrelax.results import aggregate, failed_runs_text, read_study, write_results
 from stochrelax.runs import SUMMARY_FILE, is_finished
@@ -34,6 +35,7 @@ class StudyFiles(NamedTuple):
     results_md: Path  # wide: one row per configuration
     verdicts_csv: Path
     verdicts_md: Path
+    power_csv: Path  # per claim, the seeds that would decide it (stochrelax.power)
 
 
 def study_scope(root: str | Path) -> StudyScope:
@@ -51,7 +53,7 @@ def analyse_study(root: str | Path, out_dir: str | Path | None = None, scope: St
 
     Args:
         root: the study directory.
-        out_dir: where the four files go (default ``root``; created).
+        out_dir: where the five files go (default ``root``; created).
         scope: what the study's preset can judge (default: :func:`study_scope` of ``root``).
         claims: the claims to judge (default: the thesis', :func:`~stochrelax.claims.load_claims`).
 
@@ -63,9 +65,10 @@ def analyse_study(root: str | Path, out_dir: str | Path | None = None, scope: St
     out_dir = Path(out_dir or root)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = write_results(rows, out_dir, failed_runs_text(root))
-    verdicts = write_verdicts(evaluate_claims(load_claims() if claims is None else claims, rows, scope), out_dir,
-                              scope)
-    return StudyFiles(*results, *verdicts)
+    judged = evaluate_claims(load_claims() if claims is None else claims, rows, scope)
+    power = power_rows(judged)
+    verdicts = write_verdicts(judged, out_dir, scope, appendix=power_markdown(power, judged))
+    return StudyFiles(*results, *verdicts, write_power(power, out_dir))
 
 
 FIGURE_RUNS = ("relu_deterministic-batch_norm", "relu_adversarial_fgsm", "relu_noise-gaussian-additive-0.05",

@@ -250,9 +250,9 @@ def _number(value: float) -> str:
 
 
 def write_verdicts(results: Sequence[ClaimResult], out_dir: str | Path,
-                   scope: StudyScope = StudyScope()) -> tuple[Path, Path]:
+                   scope: StudyScope = StudyScope(), appendix: str = "") -> tuple[Path, Path]:
     """Writes ``verdicts.csv`` (one row per claim, every number at full precision) and ``verdicts.md``
-    (the scope's headline, then :func:`verdict_table`) into ``out_dir``; returns their paths."""
+    (the scope's headline, then :func:`verdict_table`, then ``appendix``) into ``out_dir``; returns their paths."""
     records = verdict_records(results, scope)
     rows = []
     for record in records:
@@ -266,7 +266,8 @@ def write_verdicts(results: Sequence[ClaimResult], out_dir: str | Path,
     csv_path, md_path = out_dir / VERDICTS_CSV, out_dir / VERDICTS_MD
     write_text_atomically(csv_path, csv_text(_HEADER, rows))
     table = markdown_table(verdict_table(records))
-    write_text_atomically(md_path, f"{scope_headline(records)}\n\n{VERDICTS_CAPTION}\n\n{table}\n")
+    write_text_atomically(md_path, f"{scope_headline(records)}\n\n{VERDICTS_CAPTION}\n\n{table}\n"
+                                   + (f"\n{appendix}" if appendix else ""))
     return csv_path, md_path
 
 
