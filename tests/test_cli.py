@@ -301,7 +301,7 @@ def test_sweep_results_and_reproduce_on_a_small_grid(real_data_dir, tmp_path):
     assert status == 0, stderr
     assert stdout.startswith("Pipeline check: the smoke preset") and "| baseline_clean_accuracy: " in stdout
     assert "| plain |" in stdout
-    assert {path.name for path in (tmp_path / "study").glob("*.csv")} == {"results.csv", "verdicts.csv"}
+    assert {path.name for path in (tmp_path / "study").glob("*.csv")} == {"results.csv", "verdicts.csv", "power.csv"}
 
     status, stdout, stderr = run_main(["reproduce", "--grid", str(grid), "--out", str(tmp_path / "study"),
                                        "--limit", "100", "--tsne-count", "60", *common])

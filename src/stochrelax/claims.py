@@ -8,9 +8,11 @@ attacks (the thesis' setting), with EOT attacks, and against the adaptive per-ex
 
 Every measurement carries a 95% confidence interval for the training procedure's true value
 that counts both sources of noise — the spread between seeds and the finite test set, paired
-image by image between configurations (:mod:`stochrelax.intervals`). A claim that picks one
-of k candidates ("the best logistic network") gets Bonferroni-corrected intervals, so that
-picking the best does not overstate it. :mod:`stochrelax.verdicts` judges each claim by them.
+image by image between configurations (:mod:`stochrelax.intervals`). A measure that compares
+configurations pools their seed variance where one residual variance fits them all, and a
+claim that picks one of k candidates ("the best logistic network") corrects the bound that
+picking can push. A claim of "an effect" has a margin, the smallest effect worth claiming, so
+that it can fail. :mod:`stochrelax.verdicts` judges each claim by them.
 """
 
 from __future__ import annotations

@@ -241,7 +241,8 @@ def pooled_seed_variance(table: np.ndarray, alpha: float = POOL_TEST_ALPHA) -> S
     (C − 1)(S − 1) degrees of freedom instead of S − 1. For C = 2 it is exactly the paired
     difference's variance. The pool is refused (None) when Brown–Forsythe's version of Levene's test
     (Levene 1960; Brown & Forsythe 1974) rejects one residual variance across the configurations at
-    ``alpha``, and where there is nothing to pool (fewer than three configurations or two seeds).
+    ``alpha`` or cannot test it, and where there is nothing to pool (fewer than three configurations
+    or two seeds).
 
     Args:
         table: (C, S).
@@ -252,8 +253,11 @@ def pooled_seed_variance(table: np.ndarray, alpha: float = POOL_TEST_ALPHA) -> S
         return None
     residuals = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + table.mean()
     df = (configurations - 1) * (seeds - 1)
-    spread = [row for row in np.abs(residuals)]
-    p_value = 1.0 if np.ptp(residuals) == 0 else float(stats.levene(*spread, center="median").pvalue)
+    if np.ptp(residuals) == 0:
+        p_value = 1.0
+    else:  # nan where every configuration's residuals lie equally far from their median: untestable, not pooled
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p_value = float(stats.levene(*residuals, center="median").pvalue)
     if not p_value >= alpha:
         return None
     return SeedVariance(float((residuals ** 2).sum() / df), df, configurations, p_value)
