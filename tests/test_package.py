@@ -87,8 +87,8 @@ def test_building_blocks_never_import_workflows_or_the_cli() -> None:
     block_names = {"noise", "estimators", "layers", "models", "data", "data_files", "rng", "attacks", "files",
                    "training_strategies", "smoothing"}
     workflow_names = {"cli", "train", "robustness", "attack_table", "attack_rows", "worst_case", "grid", "jobs",
-                      "progress", "sweep", "study", "report", "claims", "verdicts", "results", "plots", "catalog",
-                      "certification"}
+                      "progress", "sweep", "study", "report", "claims", "verdicts", "power", "results", "plots",
+                      "catalog", "certification"}
     blocks = {module for module in graph if module.removeprefix("stochrelax.").split(".")[0] in block_names}
     workflows = {module for module in graph if module.removeprefix("stochrelax.").split(".")[0] in workflow_names}
     assert "stochrelax.attacks.pgd" in blocks and "stochrelax.sweep" in workflows

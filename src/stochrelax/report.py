@@ -277,7 +277,8 @@ def _class_attribute(css_class: str | None) -> str:
 
 
 # Background of a verdict cell by the verdict's state: green holds, red fails, amber inconclusive, greys no verdict.
-VERDICT_BACKGROUNDS: dict[str, str] = {HOLDS: "#cdebd3", FAILS: "#f5cccc", TOO_SMALL: "#e6ecc4", INCONCLUSIVE: "#fde3b5",
+VERDICT_BACKGROUNDS: dict[str, str] = {HOLDS: "#cdebd3", FAILS: "#f5cccc", TOO_SMALL: "#e6ecc4",
+                                       INCONCLUSIVE: "#fde3b5",
                                        NOT_MEASURED: "#e2e2e2", NOT_JUDGED: "#d8e1f0"}
 
 
