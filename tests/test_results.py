@@ -179,7 +179,7 @@ def test_results_command_prints_the_tables_and_writes_the_files(tmp_path, capsys
     assert main(["results", str(tmp_path / "study"), "--out", str(tmp_path / "out")]) == 0
     assert "| configuration |" in capsys.readouterr().out
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
-        "results.csv", "results.md", "verdicts.csv", "verdicts.md"]
+        "power.csv", "results.csv", "results.md", "verdicts.csv", "verdicts.md"]
 
 
 def test_results_command_without_runs_is_a_one_line_error(tmp_path, capsys):

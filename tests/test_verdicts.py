@@ -217,4 +217,4 @@ def test_the_results_command_judges_by_the_preset_the_sweep_recorded(tmp_path, c
     verdicts = {record.id: record.verdict for record in read_verdicts(study / "verdicts.csv")}
     assert verdicts["baseline_clean_accuracy"] == NOT_JUDGED
     assert sorted(path.name for path in study.iterdir() if path.is_file()) == [
-        "results.csv", "results.md", SWEEP_FILE, "verdicts.csv", "verdicts.md"]
+        "power.csv", "results.csv", "results.md", SWEEP_FILE, "verdicts.csv", "verdicts.md"]
