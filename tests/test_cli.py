@@ -560,7 +560,8 @@ def test_every_command_meets_a_damaged_file_with_one_line_or_carries_on_and_chan
             assert_one_line_error(status, stderr)
         after = file_hashes(study)
         written = {"attack": {"run-seed0/attacks.json", "run-seed0/attacks.csv"},
-                   "results": {"results.csv", "results.md", "verdicts.csv", "verdicts.md"}}.get(command, set())
+                   "results": {"results.csv", "results.md", "verdicts.csv", "verdicts.md", "power.csv"},
+                   }.get(command, set())
         changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
         assert changed <= (written if status == 0 else set()), (command, stderr, changed)
 
