@@ -190,14 +190,11 @@ class Interval:
         if self.seed_variance is None:
             return self
         image_variance = self.image_se ** 2 / image_factor
+        centre = (math.log(self.estimate) if self.estimate > 0 else -math.inf) if self.log else self.estimate
+        low, high = _bounds(centre, self.seed_variance.variance / seeds, self.seed_variance.df_at(seeds),
+                            image_variance, self.low_level, self.high_level)
         if self.log:
-            centre = math.log(self.estimate) if self.estimate > 0 else -math.inf
-            low, high = _bounds(centre, self.seed_variance.variance / seeds, self.seed_variance.df_at(seeds),
-                                image_variance, self.low_level, self.high_level)
             low, high = math.exp(low), math.exp(high)
-        else:
-            low, high = _bounds(self.estimate, self.seed_variance.variance / seeds, self.seed_variance.df_at(seeds),
-                                image_variance, self.low_level, self.high_level)
         return Interval(self.estimate, low, high, seeds, math.sqrt(self.seed_variance.variance / seeds),
                         math.sqrt(image_variance), self.seed_variance.df_at(seeds), self.level, self.low_level,
                         self.high_level, self.seed_variance, None, self.log)
