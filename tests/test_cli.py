@@ -220,7 +220,8 @@ def test_bad_attack_arguments_are_one_line_errors(trained, argv, fragment, capsy
     (["data", "info"], ["--data-dir", "--json"]),
     (["sweep"], ["GRID", "--out", "--seeds", "--preset", "smoke", "quick", "standard", "thesis", "--backend", "ray",
                  "--workers", "--ray-address"]),
-    (["reproduce"], ["--out", "--grid", "--seeds", "--preset", "--backend", "--workers", "--tsne-count"]),
+    (["reproduce"], ["--out", "--grid", "--seeds", "--preset", "--backend", "--workers", "--tsne-count",
+                     "--until-decided", "--max-seeds"]),
     (["bench"], ["--quick", "--out", "--data-dir"]),
     (["runs"], ["DIR", "--json", "finished", "unfinished", "failed", "damaged"]),
     (["compare"], ["RUN_DIR", "--markdown"]),
@@ -274,6 +275,10 @@ def test_train_resume_continues_an_interrupted_run(real_data_dir, tmp_path):
     (["sweep", str(CONFIG.parent / "thesis_study.yaml"), "--out", "x", "--preset", "huge"],
      ["invalid choice: 'huge'", "smoke"]),
     (["sweep", str(CONFIG), "--out", "x"], ["unknown key(s)", "model, train"]),
+    (["reproduce", "--out", "x", "--max-seeds", "6"], ["--max-seeds needs --until-decided"]),
+    (["reproduce", "--out", "x", "--seeds", "1", "--until-decided"], ["at least 2 at the first"]),
+    (["reproduce", "--out", "x", "--seeds", "3", "--until-decided", "--max-seeds", "3"],
+     ["more seeds than the one before"]),
 ])
 def test_bad_resume_and_sweep_arguments_are_one_line_errors(argv, fragments, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -87,7 +87,7 @@ def test_building_blocks_never_import_workflows_or_the_cli() -> None:
     block_names = {"noise", "estimators", "layers", "models", "data", "data_files", "rng", "attacks", "files",
                    "training_strategies", "smoothing"}
     workflow_names = {"cli", "train", "robustness", "attack_table", "attack_rows", "worst_case", "grid", "jobs",
-                      "progress", "sweep", "study", "report", "claims", "verdicts", "power", "results", "plots",
+                      "progress", "sweep", "study", "report", "claims", "verdicts", "power", "looks", "results", "plots",
                       "catalog", "certification"}
     blocks = {module for module in graph if module.removeprefix("stochrelax.").split(".")[0] in block_names}
     workflows = {module for module in graph if module.removeprefix("stochrelax.").split(".")[0] in workflow_names}

@@ -30,8 +30,8 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from stochrelax.config import ConfigError, check_keys, read_yaml, validation_message
-from stochrelax.intervals import (Arm, BinomialFloor, ImageResamples, Interval, SeedVariance, interval, pick_interval,
-                                  pooled_seed_variance)
+from stochrelax.intervals import (LEVEL, Arm, BinomialFloor, ImageResamples, Interval, SeedVariance, interval,
+                                  pick_interval, pooled_seed_variance)
 from stochrelax.results import VARIANT_NAMES, VARIANTS, Cell, ResultRow
 from stochrelax.runs import unpack_correct
 
@@ -278,6 +278,9 @@ class NameGrid(_Arguments):
     def names(self) -> list[str]:
         return [self.template.format(**values) for values in _combinations(self.over)]
 
+    def configurations(self) -> list[str]:
+        return self.names()
+
 
 Names = Annotated[list[NameGrid], BeforeValidator(_name_grids_from_texts), Field(min_length=1)]
 
@@ -287,6 +290,9 @@ class OneConfiguration(_Arguments):
 
     configuration: str
     cells: Cells
+
+    def configurations(self) -> list[str]:
+        return [self.configuration]
 
 
 PICKS = ("smallest", "largest")  # which candidate a claim is about
@@ -300,6 +306,12 @@ class AgainstReference(_Arguments):
     reference: str
     cells: Cells
     pick: Literal[PICKS]
+
+    def candidate_names(self) -> list[str]:
+        return [name for grid in self.candidates for name in grid.names()]
+
+    def configurations(self) -> list[str]:
+        return [*self.candidate_names(), self.reference]
 
 
 class MatchedPairs(_Arguments):
@@ -316,22 +328,30 @@ class MatchedPairs(_Arguments):
         _check_placeholders([self.better, self.worse], self.over)
         return self
 
+    def pairs(self) -> list[tuple[str, str]]:
+        """(better, worse) names, one pair per combination of ``over``."""
+        return [(self.better.format(**values), self.worse.format(**values)) for values in _combinations(self.over)]
 
-def _mean_accuracy(lookup: _Lookup, variant: str, arguments: OneConfiguration) -> Measurement:
-    found, missing = _comparison(lookup, [arguments.configuration], arguments.cells, variant, log=False)
+    def configurations(self) -> list[str]:
+        return [name for pair in self.pairs() for name in pair]
+
+
+def _mean_accuracy(lookup: _Lookup, variant: str, arguments: OneConfiguration, level: float) -> Measurement:
+    found, missing = _comparison(lookup, arguments.configurations(), arguments.cells, variant, log=False)
     if missing:
         return _not_measured(missing)
     per_seed = found.per_seed[arguments.configuration]
     floor = BinomialFloor(Arm(found.accuracies[arguments.configuration], found.trials))
-    return Measurement(interval(per_seed, floor=floor), dict(zip(found.seeds, map(float, per_seed[:, 0]))),
+    return Measurement(interval(per_seed, level, floor=floor), dict(zip(found.seeds, map(float, per_seed[:, 0]))),
                        unpaired=lookup.unpaired([arguments.configuration]))
 
 
-def _against_reference(lookup: _Lookup, variant: str, arguments: AgainstReference, ratio: bool) -> Measurement:
+def _against_reference(lookup: _Lookup, variant: str, arguments: AgainstReference, level: float, ratio: bool
+                       ) -> Measurement:
     """Each candidate minus the reference (a difference), or log candidate minus log reference (the log of
     a ratio of seed means, by the delta method); a pick among several candidates."""
-    names = [name for grid in arguments.candidates for name in grid.names()]
-    found, missing = _comparison(lookup, [*names, arguments.reference], arguments.cells, variant, log=ratio)
+    names = arguments.candidate_names()
+    found, missing = _comparison(lookup, arguments.configurations(), arguments.cells, variant, log=ratio)
     if missing:
         return _not_measured(missing)
     reference = arguments.reference
@@ -341,11 +361,11 @@ def _against_reference(lookup: _Lookup, variant: str, arguments: AgainstReferenc
                          "floor": BinomialFloor(Arm(found.accuracies[name], found.trials),
                                                 Arm(found.accuracies[reference], found.trials), log=ratio)}
                   for name in names}
-    unpaired = lookup.unpaired([*names, reference])
+    unpaired = lookup.unpaired(arguments.configurations())
     if len(names) == 1:
-        chosen, result, detail = names[0], interval(**candidates[names[0]]), ""
+        chosen, result, detail = names[0], interval(level=level, **candidates[names[0]]), ""
     else:
-        chosen, result = pick_interval(candidates, largest=arguments.pick == "largest")
+        chosen, result = pick_interval(candidates, largest=arguments.pick == "largest", level=level)
         side = "low" if arguments.pick == "largest" else "high"
         detail = (f"{chosen} ({arguments.pick} of {len(names)}; Bonferroni over the {len(names)} candidates "
                   f"on the {side} bound, the one picking can push)")
@@ -356,21 +376,19 @@ def _against_reference(lookup: _Lookup, variant: str, arguments: AgainstReferenc
                        unpaired=unpaired)
 
 
-def _matched_difference(lookup: _Lookup, variant: str, arguments: MatchedPairs) -> Measurement:
-    pairs = [(arguments.better.format(**values), arguments.worse.format(**values))
-             for values in _combinations(arguments.over)]
-    found, missing = _comparison(lookup, [name for pair in pairs for name in pair], arguments.cells, variant,
-                                 log=False)
+def _matched_difference(lookup: _Lookup, variant: str, arguments: MatchedPairs, level: float) -> Measurement:
+    pairs = arguments.pairs()
+    found, missing = _comparison(lookup, arguments.configurations(), arguments.cells, variant, log=False)
     if missing:
         return _not_measured(missing)
     per_seed = np.mean([found.per_seed[better] - found.per_seed[worse] for better, worse in pairs], axis=0)
     better_accuracy = float(np.mean([found.accuracies[better] for better, _ in pairs]))
     worse_accuracy = float(np.mean([found.accuracies[worse] for _, worse in pairs]))
-    result = interval(per_seed, seed_variance=found.pooled(weights_squared=2.0 / len(pairs)),
+    result = interval(per_seed, level, seed_variance=found.pooled(weights_squared=2.0 / len(pairs)),
                       floor=BinomialFloor(Arm(better_accuracy, found.trials), Arm(worse_accuracy, found.trials)))
     detail = f"mean over {len(pairs)} pairs" if len(pairs) > 1 else ""
     return Measurement(result, dict(zip(found.seeds, map(float, per_seed[:, 0]))), _with_source(detail, result),
-                       unpaired=lookup.unpaired([name for pair in pairs for name in pair]))
+                       unpaired=lookup.unpaired(arguments.configurations()))
 
 
 def _with_source(detail: str, result: Interval) -> str:
@@ -385,7 +403,7 @@ class Measure:
     it is an absolute accuracy (judged only after training that converges)."""
 
     arguments: type[BaseModel]
-    evaluate: Callable[[_Lookup, str, Any], Measurement]  # (lookup, variant, arguments)
+    evaluate: Callable[[_Lookup, str, Any, float], Measurement]  # (lookup, variant, arguments, level)
     unit: Unit
     absolute: bool = False
 
@@ -428,6 +446,11 @@ class Claim:
     @property
     def absolute(self) -> bool:
         return MEASURES[self.measure].absolute
+
+    @property
+    def configurations(self) -> tuple[str, ...]:
+        """The configurations its measure reads, each once."""
+        return tuple(dict.fromkeys(self.arguments.configurations()))
 
     def criterion_text(self) -> str:
         text = " and ".join(f"{COMPARISONS[name][1]} {self.unit.threshold_text(threshold)}"
@@ -528,8 +551,8 @@ def load_claims(path: str | Path = CLAIMS_FILE) -> list[Claim]:
     return parse_claims(read_yaml(path, kind="claims"), source=str(path))
 
 
-def measure_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], resamples: ImageResamples | None = None
-                   ) -> list[tuple[Measurement, Measurement, Measurement]]:
+def measure_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], resamples: ImageResamples | None = None,
+                   level: float = LEVEL) -> list[tuple[Measurement, Measurement, Measurement]]:
     """Every claim's measure on the aggregated rows, once per attack variant (in the order of
     :data:`~stochrelax.results.VARIANTS`), each cut to where its unit's true value can lie.
 
@@ -537,7 +560,9 @@ def measure_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], resamples
         claims: what to measure (:func:`load_claims`).
         rows: the study's aggregated rows (:func:`stochrelax.results.aggregate`).
         resamples: the test-image bootstrap (default: :data:`~stochrelax.intervals.RESAMPLES` resamples, seed 0).
+        level: the joint confidence of every interval (a sequential study spends less at each look,
+            :mod:`stochrelax.looks`).
     """
     lookup = _Lookup(rows, resamples or ImageResamples())
-    return [tuple(MEASURES[claim.measure].evaluate(lookup, variant, claim.arguments).within(
+    return [tuple(MEASURES[claim.measure].evaluate(lookup, variant, claim.arguments, level).within(
         MEASURES[claim.measure].unit.bounds) for variant in VARIANTS) for claim in claims]

@@ -12,20 +12,23 @@ study can be analysed again, or reported again, without training anything.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from stochrelax.claims import Claim, load_claims
 from stochrelax.data import load_fashion_mnist
 from stochrelax.grid import PlannedRun
 from stochrelax.jobs import JobResult
+from stochrelax.looks import (LookPlan, configurations_to_extend, judge_looks, open_claims, read_look_plan,
+                              runs_of_look, write_look_plan)
 from stochrelax.power import power_markdown, power_rows, write_power
 from stochrelax.report import build_report
-from stochrelax.results import aggregate, failed_runs_text, read_study, write_results
+from stochrelax.results import RunResults, aggregate, failed_runs_text, read_study, write_results
 from stochrelax.runs import SUMMARY_FILE, is_finished
 from stochrelax.sweep import recorded_preset, run_sweep
-from stochrelax.verdicts import StudyScope, evaluate_claims, write_verdicts
+from stochrelax.verdicts import ClaimResult, StudyScope, evaluate_claims, write_verdicts
 
-__all__ = ["StudyFiles", "study_scope", "analyse_study", "FIGURE_RUNS", "figure_runs", "StudyOutcome", "reproduce"]
+__all__ = ["StudyFiles", "study_scope", "judge_study", "analyse_study", "FIGURE_RUNS", "figure_runs", "StudyOutcome",
+           "reproduce", "sweep_in_looks"]
 
 
 class StudyFiles(NamedTuple):
@@ -47,6 +50,29 @@ def study_scope(root: str | Path) -> StudyScope:
     return StudyScope(name, preset.converged, preset.pipeline_check)
 
 
+def _looks_taken(runs: Sequence[RunResults], plan: LookPlan) -> int:
+    """How many of the plan's looks the runs have reached: a later look is taken once a seed of it exists."""
+    seeds = max(run.config.train.seed for run in runs)
+    return 1 + sum(seeds >= earlier for earlier in plan.seeds[:-1])
+
+
+def judge_study(root: str | Path, runs: Sequence[RunResults], scope: StudyScope,
+                claims: Sequence[Claim] | None = None, looks: int | None = None) -> list[ClaimResult]:
+    """The claims judged on a study's runs: at once, or look by look where ``root`` records a
+    :class:`~stochrelax.looks.LookPlan` (``looks.json``).
+
+    Args:
+        looks: judge with the plan's first ``looks`` looks (default: every look the runs have reached).
+    """
+    claims = load_claims() if claims is None else claims
+    plan = read_look_plan(root)
+    if plan is None:
+        return evaluate_claims(claims, aggregate(runs), scope)
+    taken = _looks_taken(runs, plan) if looks is None else looks
+    rows_per_look = [aggregate(runs_of_look(runs, plan, look)) for look in range(taken)]
+    return judge_looks(claims, rows_per_look, plan, scope)
+
+
 def analyse_study(root: str | Path, out_dir: str | Path | None = None, scope: StudyScope | None = None,
                   claims: Sequence[Claim] | None = None) -> StudyFiles:
     """Aggregates every finished run below ``root`` and judges the claims on them.
@@ -61,11 +87,11 @@ def analyse_study(root: str | Path, out_dir: str | Path | None = None, scope: St
         RunDirError: if there is no finished run below ``root``, or its sweep record is damaged.
     """
     scope = study_scope(root) if scope is None else scope
-    rows = aggregate(read_study(root))
+    runs = read_study(root)
     out_dir = Path(out_dir or root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = write_results(rows, out_dir, failed_runs_text(root))
-    judged = evaluate_claims(load_claims() if claims is None else claims, rows, scope)
+    results = write_results(aggregate(runs), out_dir, failed_runs_text(root))
+    judged = judge_study(root, runs, scope, claims)
     power = power_rows(judged)
     verdicts = write_verdicts(judged, out_dir, scope, appendix=power_markdown(power, judged))
     return StudyFiles(*results, *verdicts, write_power(power, out_dir))
@@ -92,6 +118,7 @@ class StudyOutcome(NamedTuple):
 
 def reproduce(runs: Sequence[PlannedRun], out_dir: str | Path, *, command: str, figure_images: int = 2000,
               tsne_count: int = 1000, data_dir: str | Path | None = None, progress: bool = False,
+              looks: LookPlan | None = None, on_plan: Callable[[str], None] | None = None,
               **sweep_options: Any) -> StudyOutcome:
     """Runs a study end to end: the sweep, results and verdicts, and the report ``OUT/report/index.html``.
 
@@ -105,13 +132,61 @@ def reproduce(runs: Sequence[PlannedRun], out_dir: str | Path, *, command: str, 
         tsne_count: test images per t-SNE plot.
         data_dir: Fashion-MNIST directory (default: the usual search).
         progress: progress bars.
+        looks: judge in looks (:mod:`stochrelax.looks`): the first look's seeds for every run, then more
+            seeds only for the configurations that a still-inconclusive claim reads; ``seeds`` is then the
+            plan's. None: one look at ``seeds``.
+        on_plan: called with a line saying what each further look will run, and why.
         **sweep_options: :func:`~stochrelax.sweep.run_sweep`'s settings (seeds, preset, backend, workers,
             ray_address, device, on_result).
     """
     out_dir = Path(out_dir)
-    jobs = run_sweep(runs, out_dir, data_dir=data_dir, progress=progress, **sweep_options)
+    if looks is None:
+        jobs = run_sweep(runs, out_dir, data_dir=data_dir, progress=progress, **sweep_options)
+    else:
+        jobs = sweep_in_looks(runs, out_dir, looks, on_plan, data_dir=data_dir, progress=progress,
+                              **{key: value for key, value in sweep_options.items() if key != "seeds"})
     files = analyse_study(out_dir)
     data = load_fashion_mnist(data_dir).limit(test_limit=figure_images)
     report = build_report(figure_runs(out_dir), out_dir / "report", data, command, tsne_count, progress=progress,
                           study_root=out_dir)
     return StudyOutcome(jobs, files, report)
+
+
+def sweep_in_looks(runs: Sequence[PlannedRun], out_dir: str | Path, plan: LookPlan,
+                   on_plan: Callable[[str], None] | None = None, claims: Sequence[Claim] | None = None,
+                   **sweep_options: Any) -> list[JobResult]:
+    """The sweep of every run at the first look's seeds, then, at each further look, of only the
+    configurations that a claim still open reads, at that look's seeds. The plan is recorded first
+    (``looks.json``), so that it cannot follow the results; a rerun resumes where it stopped, and each
+    look's choice of configurations is made from the looks before it alone.
+
+    Args:
+        runs: the grid's runs.
+        out_dir: the study directory.
+        plan: the looks' seeds and errors.
+        on_plan: called with a line per further look: the claims open, the jobs it adds.
+        claims: the claims that decide (default: the thesis').
+        **sweep_options: :func:`~stochrelax.sweep.run_sweep`'s settings but ``seeds``.
+
+    Returns:
+        The results of every job of every look.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_look_plan(out_dir, plan)
+    jobs = run_sweep(runs, out_dir, seeds=plan.seeds[0], **sweep_options)
+    by_name = {run.name: run for run in runs}
+    for look in range(1, len(plan.seeds)):
+        judged = judge_study(out_dir, read_study(out_dir), study_scope(out_dir), claims, looks=look)
+        extend = [by_name[name] for name in configurations_to_extend(judged) if name in by_name]
+        still_open = [result.claim.id for result in open_claims(judged)]
+        added = len(extend) * (plan.seeds[look] - plan.seeds[look - 1])
+        if on_plan is not None:
+            on_plan(f"{plan.describe(look)}: {len(still_open)} claims still open"
+                    + (f" ({', '.join(still_open)})" if still_open else "")
+                    + f" -> {added} more jobs: seeds {plan.seeds[look - 1]}-{plan.seeds[look] - 1} of the "
+                      f"{len(extend)} configurations they read")
+        if not extend:
+            break
+        jobs += run_sweep(extend, out_dir, seeds=plan.seeds[look], **sweep_options)
+    return jobs

@@ -110,7 +110,7 @@ def _verdict(claim: Claim, measurement: Measurement, scope: StudyScope) -> tuple
 
 
 def evaluate_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], scope: StudyScope = StudyScope(),
-                    resamples: ImageResamples | None = None) -> list[ClaimResult]:
+                    resamples: ImageResamples | None = None, level: float = LEVEL) -> list[ClaimResult]:
     """Measures every claim on the aggregated rows, once per attack variant, and gives its verdicts.
 
     The verdict judges the attacks the claim names with EOT (the same numbers as single-draw for a
@@ -122,9 +122,10 @@ def evaluate_claims(claims: Sequence[Claim], rows: Sequence[ResultRow], scope: S
         rows: the study's aggregated rows (:func:`stochrelax.results.aggregate`).
         scope: what the study's preset can judge.
         resamples: the test-image bootstrap (default: :data:`~stochrelax.intervals.RESAMPLES` resamples, seed 0).
+        level: the joint confidence of every interval.
     """
     results = []
-    for claim, (single, eot, worst) in zip(claims, measure_claims(claims, rows, resamples)):
+    for claim, (single, eot, worst) in zip(claims, measure_claims(claims, rows, resamples, level)):
         verdict, reason = _verdict(claim, eot, scope)
         thesis_verdict = _verdict(claim, single, scope)[0]
         if verdict in (HOLDS, FAILS, TOO_SMALL, INCONCLUSIVE) and thesis_verdict != verdict:
@@ -211,7 +212,8 @@ def scope_headline(records: Sequence[VerdictRecord]) -> str:
 
 VERDICTS_CAPTION = (f"Each claim measured with single-draw attacks (the thesis' setting), with EOT attacks, and "
                     f"against the adaptive worst case (every L∞ attack cell read as the worst case at its eps): the "
-                    f"estimate over seeds and its {LEVEL:.0%} confidence interval, which counts the spread between "
+                    f"estimate over seeds and its {LEVEL:.0%} confidence interval (in a study judged in looks, that look's "
+                    f"level, which the reason names), which counts the spread between "
                     f"seeds (Student's t) and the finite test set (a bootstrap over test images, paired between "
                     f"configurations). Holds: the whole interval meets the criterion; fails: the whole interval "
                     f"lies short of it (short of the margin, the smallest effect worth claiming, for a claim of an "

@@ -23,6 +23,7 @@ from stochrelax.data import data_info as find_data, load_fashion_mnist
 from stochrelax.evaluate import evaluate_run
 from stochrelax.grid import STUDY_GRID, load_grid
 from stochrelax.jobs import JobResult
+from stochrelax.looks import LookPlan
 from stochrelax.robustness import attack_run
 from stochrelax.runs import CERTIFY_CSV, CERTIFY_JSON, CONFIG_FILE, check_run_dir, load_run
 from stochrelax.smoothing import ABSTAIN
@@ -219,13 +220,20 @@ def sweep(args: argparse.Namespace) -> int:
 def reproduce(args: argparse.Namespace) -> int:
     from stochrelax.study import reproduce
 
+    if args.max_seeds is not None and not args.until_decided:
+        raise UsageError("--max-seeds needs --until-decided")
+    looks = LookPlan.two_looks(args.seeds, args.max_seeds or 2 * args.seeds) if args.until_decided else None
     args.out = args.out or Path("runs") / f"reproduce-{args.preset}"
     command = shlex.join(["stochrelax", "reproduce", "--preset", args.preset, "--seeds", str(args.seeds),
-                          "--out", str(args.out)] + (["--grid", str(args.grid)] if args.grid != STUDY_GRID else []))
+                          "--out", str(args.out)] + (["--grid", str(args.grid)] if args.grid != STUDY_GRID else [])
+                         + (["--until-decided", "--max-seeds", str(looks.seeds[-1])] if looks else []))
     runs = load_grid(args.grid)
     options = _sweep_options(args, len(runs))
+    if looks is not None:
+        print(f"then {looks.describe(1)}: up to {len(runs) * (looks.seeds[1] - looks.seeds[0])} more jobs, only for "
+              "the configurations that a claim still inconclusive at the first look reads", flush=True)
     outcome = reproduce(runs, args.out, command=command, figure_images=args.limit, tsne_count=args.tsne_count,
-                        **options)
+                        looks=looks, on_plan=lambda line: print(line, flush=True), **options)
     status = _exit_status(outcome.jobs)
     print(outcome.files.verdicts_md.read_text())
     print("results: " + ", ".join(str(path) for path in outcome.files))

@@ -305,6 +305,12 @@ def _add_reproduce(subparsers: argparse._SubParsersAction) -> None:
                            help="first N test images for the report's figures (default 2000)")
     reproduce.add_argument("--tsne-count", type=_positive_int, default=1000, metavar="N",
                            help="test images per t-SNE plot (default 1000)")
+    reproduce.add_argument("--until-decided", action="store_true",
+                           help="judge after --seeds seeds with 99%% intervals, then give --max-seeds seeds only to "
+                                "the configurations that a still-inconclusive claim reads and judge those claims "
+                                "again with 96%% intervals: α = 0.01 + 0.04 spent over the two looks")
+    reproduce.add_argument("--max-seeds", type=_positive_int, default=None, metavar="N",
+                           help="seeds of the second look with --until-decided (default: twice --seeds)")
     _add_sweep_options(reproduce)
     reproduce.set_defaults(handler=commands.reproduce, interrupted=commands.CONTINUE_STUDY)
 
