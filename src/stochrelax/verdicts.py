@@ -34,7 +34,8 @@ from stochrelax.intervals import LEVEL, ImageResamples
 from stochrelax.results import VARIANT_NAMES, VARIANTS, ResultRow, Table, csv_text, markdown_table, read_csv
 
 __all__ = ["HOLDS", "FAILS", "TOO_SMALL", "judge_bounds", "INCONCLUSIVE", "NOT_MEASURED", "NOT_JUDGED", "VERDICTS", "StudyScope", "judge",
-           "ClaimResult", "evaluate_claims", "VerdictRecord", "verdict_records", "verdict_table", "scope_headline",
+           "ClaimResult", "evaluate_claims", "VerdictRecord", "verdict_records", "verdict_table", "verdict_summary",
+           "scope_headline",
            "VERDICTS_CAPTION", "write_verdicts", "read_verdicts", "VERDICTS_CSV", "VERDICTS_MD"]
 
 
@@ -238,6 +239,21 @@ def verdict_table(records: Sequence[VerdictRecord]) -> Table:
                      str(seeds), record.worst_case_verdict, verdict])
     notes = [f"{record.id}: {note}" for record in records for note in record.notes]
     return Table(header, rows, notes)
+
+
+def verdict_summary(records: Sequence[VerdictRecord]) -> Table:
+    """The verdict table in brief, for a README: one row per claim with the thesis' number, ours on the
+    attack the claim names (EOT where the model is stochastic) with its interval and seeds, and both verdicts."""
+    header = ["claim", "thesis", "criterion", "ours (EOT)", "seeds", "verdict", "worst case"]
+    rows = []
+    for record in records:
+        found = record.estimates["eot"]
+        unit = UNITS[record.unit]
+        ours = ("—" if found is None else f"{unit.text(found[0])} (no interval)" if found[3] < 2
+                else unit.interval_text(*found[:3]))
+        rows.append([f"`{record.id}`", record.thesis, record.criterion, ours, "—" if found is None else str(found[3]),
+                     record.verdict, record.worst_case_verdict])
+    return Table(header, rows, [])
 
 
 _VARIANT_FIELDS = ("estimate", "low", "high", "seeds")
