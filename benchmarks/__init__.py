@@ -29,8 +29,8 @@ import torch
 from benchmarks.end_to_end import project_thesis_study, time_smoke_reproduce
 from benchmarks.harness import format_report
 from benchmarks.suite import run_benchmarks
-from stochrelax.grid import STUDY_GRID, load_grid
-from stochrelax.sweep import usable_cpus
+from stochrelax.study.grid import STUDY_GRID, load_grid
+from stochrelax.study.sweep import usable_cpus
 
 __all__ = ["run"]
 

@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from stochrelax.attacks import PGD
 from stochrelax.attacks.core import GradientEstimate, LossFn, cross_entropy_loss
-from stochrelax.estimators import MovingAverageBaseline, score_function_surrogate
-from stochrelax.layers import straight_through_gradients
-from stochrelax.models import collect_log_prob
+from stochrelax.nn.estimators import MovingAverageBaseline, score_function_surrogate
+from stochrelax.nn.layers import straight_through_gradients
+from stochrelax.nn.prediction import collect_log_prob
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
@@ -48,7 +48,7 @@ def plain_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 6
     """``DataLoader(PixelDataset(...), batch_size, shuffle=True)``.
 
     Written with the ``RandomSampler`` that ``shuffle=True`` builds, so that its order can
-    come from ``order`` (the same permutation as :func:`stochrelax.data.batches` draws from
+    come from ``order`` (the same permutation as :func:`stochrelax.data.fashion_mnist.batches` draws from
     a generator in the same state); the loader's own seed draw comes from a separate
     generator, so neither touches torch's global generator (the networks' noise).
     """
@@ -62,7 +62,7 @@ def plain_train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.opt
     """One epoch written the usual way; returns each step's mean loss (``loss.item()``).
 
     Cross-entropy of one pass; for score-function sign units the usual surrogate
-    L + (L − b)·log p(y) with a moving-average baseline b, as :func:`stochrelax.train.fit`
+    L + (L − b)·log p(y) with a moving-average baseline b, as :func:`stochrelax.training.loop.fit`
     computes it with one noise draw.
     """
     baseline = baseline if baseline is not None else MovingAverageBaseline()

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks.harness import Row
-from stochrelax.attack_table import DEFAULT_BUDGETS
 from stochrelax.attacks.fgsm import kurakin_steps
-from stochrelax.config import RunConfig
+from stochrelax.evaluation.table import DEFAULT_BUDGETS
+from stochrelax.rundir.config import RunConfig
 
 __all__ = ["iterative_fgsm_gradients", "project_thesis_study", "time_smoke_reproduce"]
 

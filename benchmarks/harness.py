@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from stochrelax.sweep import usable_cpus
+from stochrelax.study.sweep import usable_cpus
 
 __all__ = ["Row", "compare_row", "BenchReport", "format_table", "format_report", "machine_facts", "Workload",
            "measure"]

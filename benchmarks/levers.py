@@ -2,18 +2,18 @@
 
 Rows (keys in :data:`LEVER_KEYS`):
 
-- ``precision/train-<variant>`` — one epoch of :func:`stochrelax.train.fit` with the
+- ``precision/train-<variant>`` — one epoch of :func:`stochrelax.training.loop.fit` with the
   convolutions in bfloat16 (``train.precision``) vs float32, images/s.
 - ``precision/attack-pgd`` and ``precision/attack-eot-pgd`` — PGD on the trained
   deterministic network, and EOT-PGD on the stochastic ReLU network, with the convolutions in
-  bfloat16 (:func:`stochrelax.models.computing_in`) vs float32, examples/s.
+  bfloat16 (:func:`stochrelax.models.allconv.computing_in`) vs float32, examples/s.
 - ``fold/attack-pgd`` — PGD on the deterministic network with its BatchNorm folded into the
-  convolutions (:func:`stochrelax.models.fold_batch_norm`, what attacks use) vs as trained, examples/s.
+  convolutions (:func:`stochrelax.models.allconv.fold_batch_norm`, what attacks use) vs as trained, examples/s.
 - ``work/job`` — work per verdict: one stochastic configuration's whole sweep job (training and
   every attack of the preset; ``quick`` in the full suite, ``smoke`` in the quick one) as it runs
   now vs as it ran before the second speed round (BatchNorm not folded), jobs/s.
 - ``rng/step-copy`` — what a training step spends on copying the generator states that let
-  a non-finite step be replayed (:func:`stochrelax.rng.generator_states`): copies/s over
+  a non-finite step be replayed (:func:`stochrelax.nn.rng.generator_states`): copies/s over
   training steps/s, so the ratio is how many copies one step's time would pay for.
 """
 
@@ -28,13 +28,14 @@ import torch.nn as nn
 
 from benchmarks.harness import Row, Workload, compare_row, measure
 from stochrelax.attacks import PGD
-from stochrelax.config import TrainConfig
-from stochrelax.data import FashionMNIST
-from stochrelax.grid import PRESETS, STUDY_GRID, Preset, load_grid
-from stochrelax.jobs import plan_jobs, run_job
-from stochrelax.models import computing_in, evaluating, fold_batch_norm
-from stochrelax.rng import generator_states
-from stochrelax.train import fit
+from stochrelax.data.fashion_mnist import FashionMNIST
+from stochrelax.models.allconv import computing_in, fold_batch_norm
+from stochrelax.nn.prediction import evaluating
+from stochrelax.nn.rng import generator_states
+from stochrelax.rundir.config import TrainConfig
+from stochrelax.study.grid import PRESETS, STUDY_GRID, Preset, load_grid
+from stochrelax.study.jobs import plan_jobs, run_job
+from stochrelax.training.loop import fit
 
 __all__ = ["PRECISION_VARIANTS", "LEVER_KEYS", "levers_section", "work_per_verdict"]
 

@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from stochrelax.models import evaluating
-from stochrelax.rng import seeded
+from stochrelax.nn.prediction import evaluating
+from stochrelax.nn.rng import seeded
 
 __all__ = ["count_conv_flops", "matmul_gflop", "peak_training_rss"]
 
@@ -68,9 +68,9 @@ _MEMORY_CHILD = """
 import json, resource, sys, tempfile
 import torch
 torch.set_num_threads({threads})
-from stochrelax.config import parse_config
-from stochrelax.data import load_fashion_mnist
-from stochrelax.train import train_run
+from stochrelax.rundir.config import parse_config
+from stochrelax.data.fashion_mnist import load_fashion_mnist
+from stochrelax.training.loop import train_run
 data = load_fashion_mnist({data_dir!r})
 config = parse_config({{"model": {{"activation": {activation!r}}}, "train": {{"epochs": 1}},
                        "data": {{"train_limit": {train_limit}, "test_limit": {test_limit}}}}})

@@ -3,7 +3,7 @@
 Rows (keys in :data:`ROW_KEYS`):
 
 1. ``train/<variant>`` — training throughput (images/s) of the thesis network, batch 64,
-   Adam, one epoch of :func:`stochrelax.train.fit` vs a plain loop over
+   Adam, one epoch of :func:`stochrelax.training.loop.fit` vs a plain loop over
    ``torch.utils.data.DataLoader`` of a per-sample ``Dataset``
    (:func:`benchmarks.baselines.plain_train_epoch`), for a deterministic ReLU network and
    three stochastic ones (ReLU with additive logistic noise; sign units with logistic
@@ -20,7 +20,7 @@ Rows (keys in :data:`ROW_KEYS`):
    ReLU network vs the same attack with the expected gradient as a Python loop of K
    forward/backward passes (:class:`benchmarks.baselines.LoopedEOTPGD`), target ≥ 3×.
 5. ``predict/mc-32`` — Monte Carlo prediction with K = 32 draws: one batched pass
-   (:func:`stochrelax.models.sample_logits`) vs K passes in a loop
+   (:func:`stochrelax.nn.prediction.sample_logits`) vs K passes in a loop
    (:func:`benchmarks.baselines.looped_predictive_probs`); predictions/s, no target.
 6. ``limit/train-gflops`` — achieved training GFLOP/s of stochrelax on the deterministic
    network (3 × the convolutions' forward FLOPs, :func:`benchmarks.limits.count_conv_flops`)
@@ -45,19 +45,19 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 
-from benchmarks.baselines import (LoopedEOTPGD, art_classifier, looped_predictive_probs, plain_loader,
-                                  plain_train_epoch)
+from benchmarks.baselines import LoopedEOTPGD, art_classifier, looped_predictive_probs, plain_loader, plain_train_epoch
 from benchmarks.harness import BenchReport, Row, Workload, compare_row, machine_facts, measure
 from benchmarks.levers import LEVER_KEYS, PRECISION_VARIANTS, levers_section, work_per_verdict
 from benchmarks.limits import count_conv_flops, matmul_gflop, peak_training_rss
 from stochrelax.attacks import FGSM, PGD, IterativeFGSM
-from stochrelax.config import TrainConfig
-from stochrelax.data import FashionMNIST, load_fashion_mnist
-from stochrelax.estimators import MovingAverageBaseline
-from stochrelax.models import ModelConfig, build_model, evaluating, predictive_log_prob, sample_logits
-from stochrelax.rng import seeded
-from stochrelax.sweep import process_pool, usable_cpus, worker_threads
-from stochrelax.train import fit
+from stochrelax.data.fashion_mnist import FashionMNIST, load_fashion_mnist
+from stochrelax.models.allconv import ModelConfig, build_model
+from stochrelax.nn.estimators import MovingAverageBaseline
+from stochrelax.nn.prediction import evaluating, predictive_log_prob, sample_logits
+from stochrelax.nn.rng import seeded
+from stochrelax.rundir.config import TrainConfig
+from stochrelax.study.sweep import process_pool, usable_cpus, worker_threads
+from stochrelax.training.loop import fit
 
 __all__ = ["MEMORY_BUDGET_MB", "TRAIN_VARIANTS", "STOCHASTIC_VARIANTS", "ROW_KEYS", "BenchSizes", "QUICK", "FULL",
            "thesis_model", "train_one_seed", "torch_threads", "run_benchmarks"]

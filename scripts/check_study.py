@@ -15,8 +15,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from stochrelax.report import certified_by_configuration
-from stochrelax.sweep import SWEEP_FILE, unfinished_work
+from stochrelax.report.page import certified_by_configuration
+from stochrelax.study.sweep import SWEEP_FILE, unfinished_work
 
 
 def check(study: Path) -> list[str]:
@@ -27,7 +27,8 @@ def check(study: Path) -> list[str]:
     missing = set(seeds) - {row["configuration"] for row in rows}
     problems += [f"{name}: not in results.csv" for name in sorted(missing)]
     problems += [f"{row['configuration']} {row['metric']} {row['budget']} {row['variant']}: n = {row['n']}, "
-                 f"expected {seeds[row['configuration']]}" for row in rows if int(row["n"]) != seeds[row["configuration"]]]
+                 f"expected {seeds[row['configuration']]}" for row in rows
+                 if int(row["n"]) != seeds[row["configuration"]]]
     return problems
 
 

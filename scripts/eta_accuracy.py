@@ -15,9 +15,9 @@ import json
 import time
 from pathlib import Path
 
-from stochrelax.grid import STUDY_GRID, load_grid
-from stochrelax.progress import SweepProgress, format_duration
-from stochrelax.sweep import run_sweep
+from stochrelax.study.grid import STUDY_GRID, load_grid
+from stochrelax.study.progress import SweepProgress, format_duration
+from stochrelax.study.sweep import run_sweep
 
 
 def main() -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stochrelax import intervals  # noqa: E402
-from stochrelax.claims import parse_claims  # noqa: E402
-from stochrelax.runs import unpack_correct  # noqa: E402
-from stochrelax.verdicts import evaluate_claims  # noqa: E402
+from stochrelax.analysis import intervals
+from stochrelax.analysis.claims import parse_claims
+from stochrelax.analysis.verdicts import evaluate_claims
+from stochrelax.rundir.layout import unpack_correct
+from tests.analysis.test_claims import _family_rows  # noqa: E402
 from tests.synthetic_runs import BASELINE_NAME, against_baseline, claim  # noqa: E402
-from tests.test_claims import _family_rows  # noqa: E402
 
 OLD_COMMIT = "fa54d44"
 

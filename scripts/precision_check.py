@@ -16,9 +16,9 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from stochrelax.grid import PRESETS, STUDY_GRID, load_grid
-from stochrelax.runs import read_attack_table, read_summary
-from stochrelax.sweep import run_sweep
+from stochrelax.rundir.layout import read_attack_table, read_summary
+from stochrelax.study.grid import PRESETS, STUDY_GRID, load_grid
+from stochrelax.study.sweep import run_sweep
 
 CONFIGURATIONS = ("relu_deterministic-batch_norm", "relu_noise-logistic-additive-0.05", "sign_noise-logistic-ste")
 EPS = 0.1

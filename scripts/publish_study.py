@@ -18,16 +18,17 @@ import shutil
 import sys
 from pathlib import Path
 
-from stochrelax import plots
-from stochrelax.looks import LOOKS_FILE
-from stochrelax.report import certified_by_configuration
-from stochrelax.results import markdown_table, read_results
-from stochrelax.runs import (ATTACKS_JSON, CERTIFY_CSV, CERTIFY_JSON, CONFIG_FILE, METRICS_FILE, RUN_FILE,
-                             SUMMARY_FILE, find_runs)
-from stochrelax.study import analyse_study
-from stochrelax.sweep import SWEEP_FILE
-from stochrelax.verdicts import read_verdicts, verdict_summary
 from study_costs import cost_table, job_costs
+
+from stochrelax.analysis.results import markdown_table, read_results
+from stochrelax.analysis.verdicts import read_verdicts, verdict_summary
+from stochrelax.report import plots
+from stochrelax.report.page import certified_by_configuration
+from stochrelax.rundir.layout import (ATTACKS_JSON, CERTIFY_CSV, CERTIFY_JSON, CONFIG_FILE, METRICS_FILE, RUN_FILE,
+                                      SUMMARY_FILE, find_runs)
+from stochrelax.study.looks import LOOKS_FILE
+from stochrelax.study.reproduce import analyse_study
+from stochrelax.study.sweep import SWEEP_FILE
 
 RUN_FILES = (CONFIG_FILE, SUMMARY_FILE, ATTACKS_JSON, CERTIFY_CSV, CERTIFY_JSON, METRICS_FILE, RUN_FILE)
 STUDY_FILES = (SWEEP_FILE, LOOKS_FILE)

@@ -19,8 +19,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from stochrelax.results import configuration_name
-from stochrelax.runs import ATTACKS_JSON, CERTIFY_CSV, SUMMARY_FILE
+from stochrelax.analysis.results import configuration_name
+from stochrelax.rundir.layout import ATTACKS_JSON, CERTIFY_CSV, SUMMARY_FILE
 
 PHASES = ("training", "fgsm", "ifgsm-ll", "missing", "worst-case", "checks", "certify")
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from stochrelax import data, data_files
-from stochrelax.config import parse_config
-from stochrelax.models import build_model
-from stochrelax.rng import seeded
-from stochrelax.train import fit
+from stochrelax.data import fashion_mnist as data, idx_files as data_files
+from stochrelax.models.allconv import build_model
+from stochrelax.nn.rng import seeded
+from stochrelax.rundir.config import parse_config
+from stochrelax.training.loop import fit
 
 # Read at import time, before any test's monkeypatching of the environment.
 REAL_DATA_DIR = Path(os.environ.get(data_files.ENV_VAR) or data_files.SYSTEM_DIR)
@@ -110,11 +110,11 @@ PLOT_RUN_CONFIGS: dict[str, tuple[str, dict]] = {  # name -> (config file, overr
 def small_run_dirs(fashion_mnist: data.FashionMNIST, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Four runs trained 2 epochs on 2000 images (300 test images), each with an attack table
     (FGSM at eps 0, 0.05, 0.1 and missing features at p 0, 0.2 on 100 test images)."""
-    from stochrelax import runs
-    from stochrelax.attack_table import AttackSettings
-    from stochrelax.config import load_config
-    from stochrelax.robustness import attack_run
-    from stochrelax.train import train_run
+    from stochrelax.evaluation.robustness import attack_run
+    from stochrelax.evaluation.table import AttackSettings
+    from stochrelax.rundir import layout as runs
+    from stochrelax.rundir.config import load_config
+    from stochrelax.training.loop import train_run
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     root = tmp_path_factory.mktemp("plot_runs")

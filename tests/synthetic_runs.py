@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stochrelax import runs
+from stochrelax.analysis.claims import parse_claims
+from stochrelax.analysis.results import aggregate, read_study
+from stochrelax.analysis.verdicts import StudyScope, evaluate_claims
 from stochrelax.attacks import ATTACKS
-from stochrelax.claims import parse_claims
-from stochrelax.config import RunConfig, parse_config
-from stochrelax.grid import load_grid
-from stochrelax.results import aggregate, read_study
-from stochrelax.verdicts import StudyScope, evaluate_claims
+from stochrelax.rundir import layout as runs
+from stochrelax.rundir.config import RunConfig, parse_config
+from stochrelax.study.grid import load_grid
 
 THESIS_STUDY = Path(__file__).resolve().parents[1] / "configs" / "thesis_study.yaml"
 

@@ -20,7 +20,7 @@ UNSAFE = {  # pattern -> why it is refused
 
 
 def test_the_scan_covers_the_package() -> None:
-    assert len(SOURCES) > 20 and any(path.name == "runs.py" for path in SOURCES)
+    assert len(SOURCES) > 20 and any(path.name == "layout.py" for path in SOURCES)
 
 
 @pytest.mark.parametrize("pattern", list(UNSAFE))
@@ -54,7 +54,7 @@ def import_graph() -> dict[str, set[str]]:
         imported = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stochrelax"):
-                for alias in node.names:  # `from stochrelax import runs` imports the module stochrelax.runs
+                for alias in node.names:  # `from stochrelax import runs` imports the module stochrelax.rundir.layout
                     child = f"{node.module}.{alias.name}"
                     imported.add(child if child in modules else node.module)
             elif isinstance(node, ast.Import):
@@ -82,21 +82,60 @@ def test_no_two_modules_import_each_other_directly_or_through_others() -> None:
     assert not cycles, f"import cycles: {cycles}"
 
 
-def test_building_blocks_never_import_workflows_or_the_cli() -> None:
+LAYERS = ("base", "nn", "models", "data", "attacks", "rundir", "evaluation", "training", "analysis", "report",
+          "study", "cli")
+"""The subpackages from the bottom up: a module imports only from its own subpackage and those below it."""
+
+BLOCKS = frozenset({"nn", "models", "data", "attacks"})
+"""Building blocks: on top of ``nn`` (and ``base``), none imports another — attacks work on any classifier,
+not on the thesis network, and know nothing of the disk format."""
+
+
+def layer_of(module: str) -> str:
+    """The subpackage a module belongs to (``stochrelax`` itself: the front door, above every layer)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "stochrelax"
+
+
+def allowed(importer: str, imported: str) -> bool:
+    """Whether a module of layer ``importer`` may import one of layer ``imported``."""
+    if importer == "stochrelax" or importer == imported or imported == "base":
+        return True
+    if importer in BLOCKS and imported in BLOCKS:
+        return imported == "nn"
+    return LAYERS.index(imported) < LAYERS.index(importer)
+
+
+def test_every_module_belongs_to_one_layer() -> None:
+    stray = [module for module in import_graph() if layer_of(module) not in (*LAYERS, "stochrelax")
+             or module.count(".") == 1 and module.split(".")[1] not in LAYERS]
+    assert not stray, f"modules outside the layers {LAYERS}: {stray}"
+
+
+def test_imports_go_down_the_layers_only() -> None:
     graph = import_graph()
-    block_names = {"noise", "estimators", "layers", "models", "data", "data_files", "rng", "attacks", "files",
-                   "training_strategies", "smoothing"}
-    workflow_names = {"cli", "train", "robustness", "attack_table", "attack_rows", "worst_case", "grid", "jobs",
-                      "progress", "sweep", "study", "report", "claims", "verdicts", "power", "looks", "results", "plots",
-                      "catalog", "certification"}
-    blocks = {module for module in graph if module.removeprefix("stochrelax.").split(".")[0] in block_names}
-    workflows = {module for module in graph if module.removeprefix("stochrelax.").split(".")[0] in workflow_names}
-    assert "stochrelax.attacks.pgd" in blocks and "stochrelax.sweep" in workflows
-    assert "stochrelax.smoothing" in blocks and "stochrelax.certification" in workflows
-    assert {block: graph[block] & workflows for block in blocks if graph[block] & workflows} == {}
+    wrong = sorted(f"{module} ({layer_of(module)}) imports {imported} ({layer_of(imported)})"
+                   for module, imports in graph.items() for imported in imports
+                   if not allowed(layer_of(module), layer_of(imported)))
+    assert not wrong, "imports against the layers " + " < ".join(LAYERS) + ":\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize(("importer", "imported", "expected"), [
+    ("attacks", "nn", True), ("attacks", "models", False), ("models", "data", False), ("evaluation", "rundir", True),
+    ("rundir", "evaluation", False), ("study", "report", True), ("report", "study", False), ("nn", "base", True),
+    ("base", "nn", False), ("cli", "study", True),
+])
+def test_the_layer_rule_refuses_what_it_should(importer, imported, expected) -> None:
+    assert allowed(importer, imported) is expected
 
 
 def test_the_import_graph_sees_imports_inside_functions() -> None:
     graph = import_graph()
-    assert "stochrelax.report" in graph["stochrelax.cli.commands"]  # imported where it is needed, not at the top
-    assert "stochrelax.runs" in graph["stochrelax.plots.style"]  # `from stochrelax import runs`
+    assert "stochrelax.study.reproduce" in graph["stochrelax.cli.commands"]  # imported where needed, not at the top
+    assert "stochrelax.rundir.layout" in graph["stochrelax.report.plots.style"]  # `from stochrelax.rundir import layout`
+
+
+def test_no_module_is_longer_than_500_lines() -> None:
+    long = {path.relative_to(PACKAGE).as_posix(): count for path in SOURCES
+            if (count := len(path.read_text().splitlines())) > 500}
+    assert not long, f"split these modules: {long}"

@@ -1,3 +1,5 @@
 """stochrelax: stochastic neurons, adversarial robustness, and the thesis study."""
 
-__version__ = "0.1.0"
+from stochrelax.base.version import __version__
+
+__all__ = ["__version__"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from stochrelax.rng import seeded
+from stochrelax.nn.rng import seeded
 
 N = 100  # victim images used per test (the first N of the 200 test images)
 

@@ -7,13 +7,12 @@ import copy
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from stochrelax.attacks import ATTACKS, APGD, PGD, make_attack
+from stochrelax.attacks import APGD, ATTACKS, PGD, make_attack
 from stochrelax.attacks.apgd import apgd_checkpoints
 from stochrelax.attacks.core import dlr_loss, random_start
-from stochrelax.rng import seeded
+from stochrelax.nn.rng import seeded
 from tests.attacks.support import N, accuracy, assert_in_budget, first_images, mean_accuracy
 
 

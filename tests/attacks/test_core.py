@@ -12,15 +12,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from stochrelax.attacks.core import (BestIterate, check_eps, check_images, cross_entropy_loss, dlr_loss, expected_gradient,
-                                     project_linf, random_start)
-from stochrelax.config import parse_config
-from stochrelax.layers import StochasticActivation
-from stochrelax.models import build_model
-from stochrelax.rng import seeded
+from stochrelax.attacks.core import (BestIterate, check_eps, check_images, cross_entropy_loss, dlr_loss,
+                                     expected_gradient, project_linf, random_start)
+from stochrelax.models.allconv import build_model
+from stochrelax.nn.layers import StochasticActivation
+from stochrelax.nn.rng import seeded
+from stochrelax.rundir.config import parse_config
 from tests.attacks.support import N, assert_untouched, snapshot
 
 FEW = settings(max_examples=25, deadline=None, database=None, derandomize=True)

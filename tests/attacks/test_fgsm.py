@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from stochrelax.attacks import FGSM, IterativeFGSM
 from stochrelax.attacks.fgsm import kurakin_steps
-from stochrelax.models import ROWS_PER_PASS
-from stochrelax.rng import seeded
+from stochrelax.nn.prediction import ROWS_PER_PASS
+from stochrelax.nn.rng import seeded
 from tests.attacks.support import accuracy, assert_in_budget, first_images, mean_accuracy
 
 

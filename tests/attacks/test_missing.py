@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stochrelax.attacks import ATTACKS, FGSM, PGD, IterativeFGSM, MissingFeatures, make_attack
-from stochrelax.rng import seeded
+from stochrelax.nn.rng import seeded
 
 
 def _positive_images(seed: int = 0, shape=(200, 1, 28, 28)) -> torch.Tensor:

@@ -8,12 +8,11 @@ import copy
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from stochrelax.attacks import FGSM, PGD
 from stochrelax.attacks.core import random_start
-from stochrelax.rng import seeded
+from stochrelax.nn.rng import seeded
 from tests.attacks.support import accuracy, assert_in_budget, first_images, mean_accuracy, snapshot
 
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 
 from stochrelax.attacks.proxies import Proxy, ProxyGradients, SmoothActivation, has_sign_units, smooth_surrogate
-from stochrelax.layers import StochasticActivation
-from stochrelax.models import is_stochastic
-from stochrelax.rng import seeded
+from stochrelax.nn.layers import StochasticActivation
+from stochrelax.nn.prediction import is_stochastic
+from stochrelax.nn.rng import seeded
 
 
 def linear_sign_model(estimator: str = "ste", noise: str | None = "logistic", std: float | None = 0.05) -> nn.Module:
@@ -116,8 +116,8 @@ def test_deterministic_relu_stays_relu() -> None:
 
 
 def test_the_smooth_surrogate_of_a_model_with_input_noise_is_deterministic() -> None:
-    from stochrelax.config import parse_config
-    from stochrelax.models import build_model
+    from stochrelax.models.allconv import build_model
+    from stochrelax.rundir.config import parse_config
 
     model = build_model(parse_config({"model": {"input_noise": {"std": 0.25}}}).model).eval()
     surrogate = smooth_surrogate(model, Proxy.parse("own"))

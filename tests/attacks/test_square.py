@@ -8,14 +8,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from stochrelax.attacks import ATTACKS, Square, make_attack
 from stochrelax.attacks.core import project_linf
 from stochrelax.attacks.square import square_fraction
-from stochrelax.layers import StochasticActivation
-from stochrelax.rng import seeded
+from stochrelax.nn.layers import StochasticActivation
+from stochrelax.nn.rng import seeded
 from tests.attacks.support import N, accuracy, assert_in_budget, first_images
 
 

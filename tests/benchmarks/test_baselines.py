@@ -12,11 +12,11 @@ from benchmarks import baselines
 from benchmarks.suite import TRAIN_VARIANTS, thesis_model
 from stochrelax.attacks import PGD
 from stochrelax.attacks.core import cross_entropy_loss, expected_gradient, targeted_cross_entropy_loss
-from stochrelax.config import TrainConfig
-from stochrelax.estimators import MovingAverageBaseline
-from stochrelax.models import predictive_log_prob, sample_logits
-from stochrelax.rng import seeded
-from stochrelax.train import fit
+from stochrelax.nn.estimators import MovingAverageBaseline
+from stochrelax.nn.prediction import predictive_log_prob, sample_logits
+from stochrelax.nn.rng import seeded
+from stochrelax.rundir.config import TrainConfig
+from stochrelax.training.loop import fit
 
 STRONG_NOISE = {"kind": "relu", "noise": "logistic", "std": 0.5}  # so that draws differ visibly
 
@@ -46,7 +46,7 @@ def test_plain_loop_trains_like_fit(fashion_mnist, variant: str) -> None:
 
 
 def test_plain_loader_yields_float_pixels_in_the_order_of_batches(fashion_mnist) -> None:
-    from stochrelax.data import batches
+    from stochrelax.data.fashion_mnist import batches
 
     images, labels = fashion_mnist.train_images[:100], fashion_mnist.train_labels[:100]
     loader = baselines.plain_loader(images, labels, 32, torch.Generator().manual_seed(5))

@@ -9,8 +9,8 @@ import pytest
 from benchmarks.end_to_end import iterative_fgsm_gradients, project_thesis_study
 from benchmarks.harness import Row, compare_row
 from benchmarks.suite import TRAIN_VARIANTS
-from stochrelax.config import parse_config
-from stochrelax.grid import STUDY_GRID, load_grid
+from stochrelax.rundir.config import parse_config
+from stochrelax.study.grid import STUDY_GRID, load_grid
 
 
 def rows_at(train_rate: float, pgd_rate: float) -> list[Row]:

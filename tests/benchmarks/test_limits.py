@@ -6,7 +6,7 @@ import torch
 
 from benchmarks import limits
 from benchmarks.suite import TRAIN_VARIANTS, thesis_model
-from stochrelax.models import THESIS_ALLCONV
+from stochrelax.models.allconv import THESIS_ALLCONV
 
 
 def _flops_by_hand(specs, size: int = 28, channels: int = 1) -> int:

@@ -6,7 +6,7 @@ import torch
 
 from stochrelax.attacks.core import (LOSSES, BestIterate, check_eps, check_images, expected_gradient, project_linf,
                                      random_start)
-from stochrelax.models import predictive_log_prob
+from stochrelax.nn.prediction import predictive_log_prob
 
 __all__ = ["APGD", "apgd_checkpoints"]
 

@@ -11,7 +11,7 @@ K·B rows (split into chunks only when that exceeds ``max_rows``), not a Python 
 
 Sign units have zero gradient almost everywhere; :func:`expected_gradient`
 differentiates through their straight-through proxy (BPDA), whatever estimator
-trained them (:func:`stochrelax.layers.straight_through_gradients`).
+trained them (:func:`stochrelax.nn.layers.straight_through_gradients`).
 
 Attacks never switch the model between train and eval mode and never touch its
 parameter gradients: the caller chooses the mode (evaluation uses eval mode).
@@ -25,8 +25,8 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from stochrelax.layers import straight_through_gradients
-from stochrelax.models import ROWS_PER_PASS, draws_per_pass
+from stochrelax.nn.layers import straight_through_gradients
+from stochrelax.nn.prediction import ROWS_PER_PASS, draws_per_pass
 
 __all__ = ["Attack", "LossFn", "LOSSES", "GradientEstimate", "BestIterate", "cross_entropy_loss", "dlr_loss",
            "targeted_cross_entropy_loss", "expected_gradient", "project_linf",

@@ -13,10 +13,10 @@ from typing import Sequence
 
 import torch
 
-from stochrelax.attacks.core import (check_eps, check_images, cross_entropy_loss, expected_gradient,
-                                     project_linf, targeted_cross_entropy_loss)
-from stochrelax.models import predictive_log_prob, sample_logits
-from stochrelax.rng import generator_states, replaying
+from stochrelax.attacks.core import (check_eps, check_images, cross_entropy_loss, expected_gradient, project_linf,
+                                     targeted_cross_entropy_loss)
+from stochrelax.nn.prediction import predictive_log_prob, sample_logits
+from stochrelax.nn.rng import generator_states, replaying
 
 __all__ = ["FGSM", "IterativeFGSM", "kurakin_steps"]
 

@@ -6,7 +6,7 @@ import torch
 
 from stochrelax.attacks.core import (BestIterate, GradientEstimate, check_eps, check_images, cross_entropy_loss,
                                      expected_gradient, project_linf, random_start)
-from stochrelax.models import predictive_log_prob
+from stochrelax.nn.prediction import predictive_log_prob
 
 __all__ = ["PGD"]
 

@@ -36,9 +36,9 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn as nn
 
-from stochrelax.estimators import STRAIGHT_THROUGH_DERIVATIVES
-from stochrelax.layers import GaussianInputNoise, GradientProxy, StochasticActivation, gradient_proxies
-from stochrelax.noise import Noise
+from stochrelax.nn.estimators import STRAIGHT_THROUGH_DERIVATIVES
+from stochrelax.nn.layers import GaussianInputNoise, GradientProxy, StochasticActivation, gradient_proxies
+from stochrelax.nn.noise import Noise
 
 __all__ = ["Proxy", "SignUnit", "PROXY_KINDS", "ProxyGradients", "SmoothActivation", "smooth_surrogate", "has_sign_units"]
 
@@ -122,7 +122,7 @@ class Proxy:
         return PROXY_KINDS[self.kind].bind(self, SignUnit(unit.noise, unit.estimator)).value(pre_activation)
 
     def derivative(self, unit: SignUnit | StochasticActivation) -> GradientProxy:
-        """a ↦ s'(a) for a sign unit, as :func:`stochrelax.layers.gradient_proxies` takes it."""
+        """a ↦ s'(a) for a sign unit, as :func:`stochrelax.nn.layers.gradient_proxies` takes it."""
         return PROXY_KINDS[self.kind].bind(self, SignUnit(unit.noise, unit.estimator)).derivative
 
     def __str__(self) -> str:
@@ -155,7 +155,7 @@ class ProxyGradients(nn.Module):
 
 
 class SmoothActivation(nn.Module):
-    """A deterministic smooth stand-in for a :class:`~stochrelax.layers.StochasticActivation`.
+    """A deterministic smooth stand-in for a :class:`~stochrelax.nn.layers.StochasticActivation`.
 
     Sign units become s(a) of the proxy; ReLU units with additive noise become
     E[relu(a − ξ)], with multiplicative noise E[relu(a·ξ)] = relu(a)·E[ξ⁺] + relu(−a)·E[ξ⁻]

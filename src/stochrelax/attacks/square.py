@@ -7,8 +7,8 @@ import math
 import torch
 
 from stochrelax.attacks.core import check_eps, check_images, project_linf
-from stochrelax.layers import drawing_from
-from stochrelax.models import is_stochastic, predictive_log_prob, sample_logits
+from stochrelax.nn.layers import drawing_from
+from stochrelax.nn.prediction import is_stochastic, predictive_log_prob, sample_logits
 
 __all__ = ["Square", "square_fraction"]
 

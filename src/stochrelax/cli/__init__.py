@@ -14,11 +14,11 @@ import sys
 
 from stochrelax.cli.commands import UsageError, resolve_device
 from stochrelax.cli.parser import build_parser
-from stochrelax.config import ConfigError
-from stochrelax.data_files import DataError
-from stochrelax.runs import RunDirError
-from stochrelax.sweep import SweepInterrupted
-from stochrelax.train import TrainingDiverged
+from stochrelax.data.idx_files import DataError
+from stochrelax.rundir.config import ConfigError
+from stochrelax.rundir.layout import RunDirError
+from stochrelax.study.sweep import SweepInterrupted
+from stochrelax.training.loop import TrainingDiverged
 
 __all__ = ["main", "build_parser", "resolve_device", "USER_ERRORS"]
 

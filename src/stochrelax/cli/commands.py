@@ -1,8 +1,8 @@
 """What each ``stochrelax`` command does, given its parsed arguments (:mod:`stochrelax.cli.parser`).
 
-A command validates what it was given, calls one workflow (:mod:`stochrelax.train`,
-:mod:`stochrelax.robustness`, :mod:`stochrelax.sweep`, :mod:`stochrelax.study`, ...) and prints
-what came of it; the workflows write the files.
+A command validates what it was given, calls one workflow (:mod:`stochrelax.training.loop`,
+:mod:`stochrelax.evaluation.robustness`, :mod:`stochrelax.study.sweep`, :mod:`stochrelax.study.reproduce`,
+...) and prints what came of it; the workflows write the files.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ from typing import Any, Callable
 
 import torch
 
-from stochrelax.attack_table import AttackSettings
-from stochrelax.certification import CertifySettings, certify_run
-from stochrelax.config import load_config
-from stochrelax.data import data_info as find_data, load_fashion_mnist
-from stochrelax.evaluate import evaluate_run
-from stochrelax.grid import STUDY_GRID, load_grid
-from stochrelax.jobs import JobResult
-from stochrelax.looks import LookPlan
-from stochrelax.robustness import attack_run
-from stochrelax.runs import CERTIFY_CSV, CERTIFY_JSON, CONFIG_FILE, check_run_dir, load_run
-from stochrelax.smoothing import ABSTAIN
-from stochrelax.sweep import SWEEP_FILE, run_sweep, unfinished_work, usable_cpus
-from stochrelax.train import train_run
+from stochrelax.data.fashion_mnist import data_info as find_data, load_fashion_mnist
+from stochrelax.evaluation.certification import CertifySettings, certify_run
+from stochrelax.evaluation.clean import evaluate_run
+from stochrelax.evaluation.robustness import attack_run
+from stochrelax.evaluation.smoothing import ABSTAIN
+from stochrelax.evaluation.table import AttackSettings
+from stochrelax.rundir.config import load_config
+from stochrelax.rundir.layout import CERTIFY_CSV, CERTIFY_JSON, CONFIG_FILE, check_run_dir, load_run
+from stochrelax.study.grid import STUDY_GRID, load_grid
+from stochrelax.study.jobs import JobResult
+from stochrelax.study.looks import LookPlan
+from stochrelax.study.sweep import SWEEP_FILE, run_sweep, unfinished_work, usable_cpus
+from stochrelax.training.loop import train_run
 
 __all__ = ["UsageError", "CONTINUE_STUDY", "DEVICES", "resolve_device", "format_attack_table", "train", "evaluate",
            "attack", "certify", "report", "results", "sweep", "reproduce", "bench", "runs", "compare", "data_info"]
@@ -161,7 +161,7 @@ def certify(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    from stochrelax.report import build_report
+    from stochrelax.report.page import build_report
 
     command = shlex.join(["stochrelax", "report", *map(str, args.run_dirs), "--out", str(args.out),
                           "--limit", str(args.limit), "--tsne-count", str(args.tsne_count)]
@@ -172,7 +172,7 @@ def report(args: argparse.Namespace) -> None:
 
 
 def results(args: argparse.Namespace) -> None:
-    from stochrelax.study import analyse_study  # the claims pull in scipy: imported where they are needed
+    from stochrelax.study.reproduce import analyse_study
 
     for problem in unfinished_work(args.root) if (args.root / SWEEP_FILE).is_file() else []:
         print(f"warning: unfinished: {problem}; run the sweep again to finish it")
@@ -191,7 +191,7 @@ def _print_job(result: JobResult) -> None:
 
 
 def _sweep_options(args: argparse.Namespace, runs: int) -> dict[str, Any]:
-    """The settings of ``sweep`` and ``reproduce`` as :func:`~stochrelax.sweep.run_sweep`'s keywords; prints
+    """The settings of ``sweep`` and ``reproduce`` as :func:`~stochrelax.study.sweep.run_sweep`'s keywords; prints
     what is about to run."""
     if args.ray_address is not None and args.backend != "ray":
         raise UsageError("--ray-address needs --backend ray")
@@ -218,7 +218,7 @@ def sweep(args: argparse.Namespace) -> int:
 
 
 def reproduce(args: argparse.Namespace) -> int:
-    from stochrelax.study import reproduce
+    from stochrelax.study.reproduce import reproduce
 
     if args.max_seeds is not None and not args.until_decided:
         raise UsageError("--max-seeds needs --until-decided")
@@ -260,8 +260,8 @@ def bench(args: argparse.Namespace) -> None:
 
 
 def runs(args: argparse.Namespace) -> None:
-    from stochrelax.catalog import list_runs, status_table
-    from stochrelax.results import text_table
+    from stochrelax.analysis.catalog import list_runs, status_table
+    from stochrelax.analysis.results import text_table
 
     statuses = list_runs(args.dirs)
     if args.json:
@@ -278,8 +278,8 @@ def runs(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from stochrelax.catalog import compare_runs
-    from stochrelax.results import markdown_table, text_table
+    from stochrelax.analysis.catalog import compare_runs
+    from stochrelax.analysis.results import markdown_table, text_table
 
     table = compare_runs(args.run_dirs)
     print(markdown_table(table) if args.markdown else text_table(table))

@@ -9,15 +9,15 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from stochrelax import __version__
-from stochrelax.attack_table import DEFAULT_BUDGETS, DEFAULT_PROXIES, EVALUATIONS, THESIS_ATTACKS
 from stochrelax.attacks.proxies import Proxy
-from stochrelax.certification import CERTIFIED_RADII, CertifySettings
+from stochrelax.base.version import __version__
 from stochrelax.cli import commands
 from stochrelax.cli.commands import DEVICES, UsageError
-from stochrelax.grid import PRESETS, STUDY_GRID
-from stochrelax.models import PRECISIONS
-from stochrelax.sweep import BACKENDS
+from stochrelax.evaluation.certification import CERTIFIED_RADII, CertifySettings
+from stochrelax.evaluation.table import DEFAULT_BUDGETS, DEFAULT_PROXIES, EVALUATIONS, THESIS_ATTACKS
+from stochrelax.models.allconv import PRECISIONS
+from stochrelax.study.grid import PRESETS, STUDY_GRID
+from stochrelax.study.sweep import BACKENDS
 
 __all__ = ["build_parser", "COMMANDS"]
 

@@ -1,0 +1,36 @@
+"""The robustness table's vocabulary: default budgets, the settings' validation, merging rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from stochrelax.evaluation.table import DEFAULT_BUDGETS, AttackResult, AttackSettings, merge_rows
+
+
+def test_settings_refuse_unknown_attacks_and_bad_proxies() -> None:
+    with pytest.raises(ValueError, match="valid: fgsm.*worst-case"):
+        AttackSettings(attacks=("deepfool",))
+    with pytest.raises(ValueError, match="bad proxy 'tanh:-1'"):
+        AttackSettings(proxies=("tanh:-1",))
+    with pytest.raises(ValueError, match="unknown precision 'half'; valid: float32, bfloat16"):
+        AttackSettings(precision="half")
+
+
+def test_default_budgets_cover_the_thesis_ranges() -> None:
+    assert DEFAULT_BUDGETS["eps"][0] == 0.0 and DEFAULT_BUDGETS["eps"][-1] == 0.3 and 0.07 in DEFAULT_BUDGETS["eps"]
+    assert DEFAULT_BUDGETS["p"] == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def test_merge_rows_replaces_rows_measured_alike_and_keeps_other_settings_apart() -> None:
+    def result(attack: str, budget: float, accuracy: float, examples: int = 10, **measured_with) -> AttackResult:
+        return AttackResult(attack, "eps", budget, 1, 1, accuracy, accuracy, 0.0, 0.0, budget, 0.0, 0.0, examples,
+                            **measured_with)
+
+    old = [result("pgd", 0.1, 0.5, steps=20, warnings=("kept",)), result("fgsm", 0.1, 0.6, steps=1)]
+    merged = merge_rows(old, [result("pgd", 0.1, 0.4, steps=20), result("pgd", 0.1, 0.3, steps=40, examples=20)])
+    assert [(r.attack, r.accuracy, r.steps) for r in merged] == [("fgsm", 0.6, 1), ("pgd", 0.4, 20), ("pgd", 0.3, 40)]
+    assert merge_rows(old, [])[1].warnings == ("kept",)
+    in_bfloat16 = merge_rows(old, [result("pgd", 0.1, 0.45, steps=20, precision="bfloat16")])
+    assert sorted((r.precision, r.accuracy) for r in in_bfloat16 if r.attack == "pgd") == [("bfloat16", 0.45),
+                                                                                           ("float32", 0.5)]
+    assert AttackResult.from_dict({**old[0].as_dict(), "unknown": 1}) == old[0]
