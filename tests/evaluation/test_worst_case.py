@@ -16,7 +16,7 @@ FAST = AttackSettings(eot_samples=4, prediction_samples=4, worst_case_steps=10, 
 
 def test_worst_case_accounts_for_every_image(stochastic_victim) -> None:
     images, labels = stochastic_victim.images[:100], stochastic_victim.labels[:100]
-    rows = worst_case(stochastic_victim.model, images, labels, (0.1, 0.0, 0.03), FAST)
+    rows = worst_case(stochastic_victim.model, images, labels, (0.1, 0.0, 0.03), FAST).rows
     assert [row.budget for row in rows] == [0.0, 0.03, 0.1]  # increasing budgets
     clean = rows[0].clean_accuracy
     assert rows[0].accuracy == clean and all(row.clean_accuracy == clean for row in rows)
@@ -39,7 +39,7 @@ def test_worst_case_is_no_weaker_than_its_strongest_member_on_a_relu_network(rel
     settings = AttackSettings(pgd_steps=10, worst_case_steps=10, apgd_steps=10, square_queries=20)
     with seeded(0):
         pgd = attack_model(relu_victim.model, "pgd", 0.05, relu_victim.images, relu_victim.labels, settings)
-        (worst,) = worst_case(relu_victim.model, relu_victim.images, relu_victim.labels, (0.05,), settings)
+        (worst,) = worst_case(relu_victim.model, relu_victim.images, relu_victim.labels, (0.05,), settings).rows
     assert worst.accuracy <= pgd.accuracy + sampling_tolerance(pgd.accuracy, pgd.examples)
     assert [member["attack"] for member in worst.members] == ["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square"]
 
@@ -50,7 +50,7 @@ def test_transfer_source_joins_the_ensemble_in_eval_mode(relu_victim, stochastic
     hook = relu_victim.model.register_forward_pre_hook(lambda module, inputs: modes.append(module.training))
     relu_victim.model.train()
     try:
-        (row,) = worst_case(stochastic_victim.model, images, labels, (0.1,), FAST, transfer_source=relu_victim.model)
+        (row,) = worst_case(stochastic_victim.model, images, labels, (0.1,), FAST, transfer_source=relu_victim.model).rows
         assert relu_victim.model.training  # restored
     finally:
         relu_victim.model.eval()
@@ -68,5 +68,5 @@ def test_worst_case_unmasks_a_sign_network_that_fgsm_with_eot_cannot_move(sign_s
                               square_queries=20)
     with seeded(0):
         fgsm = attack_model(model, "fgsm", 0.1, images, labels, settings, eot_samples=8)
-        (worst,) = worst_case(model, images, labels, (0.1,), settings)
+        (worst,) = worst_case(model, images, labels, (0.1,), settings).rows
     assert worst.accuracy <= fgsm.accuracy - 0.30, (fgsm.accuracy, worst.accuracy, worst.members)

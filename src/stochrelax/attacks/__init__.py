@@ -4,6 +4,8 @@ One attack per class; each is called as ``attack(images, labels) -> adversarial
 images``. EOT, projection, random start and the losses are functions in
 :mod:`stochrelax.attacks.core` that the attacks compose. :data:`ATTACKS` maps the
 command-line names to an :class:`AttackInfo`: how to build the attack and what it takes.
+:class:`Proxy`, :class:`ProxyGradients` and :func:`smooth_surrogate` (:mod:`stochrelax.attacks.proxies`)
+differentiate sign units for them (BPDA, smooth surrogates).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from stochrelax.attacks.core import Attack
 from stochrelax.attacks.fgsm import FGSM, IterativeFGSM
 from stochrelax.attacks.missing import MissingFeatures
 from stochrelax.attacks.pgd import PGD
+from stochrelax.attacks.proxies import Proxy, ProxyGradients, smooth_surrogate
 from stochrelax.attacks.square import Square
 
 __all__ = ["APGD", "Attack", "AttackInfo", "ATTACKS", "FGSM", "IterativeFGSM", "MissingFeatures", "PGD",
-           "Square", "make_attack"]
+           "Square", "make_attack", "Proxy", "ProxyGradients", "smooth_surrogate"]
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from stochrelax.evaluation.checks import (GradientHealth, RobustnessRow, diagnos
                                           gradient_health, randomized_fraction)
 from stochrelax.evaluation.rows import FixedDrawJudge, as_pixels, attack_budgets, attack_model, through_proxy
 from stochrelax.evaluation.table import WORST_CASE, AttackResult, AttackSettings, merge_rows
-from stochrelax.evaluation.worst_case import worst_case
+from stochrelax.evaluation.worst_case import WorstCase, worst_case
 from stochrelax.models.allconv import computing_in, fold_batch_norm
 from stochrelax.nn.prediction import evaluating, is_stochastic
 from stochrelax.nn.rng import seeded
@@ -55,6 +55,11 @@ class RobustnessReport:
     convergence: tuple[float, float] | None = None  # PGD accuracy: reference, then 2× steps and EOT samples
     convergence_eps: float | None = None  # where the convergence probe ran
     warnings: list[str] = field(default_factory=list)  # every row's, and the model's, without repetition
+    # per image, not in attacks.json: right on the clean image (N,), and with the worst case, per eps, right
+    # under every attack (N,) and the adversarial images (N, C, H, W)
+    clean_correct: torch.Tensor | None = None
+    robust: dict[float, torch.Tensor] = field(default_factory=dict)
+    adversarial: dict[float, torch.Tensor] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"clean_accuracy": self.clean_accuracy, "randomized_fraction": self.randomized_fraction,
@@ -125,6 +130,8 @@ class _Measured(NamedTuple):
     consistency: dict[str, float]
     convergence: tuple[float, float] | None
     convergence_eps: float | None
+    clean_correct: torch.Tensor  # (N,) bool
+    worst: WorstCase | None  # None: the worst case was not asked for
 
 
 def _per_attack_rows(model: torch.nn.Module, plan: Sequence[tuple[str, float, int]], pixels: torch.Tensor,
@@ -153,9 +160,12 @@ def _measure(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     with evaluating(model):
         judge = FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
         rows = _per_attack_rows(model, plan, pixels, labels, settings, judge, progress)
+        worst = None
         if WORST_CASE in settings.attacks:
-            rows += worst_case(model, pixels, labels, settings.eps, settings, transfer_source, progress, judge)
-        clean = judge.clean(pixels).float().mean().item()
+            worst = worst_case(model, pixels, labels, settings.eps, settings, transfer_source, progress, judge)
+            rows += worst.rows
+        clean_correct = judge.clean(pixels)
+        clean = clean_correct.float().mean().item()
         probe_images, probe_labels = images[:settings.probe_examples], labels[:settings.probe_examples]
         probe_pixels = as_pixels(probe_images)
         randomized = randomized_fraction(model, probe_pixels)
@@ -169,7 +179,7 @@ def _measure(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     if settings.check_convergence:
         convergence_eps = probe_budget(rows, clean)
         convergence = convergence_probe(model, probe_images, probe_labels, convergence_eps, settings)
-    return _Measured(rows, clean, randomized, health, consistency, convergence, convergence_eps)
+    return _Measured(rows, clean, randomized, health, consistency, convergence, convergence_eps, clean_correct, worst)
 
 
 def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -193,10 +203,10 @@ def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch
         transfer_source = None if transfer_source is None else fold_batch_norm(transfer_source)
     with computing_in(model, settings.precision), (nullcontext() if transfer_source is None else
                                                    computing_in(transfer_source, settings.precision)):
-        rows, clean, randomized, health, consistency, convergence, convergence_eps = _measure(
-            model, images, labels, settings, transfer_source, progress)
-    rows = merge_rows(previous_rows, rows)
-    findings = diagnose(_to_checked(rows), randomized, health, consistency.get(settings.proxy), convergence)
+        measured = _measure(model, images, labels, settings, transfer_source, progress)
+    rows = merge_rows(previous_rows, measured.rows)
+    findings = diagnose(_to_checked(rows), measured.randomized, measured.health,
+                        measured.consistency.get(settings.proxy), measured.convergence)
     concerning = [list(row.warnings) for row in rows]
     for finding in findings:
         for index in finding.rows:
@@ -204,7 +214,10 @@ def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch
     rows = [replace(row, warnings=tuple(dict.fromkeys(messages))) for row, messages in zip(rows, concerning)]
     model_wide = [finding.message for finding in findings if not finding.rows]
     warnings = list(dict.fromkeys(model_wide + [message for row in rows for message in row.warnings]))
-    return RobustnessReport(rows, clean, randomized, health, consistency, convergence, convergence_eps, warnings)
+    worst = measured.worst
+    return RobustnessReport(rows, measured.clean, measured.randomized, measured.health, measured.consistency,
+                            measured.convergence, measured.convergence_eps, warnings, measured.clean_correct,
+                            worst.robust if worst else {}, worst.adversarial if worst else {})
 
 
 def attack_run(run: Run, data: FashionMNIST, settings: AttackSettings = AttackSettings(), *,

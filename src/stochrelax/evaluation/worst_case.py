@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from tqdm import tqdm
@@ -30,7 +30,7 @@ from stochrelax.evaluation.rows import FixedDrawJudge, as_pixels, in_batches, ju
 from stochrelax.evaluation.table import WORST_CASE, AttackResult, AttackSettings
 from stochrelax.nn.prediction import evaluating, is_stochastic
 
-__all__ = ["worst_case"]
+__all__ = ["WorstCase", "worst_case"]
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,18 @@ def _members(model: torch.nn.Module, settings: AttackSettings, transfer_source: 
         "square", model, eps=eps, queries=settings.square_queries, eot_samples=eot))
 
 
+class WorstCase(NamedTuple):
+    """The worst case at each budget: its table rows, and per image what it found."""
+
+    rows: list[AttackResult]  # one ``worst-case`` row per budget, in increasing order
+    clean: torch.Tensor  # (N,) bool: right on the clean image, on the fixed evaluation draws
+    robust: dict[float, torch.Tensor]  # eps -> (N,) bool: right under every member at eps (and below)
+    adversarial: dict[float, torch.Tensor]  # eps -> (N, C, H, W) pixels: what broke the image, else the clean one
+
+
 def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: Sequence[float],
                settings: AttackSettings = AttackSettings(), transfer_source: torch.nn.Module | None = None,
-               progress: bool = False, judge: FixedDrawJudge | None = None) -> list[AttackResult]:
+               progress: bool = False, judge: FixedDrawJudge | None = None) -> WorstCase:
     """Per-example worst case over the adaptive ensemble at each budget (see the module docstring).
 
     Args:
@@ -98,8 +107,9 @@ def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
         judge: the fixed evaluation draws (default: built from ``settings``).
 
     Returns:
-        One ``worst-case`` row per budget; ``members`` lists, in order, how many images each
-        ensemble member broke and in how many seconds.
+        One ``worst-case`` row per budget, whose ``members`` list, in order, how many images each
+        ensemble member broke and in how many seconds; and per budget which images stand and the
+        adversarial images (an image broken at a smaller budget stays broken by the same image).
     """
     pixels = as_pixels(images)
     breaks: dict[str, int] = {}  # images broken by each proxy's PGD so far: APGD follows the best
@@ -107,7 +117,7 @@ def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
     def best_proxy() -> str:
         return max(breaks, key=breaks.get) if breaks else "own"
 
-    rows = []
+    rows, robust, found = [], {}, {}
     source_mode = evaluating(transfer_source) if transfer_source is not None else nullcontext()
     with evaluating(model), source_mode:
         judge = judge or FixedDrawJudge(model, labels, settings.prediction_samples, settings.batch_size, settings.seed)
@@ -141,5 +151,6 @@ def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
                                    judge, clean, adversarial, pixels, seconds,
                                    proxy=",".join(settings.proxies) if has_sign_units(model) else "-",
                                    steps=settings.worst_case_steps, seed=settings.seed, members=tuple(log)))
+            robust[budget], found[budget] = standing.clone(), adversarial.clone()
         bar.close()
-    return rows
+    return WorstCase(rows, clean, robust, found)

@@ -17,16 +17,32 @@ import torch.nn as nn
 
 from stochrelax.nn.layers import NOISE_LAYERS, GaussianInputNoise, StochasticActivation
 
-__all__ = ["is_stochastic", "input_noise_std", "collect_log_prob", "ROWS_PER_PASS", "draws_per_pass",
+__all__ = ["Randomized", "is_stochastic", "input_noise_std", "collect_log_prob", "ROWS_PER_PASS", "draws_per_pass",
            "sample_logits", "predictive_log_prob", "evaluating"]
 
 def _activations(model: nn.Module) -> Iterator[StochasticActivation]:
     return (m for m in model.modules() if isinstance(m, StochasticActivation))
 
 
+class Randomized(nn.Module):
+    """``model``, declared to draw noise of its own in eval mode (a noise layer that is not stochrelax's),
+    so that :func:`is_stochastic` says so: predictions then average K draws, and attacks their gradients
+    over draws (EOT). A network of stochrelax's noise layers needs no declaration."""
+
+    is_stochastic = True
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs)
+
+
 def is_stochastic(model: nn.Module) -> bool:
-    """Whether any noise layer of ``model`` (a unit or the input noise) currently draws noise."""
-    return any(layer.is_stochastic for layer in model.modules() if isinstance(layer, NOISE_LAYERS))
+    """Whether any noise layer of ``model`` (a unit or the input noise) currently draws noise, or ``model``
+    holds a :class:`Randomized` one."""
+    return any(layer.is_stochastic for layer in model.modules() if isinstance(layer, (*NOISE_LAYERS, Randomized)))
 
 
 def input_noise_std(model: nn.Module) -> float | None:
