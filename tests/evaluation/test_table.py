@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from stochrelax.evaluation.table import DEFAULT_BUDGETS, AttackResult, AttackSettings, merge_rows
 
@@ -34,3 +35,19 @@ def test_merge_rows_replaces_rows_measured_alike_and_keeps_other_settings_apart(
     assert sorted((r.precision, r.accuracy) for r in in_bfloat16 if r.attack == "pgd") == [("bfloat16", 0.45),
                                                                                            ("float32", 0.5)]
     assert AttackResult.from_dict({**old[0].as_dict(), "unknown": 1}) == old[0]
+
+
+def test_one_table_says_how_much_work_every_evaluation_does():
+    from stochrelax.attacks import make_attack
+    from stochrelax.evaluation.table import ATTACK_WORK, EVALUATIONS
+
+    assert set(ATTACK_WORK) == set(EVALUATIONS)
+    settings = AttackSettings(pgd_steps=7, apgd_steps=9, square_queries=11, worst_case_steps=13)
+    assert {name: settings.steps(name, 0.1) for name in EVALUATIONS} == {
+        "fgsm": 1, "ifgsm-ll": 29, "pgd": 7, "apgd-ce": 9, "apgd-dlr": 9, "square": 11, "missing": None,
+        "worst-case": 13}
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    for name in EVALUATIONS[:-1]:  # every registered attack takes the keyword the table gives it
+        options = settings.attack_options(name, 0.1)
+        attack = make_attack(name, model, **options)
+        assert all(getattr(attack, keyword) == value for keyword, value in options.items())

@@ -35,12 +35,13 @@ class AttackInfo:
     budget_name: str  # keyword of its budget: "eps" (L∞, pixels) or "p" (missing-feature ratio)
     eot_argument: str | None  # keyword taking the number of noise draws; None: the model is not queried
     gradient_based: bool  # follows input gradients (so gradient masking can fool it)
-    targeted: bool = False  # pulls towards a target class (its accuracy is not an untargeted robust accuracy)
+    targeted: bool = False  # pulls towards a target class: a core.TargetedAttack (its accuracy is not a robust one)
+    shares_budgets: bool = False  # serves several budgets from shared work: a core.MultiBudgetAttack (or targeted)
 
 
 ATTACKS: dict[str, AttackInfo] = {
-    "fgsm": AttackInfo(FGSM, "eps", "eot_samples", True),
-    "ifgsm-ll": AttackInfo(IterativeFGSM, "eps", "eot_samples", True, targeted=True),
+    "fgsm": AttackInfo(FGSM, "eps", "eot_samples", True, shares_budgets=True),
+    "ifgsm-ll": AttackInfo(IterativeFGSM, "eps", "eot_samples", True, targeted=True, shares_budgets=True),
     "pgd": AttackInfo(PGD, "eps", "eot_samples", True),
     "apgd-ce": AttackInfo(lambda model, **settings: APGD(model, loss="ce", **settings), "eps", "eot_samples", True),
     "apgd-dlr": AttackInfo(lambda model, **settings: APGD(model, loss="dlr", **settings), "eps", "eot_samples", True),

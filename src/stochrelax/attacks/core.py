@@ -20,7 +20,7 @@ parameter gradients: the caller chooses the mode (evaluation uses eval mode).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -28,17 +28,43 @@ import torch.nn.functional as F
 from stochrelax.nn.layers import straight_through_gradients
 from stochrelax.nn.prediction import ROWS_PER_PASS, draws_per_pass
 
-__all__ = ["Attack", "LossFn", "LOSSES", "GradientEstimate", "BestIterate", "cross_entropy_loss", "dlr_loss",
+__all__ = ["Attack", "MultiBudgetAttack", "TargetedAttack", "TargetedMultiBudgetAttack", "LossFn", "LOSSES", "GradientEstimate", "BestIterate", "cross_entropy_loss", "dlr_loss",
            "targeted_cross_entropy_loss", "expected_gradient", "project_linf",
            "random_start", "check_eps", "check_images"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (N, C), labels (N,)) -> loss to maximise (N,)
 
 
+@runtime_checkable
 class Attack(Protocol):
     """An attack maps clean images and their labels to adversarial images of the same shape."""
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class MultiBudgetAttack(Attack, Protocol):
+    """An attack that serves several budgets from shared work (``AttackInfo.shares_budgets``): each
+    result is what the attack at that budget alone gives from the same generator state."""
+
+    def each(self, images: torch.Tensor, labels: torch.Tensor, budgets: Sequence[float]) -> list[torch.Tensor]: ...
+
+
+@runtime_checkable
+class TargetedAttack(Attack, Protocol):
+    """An attack that pulls toward target classes it chooses itself (``AttackInfo.targeted``)."""
+
+    def targets(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+    def toward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class TargetedMultiBudgetAttack(TargetedAttack, Protocol):
+    """A targeted attack that serves several budgets from shared work."""
+
+    def toward_each(self, images: torch.Tensor, targets: torch.Tensor,
+                    budgets: Sequence[float]) -> list[torch.Tensor]: ...
 
 
 def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

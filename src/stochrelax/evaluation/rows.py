@@ -24,9 +24,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from stochrelax.attacks import ATTACKS, Attack, make_attack
-from stochrelax.attacks.fgsm import kurakin_steps
 from stochrelax.attacks.proxies import Proxy, ProxyGradients, has_sign_units
-from stochrelax.evaluation.table import WORST_CASE, AttackResult, AttackSettings
+from stochrelax.evaluation.table import AttackResult, AttackSettings
 from stochrelax.models.allconv import precision_of
 from stochrelax.nn.layers import drawing_from
 from stochrelax.nn.prediction import draws_per_pass, evaluating, is_stochastic, predictive_log_prob, sample_logits
@@ -216,15 +215,6 @@ def through_proxy(model: torch.nn.Module, proxy: Proxy) -> torch.nn.Module:
     return ProxyGradients(model, proxy) if has_sign_units(model) else model
 
 
-def _steps(name: str, budget: float, settings: AttackSettings) -> int | None:
-    """Iterations (queries for Square) an attack ran, as recorded in its row; ``None`` for missing features."""
-    counts: dict[str, int | None] = {
-        "fgsm": 1, "ifgsm-ll": kurakin_steps(budget), "pgd": settings.pgd_steps, "apgd-ce": settings.apgd_steps,
-        "apgd-dlr": settings.apgd_steps, "square": settings.square_queries, "missing": None,
-        WORST_CASE: settings.worst_case_steps}
-    return counts[name]
-
-
 def attack_model(model: torch.nn.Module, attack_name: str, budget: float, images: torch.Tensor,
                  labels: torch.Tensor, settings: AttackSettings = AttackSettings(), *,
                  eot_samples: int = 1, judge: FixedDrawJudge | None = None) -> AttackResult:
@@ -267,38 +257,41 @@ def attack_budgets(model: torch.nn.Module, attack_name: str, budgets: Sequence[f
         proxied = through_proxy(model, Proxy.parse(settings.proxy))
         attacks = [make_attack(attack_name, proxied, **_options(attack_name, budget, settings, eot_samples))
                    for budget in budgets]
-        targeted = hasattr(attacks[0], "targets")
-        targets = in_batches(attacks[0].targets, pixels, labels, settings.batch_size) if targeted else None
+        targets = in_batches(attacks[0].targets, pixels, labels, settings.batch_size) if info.targeted else None
         adversarials, seconds = _attacked(attack_name, attacks, budgets, pixels,
-                                          labels if targets is None else targets, settings, targeted)
+                                          labels if targets is None else targets, settings)
         return [judged_row(attack_name, info.budget_name, budget, eot_samples if info.eot_argument else 1, judge,
                            clean, adversarial, pixels, took, targets=targets,
                            proxy=settings.proxy if info.gradient_based else "-",
-                           steps=_steps(attack_name, budget, settings), seed=settings.seed)
+                           steps=settings.steps(attack_name, budget), seed=settings.seed)
                 for budget, adversarial, took in zip(budgets, adversarials, seconds)]
 
 
 def _options(attack_name: str, budget: float, settings: AttackSettings, eot_samples: int) -> dict[str, Any]:
     """The keyword arguments of a registered attack at ``budget``."""
     info = ATTACKS[attack_name]
-    options = {info.budget_name: budget, **settings.attack_options(attack_name)}
+    options = {info.budget_name: budget, **settings.attack_options(attack_name, budget)}
     if info.eot_argument is not None:
         options[info.eot_argument] = eot_samples
     return options
 
 
 def _attacked(attack_name: str, attacks: list[Attack], budgets: Sequence[float], pixels: torch.Tensor,
-              aims: torch.Tensor, settings: AttackSettings, targeted: bool) -> tuple[list[torch.Tensor], list[float]]:
+              aims: torch.Tensor, settings: AttackSettings) -> tuple[list[torch.Tensor], list[float]]:
     """Adversarial images at each budget and the seconds each took (the clean pixels at budget 0).
 
-    ``aims`` are the labels, or a targeted attack's targets. Batch ``b`` is attacked from the generator
+    ``aims`` are the labels, or a targeted attack's targets (:class:`~stochrelax.attacks.core.TargetedAttack`);
+    an attack that shares its budgets' work (:class:`~stochrelax.attacks.core.MultiBudgetAttack`) attacks
+    them all at once. Batch ``b`` is attacked from the generator
     state ``base + b``, ``base`` drawn once from the caller's generator, so that what a budget's
     batch draws does not depend on what the batches before it drew at other budgets.
     """
     adversarials, seconds = [pixels] * len(budgets), [0.0] * len(budgets)
     attacked = [index for index, budget in enumerate(budgets) if budget != 0]  # every attack is the identity at 0
-    shared = getattr(attacks[0], "toward_each" if targeted else "each", None)
-    if shared is not None and len(attacked) > 1:
+    info = ATTACKS[attack_name]
+    targeted = info.targeted
+    if info.shares_budgets and len(attacked) > 1:
+        shared = attacks[0].toward_each if targeted else attacks[0].each
         runs = [(attacked, lambda images, aim: shared(images, aim, [budgets[index] for index in attacked]))]
     else:
         runs = [([index], lambda images, aim, attack=attacks[index]: [(attack.toward if targeted else attack)(
@@ -310,7 +303,7 @@ def _attacked(attack_name: str, attacks: list[Attack], budgets: Sequence[float],
             with seeded(base + first // settings.batch_size, pixels.device):
                 parts.append(run(pixels[first:first + settings.batch_size], aims[first:first + settings.batch_size]))
         took = time.perf_counter() - start
-        steps = [_steps(attack_name, budgets[index], settings) or 1 for index in indices]
+        steps = [settings.steps(attack_name, budgets[index]) or 1 for index in indices]
         for position, index in enumerate(indices):
             adversarials[index] = torch.cat([part[position] for part in parts]) if parts else pixels.clone()
             seconds[index] = took * steps[position] / sum(steps)

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from stochrelax.attacks import ATTACKS
+from stochrelax.attacks.fgsm import kurakin_steps
 from stochrelax.attacks.proxies import Proxy
 from stochrelax.models.allconv import PRECISIONS
 
 __all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "BUDGET_NAMES", "budget_key", "DEFAULT_BUDGETS",
-           "DEFAULT_PROXIES", "AttackSettings", "AttackResult", "merge_rows"]
+           "DEFAULT_PROXIES", "AttackSettings", "Work", "ATTACK_WORK", "AttackResult", "merge_rows"]
 
 THESIS_ATTACKS = ("fgsm", "ifgsm-ll", "missing")
 WORST_CASE = "worst-case"
@@ -84,10 +85,33 @@ class AttackSettings:
         """The budgets of an attack taking ``budget_name`` (``"eps"`` or ``"p"``)."""
         return {"eps": self.eps, "p": self.p}[budget_name]
 
-    def attack_options(self, name: str) -> dict[str, Any]:
-        """Keyword arguments of a registered attack besides its budget and EOT draws."""
-        return {"pgd": {"steps": self.pgd_steps}, "apgd-ce": {"steps": self.apgd_steps},
-                "apgd-dlr": {"steps": self.apgd_steps}, "square": {"queries": self.square_queries}}.get(name, {})
+    def attack_options(self, name: str, budget: float) -> dict[str, Any]:
+        """Keyword arguments of a registered attack besides its budget and EOT draws (:data:`ATTACK_WORK`)."""
+        work = ATTACK_WORK[name]
+        return {} if work.option is None else {work.option: work.steps(budget, self)}
+
+    def steps(self, name: str, budget: float) -> int | None:
+        """Iterations (queries for Square) an evaluation runs at ``budget``, as its row records them."""
+        return ATTACK_WORK[name].steps(budget, self)
+
+
+class Work(NamedTuple):
+    """How much work an evaluation does, and which keyword of its attack sets it."""
+
+    option: str | None  # the attack's keyword (None: the attack fixes its own work)
+    steps: Callable[[float, AttackSettings], int | None]  # (budget, settings) -> iterations; None: not iterative
+
+
+ATTACK_WORK: dict[str, Work] = {  # the one table of every evaluation's iterations
+    "fgsm": Work(None, lambda budget, settings: 1),
+    "ifgsm-ll": Work(None, lambda budget, settings: kurakin_steps(budget)),
+    "pgd": Work("steps", lambda budget, settings: settings.pgd_steps),
+    "apgd-ce": Work("steps", lambda budget, settings: settings.apgd_steps),
+    "apgd-dlr": Work("steps", lambda budget, settings: settings.apgd_steps),
+    "square": Work("queries", lambda budget, settings: settings.square_queries),
+    "missing": Work(None, lambda budget, settings: None),
+    WORST_CASE: Work(None, lambda budget, settings: settings.worst_case_steps),
+}
 
 
 @dataclass(frozen=True)
