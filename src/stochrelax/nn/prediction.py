@@ -18,7 +18,7 @@ import torch.nn as nn
 from stochrelax.nn.layers import NOISE_LAYERS, GaussianInputNoise, StochasticActivation
 
 __all__ = ["Randomized", "is_stochastic", "input_noise_std", "collect_log_prob", "ROWS_PER_PASS", "draws_per_pass",
-           "sample_logits", "predictive_log_prob", "evaluating"]
+           "sample_logits", "sample_logits_and_log_prob", "predictive_log_prob", "evaluating"]
 
 def _activations(model: nn.Module) -> Iterator[StochasticActivation]:
     return (m for m in model.modules() if isinstance(m, StochasticActivation))
@@ -60,7 +60,8 @@ def input_noise_std(model: nn.Module) -> float | None:
 
 
 def collect_log_prob(model: nn.Module) -> torch.Tensor | None:
-    """Σ log p(y | a) over the score-function units of the last forward pass, per example.
+    """Σ log p(y | a) over the score-function units of the last forward pass, per example (every
+    pass overwrites it: :func:`sample_logits_and_log_prob` collects it after each).
 
     Returns:
         (B,) for the batch of that pass, or ``None`` if the model has no such units.
@@ -87,17 +88,31 @@ def sample_logits(model: nn.Module, images: torch.Tensor, samples: int,
     """Class scores under ``samples`` independent noise draws, batched over draws.
 
     Each forward pass takes as many whole draws of the batch as fit in ``rows_per_pass``
-    rows (at least one); ``None`` makes it one pass of K·B rows — what training needs, so
-    that :func:`collect_log_prob` afterwards sees the log-probabilities of every draw.
+    rows (at least one); ``None`` makes it one pass of K·B rows.
 
     Returns:
         (K, B, classes); K = 1 for a model without active noise, whatever ``samples`` is.
     """
+    return sample_logits_and_log_prob(model, images, samples, rows_per_pass)[0]
+
+
+def sample_logits_and_log_prob(model: nn.Module, images: torch.Tensor, samples: int,
+                               rows_per_pass: int | None = ROWS_PER_PASS) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`sample_logits`, and the score-function units' Σ log p(y | a) of every draw, collected after
+    each forward pass (a unit keeps only its last pass's): what the score-function estimator needs,
+    however the draws are split into passes.
+
+    Returns:
+        (K, B, classes) class scores; (K, B) log-probabilities, or ``None`` without score-function units.
+    """
     draws = samples if is_stochastic(model) else 1
     batch = images.shape[0]
-    logits = [model(images.repeat(count, *([1] * (images.dim() - 1))))  # (k·B, classes)
-              for count in draws_per_pass(draws, batch, rows_per_pass)]
-    return torch.cat(logits).view(draws, batch, -1)  # (K, B, classes)
+    logits, log_probs = [], []
+    for count in draws_per_pass(draws, batch, rows_per_pass):
+        logits.append(model(images.repeat(count, *([1] * (images.dim() - 1)))))  # (k·B, classes)
+        log_probs.append(collect_log_prob(model))  # (k·B,) or None
+    log_prob = None if log_probs[0] is None else torch.cat(log_probs).view(draws, batch)  # (K, B)
+    return torch.cat(logits).view(draws, batch, -1), log_prob  # (K, B, classes)
 
 
 def predictive_log_prob(logits: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ from stochrelax.evaluation.clean import evaluate_model
 from stochrelax.models.allconv import build_model, computing_in
 from stochrelax.nn.estimators import MovingAverageBaseline, score_function_surrogate
 from stochrelax.nn.layers import learned_stds
-from stochrelax.nn.prediction import collect_log_prob, predictive_log_prob, sample_logits
+from stochrelax.nn.prediction import predictive_log_prob, sample_logits, sample_logits_and_log_prob
 from stochrelax.nn.rng import generator_states, host_generator_states, replaying, seeded, set_host_generator_states
 from stochrelax.rundir import checkpoints, layout as runs, records
 from stochrelax.rundir.config import RunConfig, TrainConfig
@@ -212,13 +212,11 @@ class _TrainingState:
         def forward() -> torch.Tensor:
             return sample_logits(model, images, samples, rows_per_pass=None)  # (K, B, classes)
 
-        logits = forward()
-        draws, batch = logits.shape[:2]
+        logits, unit_log_prob = sample_logits_and_log_prob(model, images, samples, rows_per_pass=None)
         log_prob = predictive_log_prob(logits)  # (B, classes)
         loss = F.nll_loss(log_prob, labels, reduction="none")  # (B,)
-        unit_log_prob = collect_log_prob(model)  # (K·B,) or None
         if unit_log_prob is not None:
-            unit_log_prob = unit_log_prob.view(draws, batch).sum(dim=0)  # (B,): log p of all K draws
+            unit_log_prob = unit_log_prob.sum(dim=0)  # (K, B) -> (B,): log p of all K draws
         objective = score_function_surrogate(loss, unit_log_prob, self.baseline.value)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
