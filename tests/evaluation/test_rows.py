@@ -136,7 +136,7 @@ def test_budgets_attacked_together_give_each_budget_s_row_alone(stochastic_victi
         with seeded(2):
             alone = attack_model(model, attack, budget, images, labels, settings, eot_samples=2)
         assert (row.budget, row.eot_samples, row.steps) == (budget, 2, alone.steps)
-        assert row.correct == alone.correct, f"{attack} at eps {budget}"  # the same images broken
+        assert torch.equal(row.correct, alone.correct), f"{attack} at eps {budget}"  # the same images broken
         assert (row.accuracy, row.accuracy_single_draw, row.success_rate, row.mean_l2) == (
             alone.accuracy, alone.accuracy_single_draw, alone.success_rate, alone.mean_l2)
     assert together[1].seconds == 0.0 and together[1].mean_linf == 0.0

@@ -51,3 +51,16 @@ def test_one_table_says_how_much_work_every_evaluation_does():
         options = settings.attack_options(name, 0.1)
         attack = make_attack(name, model, **options)
         assert all(getattr(attack, keyword) == value for keyword, value in options.items())
+
+
+def test_a_rows_per_image_results_are_a_tensor_until_written_and_read_back_as_one(tmp_path):
+    from stochrelax.rundir.layout import read_attack_table, write_attack_table
+
+    correct = torch.tensor([True, False, True, True, False])
+    row = AttackResult("fgsm", "eps", 0.1, 1, 1, 0.6, 0.6, 0.0, 0.2, 0.1, 1.0, 0.5, 5, correct=correct)
+    assert row.as_dict()["correct"] is correct
+    write_attack_table(tmp_path, {"rows": [row.as_dict()], "warnings": []})
+    [stored] = read_attack_table(tmp_path)["rows"]
+    assert isinstance(stored["correct"], str)  # packed on disk
+    assert torch.equal(AttackResult.from_dict(stored).correct, correct)
+    assert AttackResult.from_dict({**stored, "correct": ""}).correct is None  # a table older than the field

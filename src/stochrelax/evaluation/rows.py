@@ -30,7 +30,6 @@ from stochrelax.models.allconv import precision_of
 from stochrelax.nn.layers import drawing_from
 from stochrelax.nn.prediction import draws_per_pass, evaluating, is_stochastic, predictive_log_prob, sample_logits
 from stochrelax.nn.rng import seeded
-from stochrelax.rundir.layout import pack_correct
 
 __all__ = ["FixedDrawJudge", "as_pixels", "in_batches", "judged_row", "through_proxy", "attack_model", "attack_budgets"]
 
@@ -207,7 +206,7 @@ def judged_row(attack: str, budget_name: str, budget: float, eot_samples: int, j
         single_accuracy.mean().item(), single_accuracy.std().item() if judge.samples > 1 else 0.0,
         success.sum().item() / max(denominator, 1), perturbation.abs().amax(dim=1).mean().item(),
         perturbation.norm(dim=1).mean().item(), seconds, examples, clean.float().mean().item(),
-        correct=pack_correct(correct), precision=precision_of(judge.model), **measured_with)
+        correct=correct.cpu(), precision=precision_of(judge.model), **measured_with)
 
 
 def through_proxy(model: torch.nn.Module, proxy: Proxy) -> torch.nn.Module:

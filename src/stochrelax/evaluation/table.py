@@ -11,13 +11,16 @@ figures read tables through these names without running an attack.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, NamedTuple, Sequence
+
+import torch
 
 from stochrelax.attacks import ATTACKS
 from stochrelax.attacks.fgsm import kurakin_steps
 from stochrelax.attacks.proxies import Proxy
 from stochrelax.models.allconv import PRECISIONS
+from stochrelax.rundir.layout import unpack_correct
 
 __all__ = ["THESIS_ATTACKS", "WORST_CASE", "EVALUATIONS", "BUDGET_NAMES", "budget_key", "DEFAULT_BUDGETS",
            "DEFAULT_PROXIES", "AttackSettings", "Work", "ATTACK_WORK", "AttackResult", "merge_rows"]
@@ -138,7 +141,8 @@ class AttackResult:
     warnings: tuple[str, ...] = ()  # checks that concern this row, kept with it
     members: tuple[dict[str, Any], ...] = ()  # worst case: images each ensemble member broke, in order
     precision: str = "float32"  # of the model's convolutions while attacked and judged
-    correct: str = ""  # per image, correct under attack: runs.pack_correct bits (attacks.json only; "" in old tables)
+    # (N,) bool per image, right under attack (None in old tables); attacks.json stores it packed (rundir.layout)
+    correct: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> "AttackResult":
@@ -147,6 +151,9 @@ class AttackResult:
         values = {key: value for key, value in row.items() if key in known}
         values["warnings"] = tuple(values.get("warnings", ()))
         values["members"] = tuple(values.get("members", ()))
+        packed = values.pop("correct", "")
+        if packed:
+            values["correct"] = torch.from_numpy(unpack_correct(packed, int(values["examples"])))
         return cls(**values)
 
     @property
@@ -156,9 +163,10 @@ class AttackResult:
                 self.examples, self.proxy, self.steps, self.seed, self.precision)
 
     def as_dict(self) -> dict[str, Any]:
-        """The row as stored in ``attacks.json`` (:meth:`from_dict` reads it back)."""
-        row = asdict(self)
-        row["warnings"], row["members"] = list(self.warnings), list(self.members)
+        """The row as :func:`~stochrelax.rundir.layout.write_attack_table` writes it into ``attacks.json``
+        (:meth:`from_dict` reads it back); ``correct`` stays a tensor until it is written."""
+        row = {item.name: getattr(self, item.name) for item in fields(self)}
+        row["warnings"], row["members"] = list(self.warnings), [dict(member) for member in self.members]
         return row
 
 

@@ -419,9 +419,11 @@ def load_run(run_dir: str | Path) -> Run:
 
 
 def write_attack_table(run_dir: str | Path, report: dict[str, Any]) -> None:
-    """Writes a robustness report: all of it as JSON, its ``rows`` as CSV."""
+    """Writes a robustness report: all of it as JSON, its ``rows`` as CSV; a row's per-image results
+    (``correct``, an (N,) bool tensor) are packed into attacks.json (:func:`pack_correct`)."""
     run_dir = Path(run_dir)
-    rows = report["rows"]
+    rows = [{**row, "correct": _packed(row.get("correct"))} for row in report["rows"]]
+    report = {**report, "rows": rows}
     table = io.StringIO()
     if rows:
         writer = csv.DictWriter(table, fieldnames=[key for key in rows[0] if key not in _JSON_ONLY],
@@ -430,6 +432,13 @@ def write_attack_table(run_dir: str | Path, report: dict[str, Any]) -> None:
         writer.writerows(rows)
     write_run_file(run_dir / ATTACKS_JSON, json.dumps(report, indent=2) + "\n")  # the record first
     write_run_file(run_dir / ATTACKS_CSV, table.getvalue())
+
+
+def _packed(correct: torch.Tensor | str | None) -> str:
+    """Per-image results as attacks.json stores them ("" where none were recorded)."""
+    if correct is None or isinstance(correct, str):
+        return correct or ""
+    return pack_correct(correct)
 
 
 def read_attack_table(run_dir: str | Path) -> dict[str, Any] | None:
