@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stochrelax.analysis.intervals import LEVEL, ImageResamples
-from stochrelax.analysis.measures import MEASURES, Lookup, Measurement, Unit
+from stochrelax.analysis.measures import MEASURES, Lookup, Measurement, MeasureUnit
 from stochrelax.analysis.results import VARIANTS, ResultRow
 from stochrelax.rundir.config import ConfigError, check_keys, read_yaml, validation_message
 
@@ -61,7 +61,7 @@ class Claim:
     margin_reason: str = ""
 
     @property
-    def unit(self) -> Unit:
+    def unit(self) -> MeasureUnit:
         return MEASURES[self.measure].unit
 
     @property
@@ -113,7 +113,7 @@ CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 CLAIMS_FILE_KEYS = ("claims", "definitions")  # definitions: YAML anchors (cell lists) the claims refer to
 
 
-def _check_margin(entry: _ClaimEntry, unit: Unit, where: str) -> None:
+def _check_margin(entry: _ClaimEntry, unit: MeasureUnit, where: str) -> None:
     """A comparison whose threshold is the null (no effect) needs a margin beyond the null, else an
     effect near zero could never be decided."""
     at_null = unit.null is not None and unit.null in entry.criterion.values()

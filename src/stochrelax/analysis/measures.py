@@ -26,7 +26,7 @@ from stochrelax.analysis.intervals import (Arm, BinomialFloor, ImageResamples, I
 from stochrelax.analysis.results import VARIANT_NAMES, VARIANTS, Cell, ResultRow
 from stochrelax.rundir.layout import unpack_correct
 
-__all__ = ["WORST_CASE_VARIANT", "Unit", "UNITS", "Measurement", "Lookup", "read_cells", "NameGrid",
+__all__ = ["WORST_CASE_VARIANT", "MeasureUnit", "UNITS", "Measurement", "Lookup", "read_cells", "NameGrid",
            "OneConfiguration", "AgainstReference", "MatchedPairs", "PICKS", "Measure", "MEASURES"]
 
 
@@ -36,7 +36,7 @@ WORST_CASE_VARIANT = VARIANTS[2]  # reads every L∞ attack cell as the worst ca
 # --- units ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Unit:
+class MeasureUnit:
     """How a measure's numbers read: accuracy in %, a difference in points, a ratio as ×."""
 
     name: str
@@ -66,11 +66,10 @@ class Unit:
         return f"{self.text(estimate)} [{bound(low)}, {bound(high)}]"
 
 
-UNITS = {unit.name: unit for unit in (Unit("accuracy", 100, 1, suffix="%", bounds=(0.0, 1.0)),
-                                      Unit("points", 100, 1, suffix=" points", signed=True, bounds=(-1.0, 1.0),
-                                           null=0.0),
-                                      Unit("ratio", 1, 2, prefix="×", bounds=(0.0, math.inf), null=1.0,
-                                           multiplicative=True))}
+UNITS = {unit.name: unit for unit in (
+    MeasureUnit("accuracy", 100, 1, suffix="%", bounds=(0.0, 1.0)),
+    MeasureUnit("points", 100, 1, suffix=" points", signed=True, bounds=(-1.0, 1.0), null=0.0),
+    MeasureUnit("ratio", 1, 2, prefix="×", bounds=(0.0, math.inf), null=1.0, multiplicative=True))}
 
 
 # --- measures ------------------------------------------------------------------------------------
@@ -390,7 +389,7 @@ class Measure:
 
     arguments: type[BaseModel]
     evaluate: Callable[[Lookup, str, Any, float], Measurement]  # (lookup, variant, arguments, level)
-    unit: Unit
+    unit: MeasureUnit
     absolute: bool = False
 
 

@@ -309,7 +309,7 @@ def _eot_can_change(config: RunConfig, attack: str) -> bool:
     return config.model.stochastic and queries_model
 
 
-class _Measured(NamedTuple):
+class _CellValue(NamedTuple):
     """One number of one run, and how it was measured."""
 
     accuracy: float
@@ -318,23 +318,23 @@ class _Measured(NamedTuple):
     correct: str | None  # which were right (runs.pack_correct); None: not recorded
 
 
-def _measured(row: dict[str, Any]) -> _Measured:
-    return _Measured(float(row["accuracy"]), int(row["eot_samples"]), int(row.get("examples", 0)),
+def _cell_value(row: dict[str, Any]) -> _CellValue:
+    return _CellValue(float(row["accuracy"]), int(row["eot_samples"]), int(row.get("examples", 0)),
                      row.get("correct") or None)
 
 
-def _run_cells(run: RunResults) -> dict[tuple[Cell, str], _Measured]:
+def _run_cells(run: RunResults) -> dict[tuple[Cell, str], _CellValue]:
     """(cell, variant) → the number of one run (see the module docstring for the variants)."""
-    clean = _Measured(run.test_accuracy, 1, run.test_examples, run.test_correct)
+    clean = _CellValue(run.test_accuracy, 1, run.test_examples, run.test_correct)
     cells = {(CLEAN, variant): clean for variant in ("single", "eot")}
-    by_draws: dict[Cell, dict[int, _Measured]] = {}  # later rows of the same cell and draws win: they are newer
-    worst: dict[float, _Measured] = {}  # eps -> the worst case
+    by_draws: dict[Cell, dict[int, _CellValue]] = {}  # later rows of the same cell and draws win: they are newer
+    worst: dict[float, _CellValue] = {}  # eps -> the worst case
     for row in run.attack_rows or ():
         if row["attack"] == WORST_CASE:
-            worst[budget_key(row["budget"])] = _measured(row)
+            worst[budget_key(row["budget"])] = _cell_value(row)
             continue
         cell = Cell(row["attack"], row["budget_name"], budget_key(row["budget"]))
-        by_draws.setdefault(cell, {})[int(row["eot_samples"])] = _measured(row)
+        by_draws.setdefault(cell, {})[int(row["eot_samples"])] = _cell_value(row)
     for cell, numbers in by_draws.items():
         if 1 in numbers:
             cells[(cell, "single")] = numbers[1]

@@ -120,7 +120,7 @@ def convergence_probe(model: torch.nn.Module, images: torch.Tensor, labels: torc
     return pgd(10, eot), pgd(20, 2 * eot)
 
 
-class _Measured(NamedTuple):
+class _Measurements(NamedTuple):
     """The rows and probes of :func:`robustness_sweep`, before they are merged and diagnosed."""
 
     rows: list[AttackResult]
@@ -152,7 +152,7 @@ def _per_attack_rows(model: torch.nn.Module, plan: Sequence[tuple[str, float, in
 
 
 def _measure(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: AttackSettings,
-             transfer_source: torch.nn.Module | None, progress: bool) -> _Measured:
+             transfer_source: torch.nn.Module | None, progress: bool) -> _Measurements:
     """Attacks ``model`` and runs the probes (see :func:`robustness_sweep`)."""
     stochastic = is_stochastic(model)
     plan = [entry for entry in attack_plan(settings, stochastic) if entry[0] != WORST_CASE]
@@ -179,7 +179,7 @@ def _measure(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     if settings.check_convergence:
         convergence_eps = probe_budget(rows, clean)
         convergence = convergence_probe(model, probe_images, probe_labels, convergence_eps, settings)
-    return _Measured(rows, clean, randomized, health, consistency, convergence, convergence_eps, clean_correct, worst)
+    return _Measurements(rows, clean, randomized, health, consistency, convergence, convergence_eps, clean_correct, worst)
 
 
 def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -22,18 +22,18 @@ __all__ = ["append_metrics", "append_training_stats", "append_event", "read_metr
            "read_events", "read_failure", "truncate_records", "find_failed_runs"]
 
 
-class _Record(BaseModel):
+class _RecordLine(BaseModel):
     """What every line of a run's ``.jsonl`` files has; further keys are kept as they are."""
 
     model_config = ConfigDict(extra="allow")
     epoch: int
 
 
-class _Event(_Record):
+class _Event(_RecordLine):
     event: str
 
 
-class _Metrics(_Record):
+class _Metrics(_RecordLine):
     """One epoch of ``metrics.jsonl``: the numbers that the figures, the catalog and the sweep's progress read."""
 
     train_loss: float
@@ -59,7 +59,7 @@ class _Summary(BaseModel):
     histogram: Optional[_Histogram]
 
 
-class _TrainingStats(_Record):
+class _TrainingStats(_RecordLine):
     layers: dict[str, dict[str, _Summary]]
 
 
@@ -72,7 +72,7 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
                           "permissions") from None
 
 
-def _read_records(path: Path, schema: type[_Record]) -> list[dict[str, Any]]:
+def _read_records(path: Path, schema: type[_RecordLine]) -> list[dict[str, Any]]:
     """The records of a ``.jsonl`` file (none if it is missing), without a last line that a kill cut short.
 
     Only the last line can be cut short, and then it has no newline after it; an

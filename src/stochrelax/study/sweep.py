@@ -315,7 +315,7 @@ def recorded_preset(out_dir: str | Path) -> tuple[str, Preset] | None:
     return record.name, record.preset
 
 
-class _Record(NamedTuple):
+class _SweepRecord(NamedTuple):
     """What ``sweep.json`` records of a study."""
 
     name: str  # the preset's name ("custom" for one given as settings)
@@ -324,7 +324,7 @@ class _Record(NamedTuple):
     settings_recorded: frozenset[str]  # the preset's fields it recorded (an older version records fewer)
 
 
-def _read_record(out_dir: Path) -> _Record:
+def _read_record(out_dir: Path) -> _SweepRecord:
     """``sweep.json``, checked: its preset and its jobs.
 
     Raises:
@@ -340,7 +340,7 @@ def _read_record(out_dir: Path) -> _Record:
             raise ValueError("a field of the wrong type")
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise RunDirError(f"{path} is damaged ({type(error).__name__}: {error}); {fix}") from None
-    return _Record(record["preset"], preset, record["jobs"], frozenset(record["preset_settings"]))
+    return _SweepRecord(record["preset"], preset, record["jobs"], frozenset(record["preset_settings"]))
 
 
 def _write_sweep_file(out_dir: Path, record: dict[str, Any]) -> None:
