@@ -49,8 +49,12 @@ class MeasureUnit:
     null: float | None = None  # the value of no effect (0 points, ×1); None for an absolute number
     multiplicative: bool = False  # effects are factors (a ratio): the mirror of ×1.1 is ×1/1.1
 
+    def _shown(self, value: float) -> float:
+        """``value`` in this unit, rounded as shown; + 0.0 turns a rounded −0.0 into 0.0."""
+        return round(value * self.scale, self.decimals) + 0.0
+
     def text(self, value: float) -> str:
-        return f"{self.prefix}{value * self.scale:{'+' if self.signed else ''}.{self.decimals}f}{self.suffix}"
+        return f"{self.prefix}{self._shown(value):{'+' if self.signed else ''}.{self.decimals}f}{self.suffix}"
 
     def threshold_text(self, value: float) -> str:
         """A criterion's threshold, shortest form: ``88%``, ``×1.5``, ``0 points``, ``1 point``."""
@@ -62,7 +66,7 @@ class MeasureUnit:
         def bound(value: float) -> str:
             if not math.isfinite(value):
                 return "∞" if value > 0 else "−∞"
-            return f"{value * self.scale:.{self.decimals}f}"
+            return f"{self._shown(value):.{self.decimals}f}"
         return f"{self.text(estimate)} [{bound(low)}, {bound(high)}]"
 
 
