@@ -149,5 +149,6 @@ def evaluate_robustness(model: torch.nn.Module, images: torch.Tensor, labels: to
         attacked = Randomized(model) if randomized and not is_stochastic(model) else model
         report = robustness_sweep(attacked, images, labels, settings, progress=progress)
     worst = [row for row in report.rows if row.attack == WORST_CASE]
-    return RobustnessEvaluation(settings.eps, report.clean_correct, report.robust, report.adversarial,
-                                {row.budget: row.members for row in worst}, tuple(report.warnings), randomized, report)
+    return RobustnessEvaluation(eps=settings.eps, clean_correct=report.clean_correct, robust=report.robust,
+                                adversarial=report.adversarial, broken_by={row.budget: row.members for row in worst},
+                                warnings=tuple(report.warnings), randomized=randomized, report=report)

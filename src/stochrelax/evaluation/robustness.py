@@ -179,7 +179,9 @@ def _measure(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     if settings.check_convergence:
         convergence_eps = probe_budget(rows, clean)
         convergence = convergence_probe(model, probe_images, probe_labels, convergence_eps, settings)
-    return _Measurements(rows, clean, randomized, health, consistency, convergence, convergence_eps, clean_correct, worst)
+    return _Measurements(rows=rows, clean=clean, randomized=randomized, health=health, consistency=consistency,
+                         convergence=convergence, convergence_eps=convergence_eps, clean_correct=clean_correct,
+                         worst=worst)
 
 
 def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -215,9 +217,11 @@ def robustness_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch
     model_wide = [finding.message for finding in findings if not finding.rows]
     warnings = list(dict.fromkeys(model_wide + [message for row in rows for message in row.warnings]))
     worst = measured.worst
-    return RobustnessReport(rows, measured.clean, measured.randomized, measured.health, measured.consistency,
-                            measured.convergence, measured.convergence_eps, warnings, measured.clean_correct,
-                            worst.robust if worst else {}, worst.adversarial if worst else {})
+    return RobustnessReport(rows=rows, clean_accuracy=measured.clean, randomized_fraction=measured.randomized,
+                            gradient_health=measured.health, gradient_consistency=measured.consistency,
+                            convergence=measured.convergence, convergence_eps=measured.convergence_eps,
+                            warnings=warnings, clean_correct=measured.clean_correct,
+                            robust=worst.robust if worst else {}, adversarial=worst.adversarial if worst else {})
 
 
 def attack_run(run: Run, data: FashionMNIST, settings: AttackSettings = AttackSettings(), *,

@@ -202,11 +202,14 @@ def judged_row(attack: str, budget_name: str, budget: float, eot_samples: int, j
     single_accuracy = single.float().mean(dim=1)  # (K,)
     perturbation = (adversarial - images).flatten(1)  # (N, C·H·W)
     return AttackResult(
-        attack, budget_name, float(budget), eot_samples, judge.samples, correct.float().mean().item(),
-        single_accuracy.mean().item(), single_accuracy.std().item() if judge.samples > 1 else 0.0,
-        success.sum().item() / max(denominator, 1), perturbation.abs().amax(dim=1).mean().item(),
-        perturbation.norm(dim=1).mean().item(), seconds, examples, clean.float().mean().item(),
-        correct=correct.cpu(), precision=precision_of(judge.model), **measured_with)
+        attack=attack, budget_name=budget_name, budget=float(budget), eot_samples=eot_samples,
+        prediction_samples=judge.samples, accuracy=correct.float().mean().item(),
+        accuracy_single_draw=single_accuracy.mean().item(),
+        accuracy_single_draw_std=single_accuracy.std().item() if judge.samples > 1 else 0.0,
+        success_rate=success.sum().item() / max(denominator, 1), mean_linf=perturbation.abs().amax(dim=1).mean().item(),
+        mean_l2=perturbation.norm(dim=1).mean().item(), seconds=seconds, examples=examples,
+        clean_accuracy=clean.float().mean().item(), correct=correct.cpu(), precision=precision_of(judge.model),
+        **measured_with)
 
 
 def through_proxy(model: torch.nn.Module, proxy: Proxy) -> torch.nn.Module:

@@ -153,4 +153,4 @@ def worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
                                    steps=settings.worst_case_steps, seed=settings.seed, members=tuple(log)))
             robust[budget], found[budget] = standing.clone(), adversarial.clone()
         bar.close()
-    return WorstCase(rows, clean, robust, found)
+    return WorstCase(rows=rows, clean=clean, robust=robust, adversarial=found)
