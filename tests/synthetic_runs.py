@@ -61,11 +61,12 @@ def write_run(root: Path, name: str, config: RunConfig, seed: int, clean: float,
     runs.write_config(run_dir, parse_config(config.model_dump(mode="json"), {"train": {"seed": seed}}))
 
     def measured(accuracy: float) -> dict:
-        return {} if images is None else {"correct": runs.pack_correct(nested_correct(accuracy, images))}
+        return {} if images is None else {"correct": nested_correct(accuracy, images)}
 
     runs.write_summary(run_dir, {"test_accuracy": clean, "epochs": 1,
                                  **({} if images is None else {"test_examples": images,
-                                                               "test_correct": measured(clean)["correct"]})})
+                                                               "test_correct": runs.pack_correct(
+                                                                   nested_correct(clean, images))})})
     if attacks is not None:
         rows = [{"attack": attack, "budget_name": "eps" if attack == "worst-case" else ATTACKS[attack].budget_name,
                  "budget": budget, "eot_samples": draws, "accuracy": accuracy,

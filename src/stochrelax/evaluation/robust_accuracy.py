@@ -25,6 +25,7 @@ import torch
 
 from stochrelax.evaluation.checks import randomized_fraction
 from stochrelax.evaluation.robustness import RobustnessReport, robustness_sweep
+from stochrelax.evaluation.rows import as_pixels
 from stochrelax.evaluation.table import DEFAULT_PROXIES, WORST_CASE, AttackSettings
 from stochrelax.nn.prediction import Randomized, evaluating, is_stochastic
 from stochrelax.nn.rng import seeded
@@ -143,9 +144,8 @@ def evaluate_robustness(model: torch.nn.Module, images: torch.Tensor, labels: to
     with seeded(seed, images.device):
         if randomized is None:
             with evaluating(model), torch.no_grad():
-                pixels = images[:RANDOMNESS_PROBE]
-                pixels = pixels.float() / 255 if not pixels.is_floating_point() else pixels
-                randomized = is_stochastic(model) or randomized_fraction(model, pixels) > 0
+                probe = as_pixels(images[:RANDOMNESS_PROBE])
+                randomized = is_stochastic(model) or randomized_fraction(model, probe) > 0
         attacked = Randomized(model) if randomized and not is_stochastic(model) else model
         report = robustness_sweep(attacked, images, labels, settings, progress=progress)
     worst = [row for row in report.rows if row.attack == WORST_CASE]

@@ -434,11 +434,9 @@ def write_attack_table(run_dir: str | Path, report: dict[str, Any]) -> None:
     write_run_file(run_dir / ATTACKS_CSV, table.getvalue())
 
 
-def _packed(correct: torch.Tensor | str | None) -> str:
+def _packed(correct: torch.Tensor | None) -> str:
     """Per-image results as attacks.json stores them ("" where none were recorded)."""
-    if correct is None or isinstance(correct, str):
-        return correct or ""
-    return pack_correct(correct)
+    return "" if correct is None else pack_correct(correct)
 
 
 def read_attack_table(run_dir: str | Path) -> dict[str, Any] | None:
